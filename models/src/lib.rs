@@ -1,0 +1,20 @@
+//! pdl-models: the course's architectures as Burn modules, generic over the backend.
+//!
+//! Every model follows burn-nn's order: `XxxConfig` (a `Config`, saved in each run's
+//! `config.json`) -> `XxxConfig::init(device)` -> `Xxx<B>` (a `Module`) -> `forward`, pure tensors
+//! in and out. `forward_classification` adds the loss, and the Learner's `TrainStep` /
+//! `InferenceStep` are two lines over it. Course-canonical sizes are named presets
+//! (`ClassicCnnConfig::mnist()`), each citing its source.
+//!
+//! | file | models | chapter |
+//! |---|---|---|
+//! | [`mlp`] | multilayer perceptron | MLP |
+//! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
+
+pub mod classification;
+pub mod cnn;
+pub mod mlp;
+
+pub use classification::ImageClassifier;
+pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
+pub use mlp::{Mlp, MlpConfig};

@@ -1,0 +1,343 @@
+//! The `pdl` command line: `list`, `train`, `eval`, `bench`. The commands live in the library so
+//! the tests drive them in-process, exactly as the binary does.
+
+use crate::artifacts::{MetricsFile, RunContext, RunReport, Scores, holds_a_run, write_json};
+use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
+use crate::experiments::{self, EXPERIMENTS, Experiment, ExperimentConfig, image_classification};
+use anyhow::{Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// pdl: the architectures of Principles of Deep Learning, trained on real data with Burn.
+#[derive(Parser, Debug)]
+#[command(name = "pdl", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the table of experiments: name, chapter, dataset, model, expected result.
+    List,
+    /// Train an experiment, writing runs/<experiment>/ (config, checkpoints, model, metrics).
+    Train(TrainArgs),
+    /// Rebuild a trained model from its artifact directory and score it on the test set.
+    Eval(EvalArgs),
+    /// Measure training and inference images/s of the classic MNIST net on each backend.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Options of `pdl train`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrainArgs {
+    /// The experiment, e.g. mnist-cnn (`pdl list` shows them all).
+    pub experiment: String,
+    /// Epochs to train (a resumed run trains up to this many in all).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed for weights, data order, dropout and augmentation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Backend: flex (default, fastest CPU), ndarray, or wgpu (GPU).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Devices to train on, data-parallel: a count (2) or a list of indices (0,1).
+    #[arg(long, default_value = "1")]
+    pub devices: String,
+    /// Folder holding the datasets (default: $PDL_DATA_DIR, else ~/.cache/pdl).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where to write the run (default: runs/<experiment>).
+    #[arg(long)]
+    pub artifact_dir: Option<PathBuf>,
+    /// Start from this config JSON (e.g. a run's config.json) instead of the preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in the artifact directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// One epoch on a few batches of each split, into a temporary directory unless
+    /// --artifact-dir is given: checks that everything runs.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// Options of `pdl eval`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EvalArgs {
+    /// A run's artifact directory (holding config.json and model.mpk).
+    pub artifact_dir: PathBuf,
+    /// Backend to evaluate on.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Folder holding the datasets (default: $PDL_DATA_DIR, else ~/.cache/pdl).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::List => {
+            print!("{}", list_table());
+            Ok(())
+        }
+        Command::Train(args) => train(&args).map(|_| ()),
+        Command::Eval(args) => {
+            let scores = eval(&args)?;
+            println!(
+                "test accuracy {:.2}%  loss {:.4}  ({} images)",
+                scores.accuracy, scores.loss, scores.count
+            );
+            Ok(())
+        }
+        Command::Bench(args) => crate::bench::run(&args),
+    }
+}
+
+/// The table `pdl list` prints.
+pub fn list_table() -> String {
+    let rows: Vec<[&str; 5]> = EXPERIMENTS
+        .iter()
+        .map(|e| [e.name, e.chapter, e.dataset, e.model, e.expected])
+        .collect();
+    let header = ["experiment", "chapter", "dataset", "model", "expected"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap()
+        })
+        .collect();
+    let line = |cells: [&str; 5]| {
+        let mut s = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut out = line(header);
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out += &line(std::array::from_fn(|i| dashes[i].as_str()));
+    for r in rows {
+        out += &line(r);
+    }
+    out
+}
+
+/// What `pdl train` produced.
+#[derive(Debug)]
+pub struct Trained {
+    /// The artifact directory.
+    pub dir: PathBuf,
+    /// What the run reached.
+    pub report: RunReport,
+}
+
+fn backend_from(name: Option<&str>) -> Result<BackendKind> {
+    match name {
+        Some(name) => BackendKind::parse(name),
+        None => BackendKind::default_compiled(),
+    }
+}
+
+fn config_for(
+    args: &TrainArgs,
+    experiment: &Experiment,
+    dir: &std::path::Path,
+) -> Result<ExperimentConfig> {
+    let from_file = if args.resume {
+        Some(dir.join("config.json"))
+    } else {
+        args.config.clone()
+    };
+    let config = match from_file {
+        Some(path) => ExperimentConfig::load(experiment, &path)?,
+        None => (experiment.preset)(),
+    };
+    if config.experiment() != experiment.name {
+        bail!(
+            "the config is for experiment '{}', not '{}'",
+            config.experiment(),
+            experiment.name
+        );
+    }
+    let ExperimentConfig::Image(mut c) = config;
+    if let Some(v) = args.epochs {
+        c.num_epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        c.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        c.learning_rate = v;
+    }
+    if let Some(v) = args.seed {
+        c.seed = v;
+    }
+    if args.smoke {
+        c = c.into_smoke();
+    }
+    c.validate()?;
+    Ok(ExperimentConfig::Image(c))
+}
+
+/// `pdl train`: trains, saves the model, writes `metrics.json`, prints the test score.
+pub fn train(args: &TrainArgs) -> Result<Trained> {
+    let experiment = experiments::find(&args.experiment)?;
+    let backend = backend_from(args.backend.as_deref())?;
+    let devices = DeviceSpec::parse(&args.devices)?;
+    let dir = match (&args.artifact_dir, args.smoke) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => std::env::temp_dir().join(format!(
+            "pdl-smoke-{}-{}",
+            experiment.name,
+            std::process::id()
+        )),
+        (None, false) => PathBuf::from("runs").join(experiment.name),
+    };
+    if args.resume && !dir.join("config.json").is_file() {
+        bail!(
+            "--resume: {} holds no run (no config.json); train without --resume first",
+            dir.display()
+        );
+    }
+    if !args.resume && holds_a_run(&dir) {
+        bail!(
+            "{} already holds a run: add --resume to continue it, or --artifact-dir DIR for a new \
+             one (or delete the folder)",
+            dir.display()
+        );
+    }
+    let config = config_for(args, experiment, &dir)?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    config.save(&dir.join("config.json"))?;
+    let ctx = RunContext {
+        data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
+        artifact_dir: dir.clone(),
+        resume: args.resume,
+        backend,
+        devices: devices.len(),
+    };
+    println!(
+        "training {} on {backend} ({} device{}), data from {}, artifacts in {}",
+        experiment.name,
+        ctx.devices,
+        if ctx.devices == 1 { "" } else { "s" },
+        ctx.data_dir.display(),
+        dir.display()
+    );
+    let ExperimentConfig::Image(image_config) = &config;
+    let report = run_on(
+        backend,
+        &devices,
+        TrainTask {
+            config: image_config,
+            ctx: &ctx,
+        },
+    )??;
+    write_json(
+        &dir.join("metrics.json"),
+        &MetricsFile {
+            experiment: experiment.name,
+            backend: backend.name(),
+            devices: ctx.devices,
+            epochs: report.epochs,
+            wall_seconds: report.wall_seconds,
+            train_items: report.train_items,
+            smoke: image_config.smoke,
+            valid: report.valid,
+            test: report.test,
+        },
+    )?;
+    println!(
+        "{}: test accuracy {:.2}% (loss {:.4}), valid {:.2}%, after {} epochs in {:.1} s; \
+         artifacts in {}",
+        experiment.name,
+        report.test.accuracy,
+        report.test.loss,
+        report.valid.accuracy,
+        report.epochs,
+        report.wall_seconds,
+        dir.display()
+    );
+    Ok(Trained { dir, report })
+}
+
+struct TrainTask<'a> {
+    config: &'a image_classification::ImageExperimentConfig,
+    ctx: &'a RunContext,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = Result<RunReport>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        image_classification::train::<B>(self.config, self.ctx, devices)
+    }
+}
+
+/// `pdl eval`: rebuilds the model from `config.json` and `model.mpk` and scores the test set.
+pub fn eval(args: &EvalArgs) -> Result<Scores> {
+    let dir = &args.artifact_dir;
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        bail!(
+            "{}: no config.json, so not a pdl run directory",
+            dir.display()
+        );
+    }
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let name: String = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("experiment")?.as_str().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("{}: no \"experiment\" field", config_path.display()))?;
+    let experiment = experiments::find(&name)?;
+    let ExperimentConfig::Image(config) = ExperimentConfig::load(experiment, &config_path)?;
+    let backend = backend_from(args.backend.as_deref())?;
+    let ctx = RunContext {
+        data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
+        artifact_dir: dir.clone(),
+        resume: false,
+        backend,
+        devices: 1,
+    };
+    run_on(
+        backend,
+        &DeviceSpec::Count(1),
+        EvalTask {
+            config: &config,
+            ctx: &ctx,
+        },
+    )?
+}
+
+struct EvalTask<'a> {
+    config: &'a image_classification::ImageExperimentConfig,
+    ctx: &'a RunContext,
+}
+
+impl BackendTask for EvalTask<'_> {
+    type Output = Result<Scores>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        image_classification::eval::<B::InnerBackend>(self.config, self.ctx, devices[0].clone())
+    }
+}

@@ -1,0 +1,339 @@
+//! Image classification on MNIST-style sets: the course's first chapters (MLP, CNN) and the
+//! template every later experiment copies.
+//!
+//! Data: the training file split into train/valid (seeded), the test file kept for the final
+//! score. Model: any [`ImageModelConfig`]. Loop: Burn's `SupervisedTraining` through
+//! [`crate::learner::fit`], AdamW, an optional warm-up + cosine schedule. Artifacts:
+//! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
+
+use crate::artifacts::{RunContext, RunReport, Scores};
+use crate::learner::{FitOptions, Recorder, fit, save_model};
+use crate::schedule::ScheduleConfig;
+use anyhow::{Context, Result, bail};
+use burn::config::Config;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::AdamWConfig;
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
+use pdl_datasets::augment::Augment;
+use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
+use pdl_datasets::mnist::{ImageData, ImageDataset, ImageSource, Split, split_train_valid};
+use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The model of an image experiment.
+#[derive(Config, Debug)]
+pub enum ImageModelConfig {
+    /// A multilayer perceptron on flattened pixels.
+    Mlp(MlpConfig),
+    /// LeNet-5.
+    LeNet5(LeNet5Config),
+    /// The classic pytorch/examples MNIST network.
+    ClassicCnn(ClassicCnnConfig),
+    /// A small batch-norm CNN.
+    BnCnn(BnCnnConfig),
+}
+
+impl ImageModelConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Mlp(c) => c.validate(),
+            Self::LeNet5(c) => c.validate(),
+            Self::ClassicCnn(c) => c.validate(),
+            Self::BnCnn(c) => c.validate(),
+        }
+    }
+}
+
+/// Everything needed to rebuild an image-classification run; saved as its `config.json`.
+#[derive(Config, Debug)]
+pub struct ImageExperimentConfig {
+    /// The experiment's name in the registry.
+    pub experiment: String,
+    /// `mnist`, `fashion-mnist`, or a folder holding the four IDX files.
+    pub dataset: String,
+    /// The model.
+    pub model: ImageModelConfig,
+    /// Epochs to train.
+    #[config(default = 10)]
+    pub num_epochs: usize,
+    /// Images per training batch (split across devices when there are several).
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW.
+    #[config(default = 1e-3)]
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule over all optimiser steps.
+    #[config(default = "ScheduleConfig::Constant")]
+    pub schedule: ScheduleConfig,
+    /// Training images held out for validation.
+    #[config(default = 5000)]
+    pub valid_size: usize,
+    /// Random shifts and rotations of the training images ([`Augment::mnist`]).
+    #[config(default = false)]
+    pub augment: bool,
+    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
+    #[config(default = 0)]
+    pub early_stopping_patience: usize,
+    /// Seed for weights, the split, shuffling, dropout and augmentation.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// A smoke run: one epoch on a few batches of each split.
+    #[config(default = false)]
+    pub smoke: bool,
+}
+
+/// Batches of a smoke run: training, then validation and test.
+const SMOKE_BATCHES: (usize, usize) = (4, 2);
+/// Evaluation batch size: large, since no gradients are kept.
+const EVAL_BATCH: usize = 500;
+
+impl ImageExperimentConfig {
+    /// Checks everything that can be checked before reading data.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
+        if self.num_epochs == 0 {
+            return bad("num_epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "learning_rate must be > 0, got {}",
+                self.learning_rate
+            ));
+        }
+        if !(0.0..1.0).contains(&self.weight_decay) {
+            return bad(format!(
+                "weight_decay must be in [0, 1), got {}",
+                self.weight_decay
+            ));
+        }
+        self.schedule.validate().or_else(bad)?;
+        self.model.validate().or_else(bad)
+    }
+
+    /// Applies `--smoke`: one epoch, and the data limits of [`SMOKE_BATCHES`].
+    pub fn into_smoke(mut self) -> Self {
+        self.smoke = true;
+        self.num_epochs = 1;
+        self
+    }
+}
+
+struct Splits {
+    train: ImageDataset,
+    valid: ImageDataset,
+    test: ImageDataset,
+    mean: f32,
+    std: f32,
+}
+
+fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Splits> {
+    let source = ImageSource::parse(&config.dataset);
+    let dir = source.locate(&ctx.data_dir)?;
+    let train = Arc::new(ImageData::load(&dir, Split::Train)?);
+    let test = Arc::new(ImageData::load(&dir, Split::Test)?);
+    let (mean, std) = source.normalisation().unwrap_or_else(|| train.mean_std());
+    let valid_size = if config.smoke {
+        config.valid_size.min(train.len() / 4).max(1)
+    } else {
+        config.valid_size
+    };
+    let (train_set, valid_set) =
+        split_train_valid(train, valid_size, config.seed).map_err(anyhow::Error::msg)?;
+    let mut splits = Splits {
+        train: train_set,
+        valid: valid_set,
+        test: ImageDataset::new(test),
+        mean,
+        std,
+    };
+    if config.smoke {
+        let (train_batches, eval_batches) = SMOKE_BATCHES;
+        splits.train = splits.train.truncate(train_batches * config.batch_size);
+        splits.valid = splits.valid.truncate(eval_batches * config.batch_size);
+        splits.test = splits.test.truncate(eval_batches * config.batch_size);
+    }
+    Ok(splits)
+}
+
+fn eval_loader<B: Backend>(
+    dataset: ImageDataset,
+    mean: f32,
+    std: f32,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, ImageBatch<B>>> {
+    DataLoaderBuilder::new(ImageBatcher::new(mean, std))
+        .batch_size(EVAL_BATCH)
+        .set_device(device.clone())
+        .build(dataset)
+}
+
+/// Loss and accuracy of `model` over every batch of `loader`.
+pub fn evaluate<B, M>(model: &M, loader: &Arc<dyn DataLoader<B, ImageBatch<B>>>) -> Scores
+where
+    B: Backend,
+    M: InferenceStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>,
+{
+    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0i64, 0usize);
+    for batch in loader.iter() {
+        let [n] = batch.targets.dims();
+        let out = model.step(batch);
+        loss_sum += out.loss.into_scalar().elem::<f64>() * n as f64;
+        let predicted = out.output.argmax(1).flatten::<1>(0, 1);
+        correct += predicted
+            .equal(out.targets)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<i64>();
+        count += n;
+    }
+    Scores {
+        loss: loss_sum / count.max(1) as f64,
+        accuracy: 100.0 * correct as f64 / count.max(1) as f64,
+        count,
+    }
+}
+
+/// Trains the configured model, saves `model.mpk`, and scores it on valid and test.
+pub fn train<B: AutodiffBackend>(
+    config: &ImageExperimentConfig,
+    ctx: &RunContext,
+    devices: Vec<B::Device>,
+) -> Result<RunReport> {
+    config.validate()?;
+    let splits = load_splits(config, ctx)?;
+    let device = devices[0].clone();
+    B::seed(&device, config.seed);
+    match &config.model {
+        ImageModelConfig::Mlp(c) => train_model(c.init::<B>(&device), config, ctx, splits, devices),
+        ImageModelConfig::LeNet5(c) => {
+            train_model(c.init::<B>(&device), config, ctx, splits, devices)
+        }
+        ImageModelConfig::ClassicCnn(c) => {
+            train_model(c.init::<B>(&device), config, ctx, splits, devices)
+        }
+        ImageModelConfig::BnCnn(c) => {
+            train_model(c.init::<B>(&device), config, ctx, splits, devices)
+        }
+    }
+}
+
+fn train_model<B, M>(
+    model: M,
+    config: &ImageExperimentConfig,
+    ctx: &RunContext,
+    splits: Splits,
+    devices: Vec<B::Device>,
+) -> Result<RunReport>
+where
+    B: AutodiffBackend,
+    M: TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
+        + AutodiffModule<B>
+        + std::fmt::Display
+        + 'static,
+    M::InnerModule: InferenceStep<
+            Input = ImageBatch<B::InnerBackend>,
+            Output = ClassificationOutput<B::InnerBackend>,
+        >,
+{
+    let device = devices[0].clone();
+    let train_items = splits.train.len();
+    let steps_per_epoch = train_items.div_ceil(config.batch_size);
+    let schedule = config
+        .schedule
+        .init(config.learning_rate, steps_per_epoch * config.num_epochs);
+    let mut batcher = ImageBatcher::new(splits.mean, splits.std);
+    if config.augment {
+        batcher = batcher.with_augment(Augment::mnist(), config.seed);
+    }
+    let train_loader = DataLoaderBuilder::new(batcher)
+        .batch_size(config.batch_size)
+        .shuffle(config.seed)
+        .set_device(device.clone())
+        .build(splits.train);
+    let valid_loader =
+        eval_loader::<B::InnerBackend>(splits.valid, splits.mean, splits.std, &device);
+    let test_loader = eval_loader::<B::InnerBackend>(splits.test, splits.mean, splits.std, &device);
+    let optim = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .init();
+    let options = FitOptions {
+        num_epochs: config.num_epochs,
+        early_stopping_patience: config.early_stopping_patience,
+        resume: ctx.resume,
+    };
+
+    println!("{model}");
+    let started = Instant::now();
+    let fitted = fit(
+        &ctx.artifact_dir,
+        model,
+        optim,
+        schedule,
+        train_loader,
+        valid_loader.clone(),
+        devices,
+        &options,
+    )?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    save_model(fitted.model.clone(), &ctx.artifact_dir)?;
+    Ok(RunReport {
+        epochs: fitted.epochs_done,
+        wall_seconds,
+        train_items,
+        valid: evaluate(&fitted.model, &valid_loader),
+        test: evaluate(&fitted.model, &test_loader),
+    })
+}
+
+/// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
+/// test set.
+pub fn eval<B: Backend>(
+    config: &ImageExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+) -> Result<Scores> {
+    config.validate()?;
+    let splits = load_splits(config, ctx)?;
+    let loader = eval_loader::<B>(splits.test, splits.mean, splits.std, &device);
+    let path = ctx.artifact_dir.join("model.mpk");
+    if !path.is_file() {
+        bail!(
+            "{}: no trained model (train first, or check the path)",
+            path.display()
+        );
+    }
+    match &config.model {
+        ImageModelConfig::Mlp(c) => score(c.init::<B>(&device), &path, &device, &loader),
+        ImageModelConfig::LeNet5(c) => score(c.init::<B>(&device), &path, &device, &loader),
+        ImageModelConfig::ClassicCnn(c) => score(c.init::<B>(&device), &path, &device, &loader),
+        ImageModelConfig::BnCnn(c) => score(c.init::<B>(&device), &path, &device, &loader),
+    }
+}
+
+fn score<B, M>(
+    model: M,
+    path: &std::path::Path,
+    device: &B::Device,
+    loader: &Arc<dyn DataLoader<B, ImageBatch<B>>>,
+) -> Result<Scores>
+where
+    B: Backend,
+    M: Module<B> + InferenceStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>,
+{
+    let model = model
+        .load_file(path, &Recorder::new(), device)
+        .with_context(|| format!("{}: not a model for this config", path.display()))?;
+    Ok(evaluate(&model, loader))
+}

@@ -1,0 +1,229 @@
+//! The Learner wiring every supervised experiment shares: metrics, checkpoints, resume, early
+//! stopping, the renderer (Burn's TUI dashboard in a terminal, [`PlainRenderer`] otherwise), the
+//! multi-device strategy, and a guard that stops on a non-finite loss.
+
+use crate::renderer::PlainRenderer;
+use anyhow::{Context, Result, bail};
+use burn::data::dataloader::DataLoader;
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::optim::lr_scheduler::LrScheduler;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::train::metric::{
+    AccuracyMetric, Adaptor, LearningRateMetric, LossMetric, Metric, MetricAttributes,
+    MetricMetadata, MetricName, SerializedEntry,
+};
+use burn::train::{
+    ClassificationOutput, ExecutionStrategy, InferenceStep, Interrupter, Learner,
+    MetricEarlyStoppingStrategy, MultiDeviceOptim, StoppingCondition, SupervisedTraining,
+    TrainStep,
+};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The recorder for checkpoints and the final `model.mpk`: full precision, named MessagePack.
+pub type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// How a training run is set up, beyond its model and data.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Epochs to train in all (a resumed run continues up to this number).
+    pub num_epochs: usize,
+    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
+    pub early_stopping_patience: usize,
+    /// Continue from the last checkpoint in the artifact directory.
+    pub resume: bool,
+}
+
+/// What training left behind.
+pub struct Fitted<M> {
+    /// The trained model, without autodiff.
+    pub model: M,
+    /// The last epoch that has a checkpoint (the number of epochs done).
+    pub epochs_done: usize,
+}
+
+/// The highest epoch with a complete model checkpoint under `dir/checkpoint`.
+pub fn last_checkpoint(dir: &Path) -> Option<usize> {
+    let entries = std::fs::read_dir(dir.join("checkpoint")).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse::<usize>()
+                .ok()
+        })
+        .filter(|epoch| {
+            ["optim", "scheduler"]
+                .iter()
+                .all(|part| dir.join(format!("checkpoint/{part}-{epoch}.mpk")).is_file())
+        })
+        .max()
+}
+
+/// Trains a classifier with Burn's `SupervisedTraining`, checkpointing every epoch into `dir`.
+///
+/// Registers loss, accuracy and learning rate for train and valid; early stopping on the valid
+/// loss; one device or several (data-parallel, the optimiser on the first); resumes from the last
+/// checkpoint when asked. A non-finite loss stops training and returns an error, keeping every
+/// checkpoint already written.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B, M, O, S, I>(
+    dir: &Path,
+    model: M,
+    optim: O,
+    schedule: S,
+    train: Arc<dyn DataLoader<B, I>>,
+    valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
+    devices: Vec<B::Device>,
+    options: &FitOptions,
+) -> Result<Fitted<M::InnerModule>>
+where
+    B: AutodiffBackend,
+    I: Send + 'static,
+    M: TrainStep<Input = I, Output = ClassificationOutput<B>>
+        + AutodiffModule<B>
+        + std::fmt::Display
+        + 'static,
+    M::InnerModule: InferenceStep<Output = ClassificationOutput<B::InnerBackend>>,
+    O: Optimizer<M, B> + 'static,
+    S: LrScheduler + 'static,
+{
+    let interrupter = Interrupter::new();
+    let mut training = SupervisedTraining::new(dir, train, valid)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train(FiniteLossGuard::new(interrupter.clone()))
+        .with_file_checkpointer(Recorder::new())
+        .with_interrupter(interrupter.clone())
+        .num_epochs(options.num_epochs)
+        .summary();
+    if options.early_stopping_patience > 0 {
+        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
+            &LossMetric::<B>::new(),
+            Aggregate::Mean,
+            Direction::Lowest,
+            Split::Valid,
+            StoppingCondition::NoImprovementSince {
+                n_epochs: options.early_stopping_patience,
+            },
+        ));
+    }
+    if options.resume {
+        match last_checkpoint(dir) {
+            Some(epoch) if epoch >= options.num_epochs => bail!(
+                "{} already holds all {} epochs; raise --epochs to train further",
+                dir.display(),
+                options.num_epochs
+            ),
+            Some(epoch) => {
+                println!("resuming from the checkpoint of epoch {epoch}");
+                training = training.checkpoint(epoch);
+            }
+            None => bail!(
+                "--resume: no complete checkpoint in {}",
+                dir.join("checkpoint").display()
+            ),
+        }
+    }
+    if !std::io::stdout().is_terminal() {
+        training = training.renderer(PlainRenderer::new());
+    }
+    if devices.len() > 1 {
+        training = training.with_training_strategy(
+            ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice).into(),
+        );
+    }
+
+    let result = training.launch(Learner::new(model, optim, schedule));
+    let epochs_done = last_checkpoint(dir).unwrap_or(0);
+    if let Some(reason) = interrupter.get_message() {
+        bail!(
+            "{reason}; training stopped, checkpoints up to epoch {epochs_done} are kept in {}",
+            dir.join("checkpoint").display()
+        );
+    }
+    if interrupter.should_stop() {
+        bail!(
+            "training interrupted after epoch {epochs_done}; continue with --resume \
+             (checkpoints in {})",
+            dir.join("checkpoint").display()
+        );
+    }
+    Ok(Fitted {
+        model: result.model,
+        epochs_done,
+    })
+}
+
+/// Saves a trained model as `dir/model.mpk`.
+pub fn save_model<B: Backend, M: burn::module::Module<B>>(model: M, dir: &Path) -> Result<()> {
+    let path = dir.join("model");
+    model
+        .save_file(&path, &Recorder::new())
+        .with_context(|| format!("cannot save {}.mpk", path.display()))
+}
+
+/// The loss of a batch, for [`FiniteLossGuard`].
+pub struct LossValue(f64);
+
+impl<B: Backend> Adaptor<LossValue> for ClassificationOutput<B> {
+    fn adapt(&self) -> LossValue {
+        use burn::tensor::ElementConversion;
+        LossValue(self.loss.clone().mean().into_scalar().elem::<f64>())
+    }
+}
+
+/// A training "metric" that stops the run when the loss becomes NaN or infinite, so a diverging
+/// run ends with a clear error instead of training on garbage for the remaining epochs.
+#[derive(Clone)]
+pub struct FiniteLossGuard {
+    interrupter: Interrupter,
+    name: MetricName,
+}
+
+impl FiniteLossGuard {
+    /// A guard that stops `interrupter`.
+    pub fn new(interrupter: Interrupter) -> Self {
+        Self {
+            interrupter,
+            name: Arc::new("Loss is finite".to_string()),
+        }
+    }
+}
+
+impl Metric for FiniteLossGuard {
+    type Input = LossValue;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        MetricAttributes::None
+    }
+
+    fn update(&mut self, item: &LossValue, metadata: &MetricMetadata) -> SerializedEntry {
+        let finite = item.0.is_finite();
+        if !finite && !self.interrupter.should_stop() {
+            self.interrupter.stop(Some(&format!(
+                "the training loss became {} at epoch {}, iteration {} (try a lower --lr)",
+                item.0,
+                metadata.global_progress.items_processed,
+                metadata.iteration.unwrap_or(0)
+            )));
+        }
+        let text = if finite { "yes" } else { "NO" };
+        SerializedEntry {
+            formatted: format!("Loss is finite: {text}"),
+            serialized: text.to_string(),
+        }
+    }
+
+    fn clear(&mut self) {}
+}

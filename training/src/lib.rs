@@ -1,0 +1,17 @@
+//! pdl-training: experiments, the Learner wiring, backend choice, and the `pdl` binary.
+//!
+//! - [`backend`]: which backends are compiled in and the one `#[cfg]` ladder.
+//! - [`experiments`]: the registry (`pdl list`) and one file per pipeline.
+//! - [`learner`]: metrics, checkpoints, resume, early stopping, renderer, devices.
+//! - [`schedule`]: warm-up + cosine learning rates.
+//! - [`artifacts`]: what a run writes.
+//! - [`cli`]: the commands; [`bench`]: throughput.
+
+pub mod artifacts;
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod experiments;
+pub mod learner;
+pub mod renderer;
+pub mod schedule;
