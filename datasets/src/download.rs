@@ -5,6 +5,7 @@
 //! (`mnist/`, `fashion-mnist/`, ...) holding the files under their original names. A missing file
 //! is downloaded from its canonical source, checked against its published sha256, written to a
 //! temporary file and renamed into place, so an interrupted download never leaves a file behind.
+//! `PDL_OFFLINE=1` turns downloads off (the tests set it).
 
 use crate::DataError;
 use sha2::{Digest, Sha256};
@@ -56,6 +57,17 @@ pub fn ensure_files(
     folder: &str,
     files: &[RemoteFile],
 ) -> Result<PathBuf, DataError> {
+    ensure_files_with(data_dir, dataset, folder, files, !offline())
+}
+
+/// [`ensure_files`] with downloads allowed or not, whatever `PDL_OFFLINE` says.
+pub fn ensure_files_with(
+    data_dir: &Path,
+    dataset: &str,
+    folder: &str,
+    files: &[RemoteFile],
+    allow_download: bool,
+) -> Result<PathBuf, DataError> {
     let dir = data_dir.join(folder);
     let missing: Vec<&RemoteFile> = files
         .iter()
@@ -65,6 +77,12 @@ pub fn ensure_files(
         return Ok(dir);
     }
     let fetch_all = || -> Result<(), DataError> {
+        if !allow_download {
+            return Err(DataError::Download {
+                url: missing[0].name.to_string(),
+                message: "downloads are off (PDL_OFFLINE is set)".into(),
+            });
+        }
         std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
         for file in &missing {
             fetch_one(file, &dir.join(file.name))?;
@@ -82,6 +100,11 @@ pub fn ensure_files(
         cause: cause.to_string(),
     })?;
     Ok(dir)
+}
+
+/// True when `PDL_OFFLINE` is set to anything but `0`: missing files are an error, never fetched.
+pub fn offline() -> bool {
+    std::env::var_os("PDL_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 fn fetch_one(file: &RemoteFile, dest: &Path) -> Result<(), DataError> {

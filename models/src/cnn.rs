@@ -357,8 +357,9 @@ mod tests {
     fn bn_cnn_dims_and_params() {
         let model = BnCnnConfig::mnist().init::<B>(&Default::default());
         assert_eq!(model.forward(images(2)).dims(), [2, 10]);
-        // convs 9*(1*32 + 32*64 + 64*128), batch norms 2*(32+64+128), head 1152*10+10
-        let expected = 9 * (32 + 2048 + 8192) + 2 * 224 + 11530;
+        // convs 9*(1*32 + 32*64 + 64*128); batch norms 4*(32+64+128): gamma and beta, plus the
+        // running mean and variance, which Burn's count includes; head 1152*10+10.
+        let expected = 9 * (32 + 2048 + 8192) + 4 * 224 + 11530;
         assert_eq!(model.num_params(), expected);
     }
 

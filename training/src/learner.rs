@@ -98,7 +98,8 @@ where
     let mut training = SupervisedTraining::new(dir, train, valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
-        .metric_train(FiniteLossGuard::new(interrupter.clone()))
+        .metric_train(FiniteLossGuard::new(interrupter.clone(), "training"))
+        .metric_valid(FiniteLossGuard::new(interrupter.clone(), "validation"))
         .with_file_checkpointer(Recorder::new())
         .with_interrupter(interrupter.clone())
         .num_epochs(options.num_epochs)
@@ -185,14 +186,16 @@ impl<B: Backend> Adaptor<LossValue> for ClassificationOutput<B> {
 pub struct FiniteLossGuard {
     interrupter: Interrupter,
     name: MetricName,
+    split: &'static str,
 }
 
 impl FiniteLossGuard {
-    /// A guard that stops `interrupter`.
-    pub fn new(interrupter: Interrupter) -> Self {
+    /// A guard on the loss of `split` ("training", "validation") that stops `interrupter`.
+    pub fn new(interrupter: Interrupter, split: &'static str) -> Self {
         Self {
             interrupter,
             name: Arc::new("Loss is finite".to_string()),
+            split,
         }
     }
 }
@@ -212,7 +215,8 @@ impl Metric for FiniteLossGuard {
         let finite = item.0.is_finite();
         if !finite && !self.interrupter.should_stop() {
             self.interrupter.stop(Some(&format!(
-                "the training loss became {} at epoch {}, iteration {} (try a lower --lr)",
+                "the {} loss became {} at epoch {}, iteration {} (try a lower --lr)",
+                self.split,
                 item.0,
                 metadata.global_progress.items_processed,
                 metadata.iteration.unwrap_or(0)

@@ -1,1 +1,41 @@
-fn main() {}
+//! `cargo xtask`: the thin launcher. It builds the `pdl` binary in release with the cargo features
+//! the chosen backend needs, then runs it with the remaining arguments. It has no Burn dependency,
+//! so it builds in seconds.
+//!
+//! `cargo xtask train mnist-cnn --backend wgpu --devices 2` runs
+//! `cargo run --release -p pdl-training --features wgpu -- train mnist-cnn --backend wgpu --devices 2`.
+
+mod launch;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Developer commands for pdl.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Xtask {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train an experiment: `cargo xtask train mnist-cnn [--backend wgpu] [pdl train flags]`.
+    Train(launch::PassThrough),
+    /// List the experiments.
+    List(launch::PassThrough),
+    /// Score a trained run on its test set: `cargo xtask eval runs/mnist-cnn`.
+    Eval(launch::PassThrough),
+    /// Training and inference images/s per backend: `cargo xtask bench [--backend flex,ndarray]`.
+    Bench(launch::PassThrough),
+}
+
+fn main() -> Result<()> {
+    let status = match Xtask::parse().command {
+        Cmd::Train(a) => launch::pdl("train", a),
+        Cmd::List(a) => launch::pdl("list", a),
+        Cmd::Eval(a) => launch::pdl("eval", a),
+        Cmd::Bench(a) => launch::pdl("bench", a),
+    }?;
+    std::process::exit(status);
+}

@@ -14,6 +14,7 @@ use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig};
 use std::path::Path;
 
 /// One row of the registry.
+#[derive(Debug)]
 pub struct Experiment {
     /// `pdl train <name>`.
     pub name: &'static str,

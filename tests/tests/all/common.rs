@@ -1,0 +1,58 @@
+//! Tiny MNIST-style sets in the real file format, written to temp dirs.
+
+use pdl_datasets::SplitMix64;
+use pdl_datasets::idx::encode_idx;
+use pdl_datasets::mnist::FILE_NAMES;
+use std::io::Write;
+use std::path::Path;
+
+pub fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Images whose class is visible: a bright bar whose row is the label, plus noise.
+pub fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut pixels = vec![0u8; n * 28 * 28];
+    let mut labels = Vec::with_capacity(n);
+    for (i, img) in pixels.chunks_exact_mut(28 * 28).enumerate() {
+        let label = (i % 10) as u8;
+        for p in img.iter_mut() {
+            *p = (rng.below(40)) as u8;
+        }
+        let row = 3 + 2 * label as usize;
+        for x in 4..24 {
+            img[row * 28 + x] = 255;
+        }
+        labels.push(label);
+    }
+    (pixels, labels)
+}
+
+/// Writes the four gzipped IDX files of a tiny set into `dir` (created).
+pub fn write_mnist_style(dir: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, (n, seed)) in [(train, 1), (test, 2)].into_iter().enumerate() {
+        let (pixels, labels) = images(n, seed);
+        let img = gz(&encode_idx(&[n, 28, 28], &pixels));
+        let lab = gz(&encode_idx(&[n], &labels));
+        std::fs::write(dir.join(FILE_NAMES[2 * i]), img).unwrap();
+        std::fs::write(dir.join(FILE_NAMES[2 * i + 1]), lab).unwrap();
+    }
+}
+
+/// A data dir holding tiny `mnist/` and `fashion-mnist/` sets.
+pub fn tiny_data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_style(&dir.path().join("mnist"), 160, 64);
+    write_mnist_style(&dir.path().join("fashion-mnist"), 160, 64);
+    dir
+}
+
+/// Tests never download: missing files must fail instead.
+pub fn offline() {
+    // SAFETY: set before any thread reads it and to the same value in every test.
+    unsafe { std::env::set_var("PDL_OFFLINE", "1") };
+}

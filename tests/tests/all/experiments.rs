@@ -1,0 +1,236 @@
+//! Every experiment end to end on tiny IDX files (the real loader), plus resume, multi-device, and
+//! the errors a person meets: each one line, naming what to fix.
+
+use crate::common::{offline, tiny_data_dir};
+use pdl_training::cli::{self, EvalArgs, TrainArgs};
+use pdl_training::experiments::EXPERIMENTS;
+use std::path::Path;
+
+fn args(experiment: &str, data: &Path, out: &Path) -> TrainArgs {
+    TrainArgs {
+        experiment: experiment.into(),
+        backend: Some("flex".into()),
+        devices: "1".into(),
+        data_dir: Some(data.to_path_buf()),
+        artifact_dir: Some(out.to_path_buf()),
+        ..TrainArgs::default()
+    }
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+fn err(args: &TrainArgs) -> String {
+    let e = cli::train(args).unwrap_err();
+    let line = e
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(!line.contains('\n'), "not one line: {line}");
+    line
+}
+
+#[test]
+fn every_experiment_runs_end_to_end_and_evaluates_back() {
+    offline();
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    for e in EXPERIMENTS {
+        let dir = runs.path().join(e.name);
+        let trained = cli::train(&TrainArgs {
+            smoke: true,
+            ..args(e.name, data.path(), &dir)
+        })
+        .unwrap();
+        for f in [
+            "config.json",
+            "model.mpk",
+            "metrics.json",
+            "checkpoint/model-1.mpk",
+        ] {
+            assert!(dir.join(f).is_file(), "{}: no {f}", e.name);
+        }
+        let m = metrics(&dir);
+        assert_eq!(m["experiment"], e.name);
+        assert_eq!(m["backend"], "flex");
+        assert_eq!(m["epochs"], 1);
+        assert_eq!(m["smoke"], true);
+        assert!(m["wall_seconds"].as_f64().unwrap() > 0.0);
+        assert_eq!(m["test"]["count"], 64);
+        let test_acc = m["test"]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&test_acc));
+        assert!((trained.report.test.accuracy - test_acc).abs() < 1e-9);
+
+        let scores = cli::eval(&EvalArgs {
+            artifact_dir: dir.clone(),
+            backend: Some("flex".into()),
+            data_dir: Some(data.path().to_path_buf()),
+        })
+        .unwrap();
+        assert!((scores.accuracy - test_acc).abs() < 1e-9, "{}", e.name);
+        assert!((scores.loss - m["test"]["loss"].as_f64().unwrap()).abs() < 1e-4);
+    }
+}
+
+/// A two-epoch mnist-mlp config whose valid split fits the tiny set.
+fn tiny_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tiny.json");
+    let pdl_training::experiments::ExperimentConfig::Image(c) =
+        (pdl_training::experiments::find("mnist-mlp").unwrap().preset)();
+    let mut v = serde_json::to_value(c).unwrap();
+    v["valid_size"] = 32.into();
+    v["num_epochs"] = 2.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn an_interrupted_run_resumes_from_its_last_checkpoint() {
+    offline();
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("run");
+    let config = tiny_config(runs.path());
+    let base = TrainArgs {
+        config: Some(config),
+        ..args("mnist-mlp", data.path(), &dir)
+    };
+    // The first invocation stops after epoch 1 of 2, as if it had been interrupted there.
+    cli::train(&TrainArgs {
+        epochs: Some(1),
+        ..base.clone()
+    })
+    .unwrap();
+    assert_eq!(metrics(&dir)["epochs"], 1);
+
+    let again = err(&base);
+    assert!(
+        again.contains("already holds a run") && again.contains("--resume"),
+        "{again}"
+    );
+
+    cli::train(&TrainArgs {
+        resume: true,
+        epochs: Some(2),
+        ..base.clone()
+    })
+    .unwrap();
+    assert_eq!(metrics(&dir)["epochs"], 2);
+    assert!(dir.join("checkpoint/model-2.mpk").is_file());
+
+    let done = err(&TrainArgs {
+        resume: true,
+        ..base
+    });
+    assert!(done.contains("already holds all 2 epochs"), "{done}");
+}
+
+#[test]
+fn two_cpu_devices_train_data_parallel() {
+    offline();
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("run");
+    cli::train(&TrainArgs {
+        smoke: true,
+        devices: "2".into(),
+        ..args("mnist-cnn", data.path(), &dir)
+    })
+    .unwrap();
+    assert_eq!(metrics(&dir)["devices"], 2);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error() {
+    offline();
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let msg = err(&TrainArgs {
+        smoke: true,
+        lr: Some(1e30),
+        ..args("mnist-mlp", data.path(), &runs.path().join("run"))
+    });
+    assert!(msg.contains("loss became NaN"), "{msg}");
+}
+
+#[test]
+fn a_missing_dataset_names_the_files_and_the_flag() {
+    offline();
+    let empty = tempfile::tempdir().unwrap();
+    let msg = err(&TrainArgs {
+        smoke: true,
+        ..args("mnist-cnn", empty.path(), &empty.path().join("run"))
+    });
+    assert!(msg.contains("MNIST not found"), "{msg}");
+    assert!(msg.contains("train-images-idx3-ubyte.gz"), "{msg}");
+    assert!(msg.contains("--data-dir"), "{msg}");
+}
+
+#[test]
+fn a_corrupt_file_names_the_file() {
+    offline();
+    let data = tiny_data_dir();
+    let path = data.path().join("mnist/train-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = err(&TrainArgs {
+        smoke: true,
+        ..args("mnist-cnn", data.path(), &data.path().join("run"))
+    });
+    assert!(
+        msg.contains("train-images-idx3-ubyte.gz: corrupt gzip stream"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let out = data.path().join("run");
+    let unknown = err(&args("mnist-gpt", data.path(), &out));
+    assert!(
+        unknown.contains("unknown experiment 'mnist-gpt'"),
+        "{unknown}"
+    );
+    let backend = err(&TrainArgs {
+        backend: Some("tpu".into()),
+        ..args("mnist-cnn", data.path(), &out)
+    });
+    assert!(backend.contains("unknown backend 'tpu'"), "{backend}");
+    let devices = err(&TrainArgs {
+        devices: "0".into(),
+        ..args("mnist-cnn", data.path(), &out)
+    });
+    assert!(devices.contains("--devices"), "{devices}");
+    let epochs = err(&TrainArgs {
+        epochs: Some(0),
+        ..args("mnist-cnn", data.path(), &out)
+    });
+    assert!(epochs.contains("num_epochs must be at least 1"), "{epochs}");
+    let garbage = data.path().join("garbage.json");
+    std::fs::write(&garbage, "{ not json").unwrap();
+    let config = err(&TrainArgs {
+        config: Some(garbage),
+        ..args("mnist-cnn", data.path(), &out)
+    });
+    assert!(config.contains("garbage.json"), "{config}");
+    let resume = err(&TrainArgs {
+        resume: true,
+        ..args("mnist-cnn", data.path(), &out)
+    });
+    assert!(resume.contains("holds no run"), "{resume}");
+    assert!(
+        !out.exists(),
+        "a failed start must not create the run folder"
+    );
+}
+
+#[test]
+fn list_names_every_experiment() {
+    let table = cli::list_table();
+    for e in EXPERIMENTS {
+        assert!(table.contains(e.name) && table.contains(e.expected));
+    }
+}

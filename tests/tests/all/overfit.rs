@@ -1,0 +1,82 @@
+//! Every model overfits one fixed batch: the loss falls below half its start. A model that cannot
+//! do this has a bug in its forward pass, its loss, or its gradients.
+
+use crate::common::images;
+use burn::backend::{Autodiff, Flex};
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::ElementConversion;
+use burn::train::{ClassificationOutput, TrainStep};
+use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
+use pdl_datasets::mnist::ImageItem;
+use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig};
+
+type B = Autodiff<Flex>;
+
+fn fixed_batch() -> ImageBatch<B> {
+    let (pixels, labels) = images(20, 9);
+    let items = pixels
+        .chunks_exact(28 * 28)
+        .zip(labels)
+        .map(|(p, label)| ImageItem {
+            pixels: p.to_vec(),
+            height: 28,
+            width: 28,
+            label,
+        })
+        .collect();
+    ImageBatcher::new(0.13, 0.31).batch(items, &Default::default())
+}
+
+fn assert_overfits<M>(mut model: M, steps: usize, lr: f64)
+where
+    M: TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>> + AutodiffModule<B>,
+{
+    let batch = fixed_batch();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut losses = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let out = model.step(batch.clone());
+        losses.push(out.item.loss.clone().into_scalar().elem::<f64>());
+        model = optim.step(lr, model, out.grads);
+    }
+    let first = losses[0];
+    let last = *losses.last().unwrap();
+    assert!(
+        last < first / 2.0,
+        "loss went from {first:.4} to {last:.4}: {losses:?}"
+    );
+}
+
+#[test]
+fn mlp_overfits_one_batch() {
+    assert_overfits(MlpConfig::mnist().init::<B>(&Default::default()), 30, 1e-3);
+}
+
+#[test]
+fn lenet_overfits_one_batch() {
+    assert_overfits(
+        LeNet5Config::mnist().init::<B>(&Default::default()),
+        40,
+        3e-3,
+    );
+}
+
+#[test]
+fn classic_cnn_overfits_one_batch() {
+    assert_overfits(
+        ClassicCnnConfig::mnist().init::<B>(&Default::default()),
+        30,
+        1e-3,
+    );
+}
+
+#[test]
+fn bn_cnn_overfits_one_batch() {
+    assert_overfits(
+        BnCnnConfig::mnist().init::<B>(&Default::default()),
+        30,
+        3e-3,
+    );
+}

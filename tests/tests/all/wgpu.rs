@@ -1,0 +1,68 @@
+//! wgpu (software Vulkan in CI) agrees with ndarray, and an experiment runs on it. Compiled with
+//! `--features wgpu`; needs a Vulkan driver (lavapipe: `apt-get install mesa-vulkan-drivers`).
+
+use crate::common::{offline, tiny_data_dir};
+use burn::backend::{NdArray, Wgpu};
+use burn::module::Module;
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::TensorData;
+use pdl_datasets::SplitMix64;
+use pdl_models::{BnCnnConfig, ClassicCnnConfig};
+
+fn input<B: Backend>() -> Tensor<B, 4> {
+    let mut rng = SplitMix64::new(3);
+    let px: Vec<f32> = (0..4 * 28 * 28).map(|_| rng.symmetric(1.0)).collect();
+    Tensor::from_data(TensorData::new(px, [4, 1, 28, 28]), &Default::default())
+}
+
+fn assert_close(a: Vec<f32>, b: Vec<f32>) {
+    let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * scale, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn wgpu_forward_agrees_with_ndarray_on_fixed_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model");
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let cpu = ClassicCnnConfig::mnist().init::<NdArray>(&Default::default());
+    cpu.clone().save_file(&path, &recorder).unwrap();
+    let gpu = ClassicCnnConfig::mnist()
+        .init::<Wgpu>(&Default::default())
+        .load_file(&path, &recorder, &Default::default())
+        .unwrap();
+    let a = cpu.forward(input()).into_data().to_vec::<f32>().unwrap();
+    let b = gpu.forward(input()).into_data().to_vec::<f32>().unwrap();
+    assert_close(a, b);
+
+    let cpu = BnCnnConfig::mnist().init::<NdArray>(&Default::default());
+    cpu.clone().save_file(&path, &recorder).unwrap();
+    let gpu = BnCnnConfig::mnist()
+        .init::<Wgpu>(&Default::default())
+        .load_file(&path, &recorder, &Default::default())
+        .unwrap();
+    let a = cpu.forward(input()).into_data().to_vec::<f32>().unwrap();
+    let b = gpu.forward(input()).into_data().to_vec::<f32>().unwrap();
+    assert_close(a, b);
+}
+
+#[test]
+fn mnist_cnn_smoke_runs_on_wgpu() {
+    offline();
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let trained = pdl_training::cli::train(&pdl_training::cli::TrainArgs {
+        experiment: "mnist-cnn".into(),
+        smoke: true,
+        backend: Some("wgpu".into()),
+        devices: "1".into(),
+        data_dir: Some(data.path().to_path_buf()),
+        artifact_dir: Some(runs.path().join("run")),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(trained.report.test.count, 64);
+}
