@@ -133,7 +133,7 @@ impl DeviceSpec {
         } else {
             DeviceSpec::Count(text.trim().parse().map_err(|_| bad())?)
         };
-        if spec.len() == 0 {
+        if spec.is_empty() {
             bail!("--devices must name at least one device");
         }
         Ok(spec)

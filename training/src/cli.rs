@@ -48,6 +48,9 @@ pub struct TrainArgs {
     /// Seed for weights, data order, dropout and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Early stopping: stop when the valid loss has not improved for this many epochs (0: off).
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// Backend: flex (default, fastest CPU), ndarray, or wgpu (GPU).
     #[arg(long)]
     pub backend: Option<String>,
@@ -189,6 +192,9 @@ fn config_for(
     }
     if let Some(v) = args.seed {
         c.seed = v;
+    }
+    if let Some(v) = args.patience {
+        c.early_stopping_patience = v;
     }
     if args.smoke {
         c = c.into_smoke();

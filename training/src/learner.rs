@@ -22,7 +22,7 @@ use burn::train::{
 };
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The recorder for checkpoints and the final `model.mpk`: full precision, named MessagePack.
 pub type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -94,12 +94,15 @@ where
     O: Optimizer<M, B> + 'static,
     S: LrScheduler + 'static,
 {
+    let model = materialize(model);
     let interrupter = Interrupter::new();
+    let diverged = Arc::new(Mutex::new(None));
+    let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
     let mut training = SupervisedTraining::new(dir, train, valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
-        .metric_train(FiniteLossGuard::new(interrupter.clone(), "training"))
-        .metric_valid(FiniteLossGuard::new(interrupter.clone(), "validation"))
+        .metric_train(guard("training"))
+        .metric_valid(guard("validation"))
         .with_file_checkpointer(Recorder::new())
         .with_interrupter(interrupter.clone())
         .num_epochs(options.num_epochs)
@@ -143,23 +146,34 @@ where
 
     let result = training.launch(Learner::new(model, optim, schedule));
     let epochs_done = last_checkpoint(dir).unwrap_or(0);
-    if let Some(reason) = interrupter.get_message() {
+    let checkpoints = dir.join("checkpoint");
+    if let Some(reason) = diverged.lock().expect("guard lock").take() {
         bail!(
             "{reason}; training stopped, checkpoints up to epoch {epochs_done} are kept in {}",
-            dir.join("checkpoint").display()
+            checkpoints.display()
         );
     }
     if interrupter.should_stop() {
         bail!(
-            "training interrupted after epoch {epochs_done}; continue with --resume \
+            "training stopped after epoch {epochs_done} of {}; continue it with --resume \
              (checkpoints in {})",
-            dir.join("checkpoint").display()
+            options.num_epochs,
+            checkpoints.display()
         );
     }
     Ok(Fitted {
         model: result.model,
         epochs_done,
     })
+}
+
+/// Gives every parameter its value now. Burn initialises parameters lazily, on first use, and a
+/// clone of a model that has not run yet draws its own random values: the multi-device strategy
+/// hands such clones to its workers before the first step, so without this each worker would start
+/// from different weights than the model the optimiser updates.
+pub fn materialize<B: Backend, M: burn::module::Module<B>>(model: M) -> M {
+    let record = model.clone().into_record();
+    model.load_record(record)
 }
 
 /// Saves a trained model as `dir/model.mpk`.
@@ -185,15 +199,22 @@ impl<B: Backend> Adaptor<LossValue> for ClassificationOutput<B> {
 #[derive(Clone)]
 pub struct FiniteLossGuard {
     interrupter: Interrupter,
+    reason: Arc<Mutex<Option<String>>>,
     name: MetricName,
     split: &'static str,
 }
 
 impl FiniteLossGuard {
-    /// A guard on the loss of `split` ("training", "validation") that stops `interrupter`.
-    pub fn new(interrupter: Interrupter, split: &'static str) -> Self {
+    /// A guard on the loss of `split` ("training", "validation") that stops `interrupter` and
+    /// writes why into `reason`.
+    pub fn new(
+        interrupter: Interrupter,
+        reason: Arc<Mutex<Option<String>>>,
+        split: &'static str,
+    ) -> Self {
         Self {
             interrupter,
+            reason,
             name: Arc::new("Loss is finite".to_string()),
             split,
         }
@@ -213,14 +234,18 @@ impl Metric for FiniteLossGuard {
 
     fn update(&mut self, item: &LossValue, metadata: &MetricMetadata) -> SerializedEntry {
         let finite = item.0.is_finite();
-        if !finite && !self.interrupter.should_stop() {
-            self.interrupter.stop(Some(&format!(
-                "the {} loss became {} at epoch {}, iteration {} (try a lower --lr)",
-                self.split,
-                item.0,
-                metadata.global_progress.items_processed,
-                metadata.iteration.unwrap_or(0)
-            )));
+        if !finite {
+            let mut reason = self.reason.lock().expect("guard lock");
+            if reason.is_none() {
+                *reason = Some(format!(
+                    "the {} loss became {} at epoch {}, iteration {} (try a lower --lr)",
+                    self.split,
+                    item.0,
+                    metadata.global_progress.items_processed,
+                    metadata.iteration.unwrap_or(0)
+                ));
+                self.interrupter.stop(reason.as_deref());
+            }
         }
         let text = if finite { "yes" } else { "NO" };
         SerializedEntry {
@@ -230,4 +255,34 @@ impl Metric for FiniteLossGuard {
     }
 
     fn clear(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Tensor;
+    use pdl_models::MlpConfig;
+
+    #[test]
+    fn clones_of_a_materialized_model_share_its_weights() {
+        let device = Default::default();
+        let model = materialize(MlpConfig::new(4, vec![3], 2).init::<NdArray>(&device));
+        let x = Tensor::<NdArray, 2>::ones([1, 4], &device);
+        let a = model.clone().forward(x.clone()).into_data();
+        let b = model.forward(x).into_data();
+        a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-7));
+    }
+
+    #[test]
+    fn last_checkpoint_needs_all_three_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("checkpoint");
+        std::fs::create_dir_all(&ck).unwrap();
+        for f in ["model-1", "optim-1", "scheduler-1", "model-2", "optim-2"] {
+            std::fs::write(ck.join(format!("{f}.mpk")), b"").unwrap();
+        }
+        assert_eq!(last_checkpoint(dir.path()), Some(1));
+        assert_eq!(last_checkpoint(&dir.path().join("none")), None);
+    }
 }

@@ -41,10 +41,30 @@ pub fn features(args: &[String]) -> Vec<String> {
     f
 }
 
+/// The variables cargo sets for the package it runs (not the ones that configure cargo itself).
+fn is_package_variable(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+        )
+}
+
 /// Runs `pdl <subcommand> <args>` through `cargo run --release`, returning its exit code.
 pub fn pdl(subcommand: &str, pass: PassThrough) -> Result<i32> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // `cargo run -p xtask` hands us xtask's package variables. Build scripts such as ring's declare
+    // `rerun-if-env-changed=CARGO_PKG_NAME` (and CARGO_MANIFEST_DIR, ...), which cargo checks in its
+    // own environment, so passing them on would rebuild ring, rustls and everything above them
+    // whenever one switches between `cargo build` and `cargo xtask`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if is_package_variable(&key) {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     cmd.args([
         "run",
         "--release",
@@ -77,6 +97,14 @@ mod tests {
     fn cpu_backends_need_no_extra_feature() {
         assert!(features(&s(&["mnist-cnn", "--backend", "ndarray"])).is_empty());
         assert!(features(&s(&["mnist-cnn"])).is_empty());
+    }
+
+    #[test]
+    fn only_package_variables_are_dropped() {
+        assert!(is_package_variable("CARGO_PKG_NAME"));
+        assert!(is_package_variable("CARGO_MANIFEST_DIR"));
+        assert!(!is_package_variable("CARGO_TARGET_DIR"));
+        assert!(!is_package_variable("CARGO_HOME"));
     }
 
     #[test]

@@ -23,30 +23,36 @@ fn assert_close(a: Vec<f32>, b: Vec<f32>) {
     }
 }
 
+/// Saves a freshly initialised model, loads the same weights on ndarray and on wgpu, and compares
+/// the logits of a fixed batch. (Both load from the file: Burn initialises parameters lazily, so a
+/// clone saved before the first forward pass would hold other random weights than the original.)
+macro_rules! assert_parity {
+    ($config:expr) => {{
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model");
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        $config
+            .init::<NdArray>(&Default::default())
+            .save_file(&path, &recorder)
+            .unwrap();
+        let cpu = $config
+            .init::<NdArray>(&Default::default())
+            .load_file(&path, &recorder, &Default::default())
+            .unwrap();
+        let gpu = $config
+            .init::<Wgpu>(&Default::default())
+            .load_file(&path, &recorder, &Default::default())
+            .unwrap();
+        let a = cpu.forward(input()).into_data().to_vec::<f32>().unwrap();
+        let b = gpu.forward(input()).into_data().to_vec::<f32>().unwrap();
+        assert_close(a, b);
+    }};
+}
+
 #[test]
 fn wgpu_forward_agrees_with_ndarray_on_fixed_weights() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model");
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let cpu = ClassicCnnConfig::mnist().init::<NdArray>(&Default::default());
-    cpu.clone().save_file(&path, &recorder).unwrap();
-    let gpu = ClassicCnnConfig::mnist()
-        .init::<Wgpu>(&Default::default())
-        .load_file(&path, &recorder, &Default::default())
-        .unwrap();
-    let a = cpu.forward(input()).into_data().to_vec::<f32>().unwrap();
-    let b = gpu.forward(input()).into_data().to_vec::<f32>().unwrap();
-    assert_close(a, b);
-
-    let cpu = BnCnnConfig::mnist().init::<NdArray>(&Default::default());
-    cpu.clone().save_file(&path, &recorder).unwrap();
-    let gpu = BnCnnConfig::mnist()
-        .init::<Wgpu>(&Default::default())
-        .load_file(&path, &recorder, &Default::default())
-        .unwrap();
-    let a = cpu.forward(input()).into_data().to_vec::<f32>().unwrap();
-    let b = gpu.forward(input()).into_data().to_vec::<f32>().unwrap();
-    assert_close(a, b);
+    assert_parity!(ClassicCnnConfig::mnist());
+    assert_parity!(BnCnnConfig::mnist());
 }
 
 #[test]
