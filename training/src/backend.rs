@@ -20,11 +20,19 @@ pub enum BackendKind {
     NdArray,
     /// GPUs through wgpu: Vulkan, Metal, DirectX 12 (feature `wgpu`).
     Wgpu,
+    /// NVIDIA GPUs through CUDA (feature `cuda`; builds without a GPU or the CUDA toolkit, and
+    /// loads the driver at run time).
+    Cuda,
 }
 
 impl BackendKind {
     /// Every backend, in the order `pdl` prefers them.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::NdArray, BackendKind::Wgpu];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Flex,
+        BackendKind::NdArray,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+    ];
 
     /// The name used on the command line and in `metrics.json`.
     pub fn name(self) -> &'static str {
@@ -32,6 +40,7 @@ impl BackendKind {
             BackendKind::Flex => "flex",
             BackendKind::NdArray => "ndarray",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
         }
     }
 
@@ -41,12 +50,13 @@ impl BackendKind {
             BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::NdArray => cfg!(feature = "ndarray"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
         }
     }
 
     /// True for the CPU backends.
     pub fn is_cpu(self) -> bool {
-        !matches!(self, BackendKind::Wgpu)
+        matches!(self, BackendKind::Flex | BackendKind::NdArray)
     }
 
     /// The backends this build has.
@@ -63,7 +73,7 @@ impl BackendKind {
             .find(|b| b.is_cpu())
             .or_else(|| compiled.first().copied())
             .ok_or_else(|| {
-                anyhow!("no backend is compiled in: enable a feature (flex, ndarray, wgpu)")
+                anyhow!("no backend is compiled in: enable a feature (flex, ndarray, wgpu, cuda)")
             })
     }
 
@@ -186,37 +196,50 @@ pub fn run_on<T: BackendTask>(
                 DeviceSpec::List(l) => l.iter().map(|&i| WgpuDevice::DiscreteGpu(i)).collect(),
             };
             for device in &devices {
-                probe_wgpu(device)?;
+                probe::<Wgpu>(device, WGPU_HELP)?;
             }
             Ok(task.run::<Autodiff<Wgpu>>(devices))
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            use burn::backend::{Autodiff, Cuda, cuda::CudaDevice};
+            let devices: Vec<CudaDevice> = match devices {
+                DeviceSpec::Count(n) => (0..*n).map(|index| CudaDevice { index }).collect(),
+                DeviceSpec::List(l) => l.iter().map(|&index| CudaDevice { index }).collect(),
+            };
+            for device in &devices {
+                probe::<Cuda>(device, CUDA_HELP)?;
+            }
+            Ok(task.run::<Autodiff<Cuda>>(devices))
         }
         #[allow(unreachable_patterns)]
         other => Err(not_compiled(other)),
     }
 }
 
-/// Creates a tensor on a wgpu device, turning wgpu's panic when no adapter exists into an error a
-/// person can act on.
 #[cfg(feature = "wgpu")]
-fn probe_wgpu(device: &burn::backend::wgpu::WgpuDevice) -> Result<()> {
-    use burn::backend::Wgpu;
+const WGPU_HELP: &str = "no wgpu adapter found: install a GPU driver with Vulkan support (on a \
+     machine without a GPU: `apt-get install mesa-vulkan-drivers libvulkan1` for software Vulkan), \
+     or use --backend flex";
+
+#[cfg(feature = "cuda")]
+const CUDA_HELP: &str = "no CUDA device found: this backend needs an NVIDIA GPU and its driver \
+     (libcuda); use --backend wgpu or --backend flex";
+
+/// Creates a tensor on a GPU device in a thread of its own, turning the backend's panic when no
+/// adapter or driver exists into an error a person can act on.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn probe<B: burn::tensor::backend::Backend>(device: &B::Device, help: &str) -> Result<()> {
     use burn::tensor::Tensor;
     let device = device.clone();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::thread::spawn(move || {
-        let t = Tensor::<Wgpu, 1>::ones([4], &device);
-        t.sum().into_scalar()
-    })
-    .join();
+    let probe =
+        std::thread::spawn(move || Tensor::<B, 1>::ones([4], &device).sum().into_scalar()).join();
     std::panic::set_hook(previous);
     match probe {
         Ok(_) => Ok(()),
-        Err(_) => bail!(
-            "no wgpu adapter found: install a GPU driver with Vulkan support (on a machine without \
-             a GPU: `apt-get install mesa-vulkan-drivers libvulkan1` for software Vulkan), or use \
-             --backend flex"
-        ),
+        Err(_) => bail!("{help}"),
     }
 }
 

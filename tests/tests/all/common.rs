@@ -53,6 +53,8 @@ pub fn tiny_data_dir() -> tempfile::TempDir {
 
 /// Tests never download: missing files must fail instead.
 pub fn offline() {
-    // SAFETY: set before any thread reads it and to the same value in every test.
-    unsafe { std::env::set_var("PDL_OFFLINE", "1") };
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: std's environment functions take one lock, and this process has no C code reading
+    // the environment concurrently; the value is set once and never changes.
+    ONCE.call_once(|| unsafe { std::env::set_var("PDL_OFFLINE", "1") });
 }
