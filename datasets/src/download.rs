@@ -122,13 +122,16 @@ fn fetch_one(file: &RemoteFile, dest: &Path) -> Result<(), DataError> {
     }))
 }
 
-/// Downloads `url` to `dest`: streams into `dest` + `.part` while hashing, checks the sha256, then
+/// Downloads `url` to `dest`: streams into a `.part` file beside it while hashing, checks the sha256, then
 /// renames. On any failure the partial file is removed and `dest` is left untouched.
 pub fn download_file(url: &str, dest: &Path, sha256: &str) -> Result<(), DataError> {
-    let part = dest.with_extension(match dest.extension() {
-        Some(ext) => format!("{}.part", ext.to_string_lossy()),
-        None => "part".to_string(),
-    });
+    // A name of its own per process and call, so two downloads of the same file never write into
+    // one another's partial file.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut part_name = dest.file_name().unwrap_or_default().to_os_string();
+    part_name.push(format!(".{}-{call}.part", std::process::id()));
+    let part = dest.with_file_name(part_name);
     let result = download_to(url, &part, sha256);
     match result {
         Ok(()) => std::fs::rename(&part, dest).map_err(|e| {

@@ -7,7 +7,7 @@
 //! The training set is split into train/valid with a seeded permutation ([`split_train_valid`]);
 //! the test set is kept for the final evaluation only.
 
-use crate::download::{RemoteFile, ensure_files};
+use crate::download::{RemoteFile, ensure_files_with, offline};
 use crate::idx::read_idx;
 use crate::{DataError, SplitMix64};
 use burn::data::dataset::Dataset;
@@ -129,13 +129,19 @@ impl ImageSource {
         }
     }
 
-    /// The folder holding the files, downloading missing ones for the known sets.
-    pub fn locate(&self, data_dir: &Path) -> Result<PathBuf, DataError> {
+    /// The folder holding the files, downloading missing ones for the known sets when
+    /// `allow_download` (and `PDL_OFFLINE` is not set).
+    pub fn locate(&self, data_dir: &Path, allow_download: bool) -> Result<PathBuf, DataError> {
+        let download = allow_download && !offline();
         match self {
-            Self::Mnist => ensure_files(data_dir, "MNIST", "mnist", &MNIST_FILES),
-            Self::FashionMnist => {
-                ensure_files(data_dir, "Fashion-MNIST", "fashion-mnist", &FASHION_FILES)
-            }
+            Self::Mnist => ensure_files_with(data_dir, "MNIST", "mnist", &MNIST_FILES, download),
+            Self::FashionMnist => ensure_files_with(
+                data_dir,
+                "Fashion-MNIST",
+                "fashion-mnist",
+                &FASHION_FILES,
+                download,
+            ),
             Self::Folder(dir) => {
                 let missing: Vec<String> = FILE_NAMES
                     .iter()
@@ -146,12 +152,14 @@ impl ImageSource {
                 if missing.is_empty() {
                     Ok(dir.clone())
                 } else {
-                    Err(DataError::Missing {
-                        dataset: format!("image set {}", dir.display()),
-                        folder: dir.display().to_string(),
-                        expected: missing.join(", "),
-                        cause: "a custom folder is never downloaded".into(),
-                    })
+                    Err(DataError::format(
+                        dir,
+                        format!(
+                            "no MNIST-style set here (missing {}); a dataset is 'mnist', \
+                             'fashion-mnist', or a folder holding the four IDX files",
+                            missing.join(", ")
+                        ),
+                    ))
                 }
             }
         }
@@ -455,7 +463,7 @@ mod tests {
     fn folder_source_lists_missing_files() {
         let dir = tempfile::tempdir().unwrap();
         let err = ImageSource::Folder(dir.path().to_path_buf())
-            .locate(Path::new("/unused"))
+            .locate(Path::new("/unused"), false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");

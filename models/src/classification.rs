@@ -24,6 +24,15 @@ pub trait ImageClassifier<B: Backend> {
     }
 }
 
+/// Checks a dropout probability: `[0, 1)`, since 1 would drop everything.
+pub fn check_dropout(name: &str, p: f64) -> Result<(), String> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("{name} dropout must be in [0, 1), got {p}"))
+    }
+}
+
 /// Mean cross-entropy of `logits` `[batch, num_classes]` against `targets` `[batch]`.
 pub fn classification_output<B: Backend>(
     logits: Tensor<B, 2>,

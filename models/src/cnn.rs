@@ -11,7 +11,7 @@
 //! - [`BnCnn`]: a small modern CNN, each stage conv3x3 -> batch norm (Ioffe & Szegedy 2015) ->
 //!   ReLU -> 2x2 max-pool. Experiment `mnist-bn-cnn`.
 
-use crate::classification::ImageClassifier;
+use crate::classification::{ImageClassifier, check_dropout};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
     activation::{Activation, ActivationConfig},
@@ -22,14 +22,6 @@ use burn::prelude::*;
 
 fn max_pool_2x2() -> MaxPool2d {
     MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
-}
-
-fn check_dropout(name: &str, p: f64) -> Result<(), String> {
-    if (0.0..1.0).contains(&p) {
-        Ok(())
-    } else {
-        Err(format!("{name} dropout must be in [0, 1), got {p}"))
-    }
 }
 
 /// Configuration of a [`LeNet5`].
@@ -187,14 +179,18 @@ pub struct ClassicCnn<B: Backend> {
 }
 
 impl<B: Backend> ClassicCnn<B> {
+    /// Two valid 3x3 convolutions with ReLU, a 2x2 max-pool, then two fully connected layers;
+    /// with the `mnist()` sizes (`c1 = 32`, `c2 = 64`, `s = 28`, `d_hidden = 128`) the comments read
+    /// `[batch, 32, 26, 26]`, `[batch, 64, 24, 24]`, `[batch, 64, 12, 12]`, `[batch, 128]`.
+    ///
     /// # Shapes
-    /// - images: `[batch, 1, 28, 28]`
+    /// - images: `[batch, 1, s, s]` with `s = image_size`
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = burn::tensor::activation::relu(self.conv1.forward(images)); // [batch, 32, 26, 26]
-        let x = burn::tensor::activation::relu(self.conv2.forward(x)); // [batch, 64, 24, 24]
-        let x = self.dropout_conv.forward(self.pool.forward(x)); // [batch, 64, 12, 12]
-        let x = burn::tensor::activation::relu(self.fc1.forward(x.flatten(1, 3))); // [batch, 128]
+        let x = burn::tensor::activation::relu(self.conv1.forward(images)); // [batch, c1, s-2, s-2]
+        let x = burn::tensor::activation::relu(self.conv2.forward(x)); // [batch, c2, s-4, s-4]
+        let x = self.dropout_conv.forward(self.pool.forward(x)); // [batch, c2, (s-4)/2, (s-4)/2]
+        let x = burn::tensor::activation::relu(self.fc1.forward(x.flatten(1, 3))); // [batch, d_hidden]
         self.fc2.forward(self.dropout_fc.forward(x))
     }
 }
@@ -231,7 +227,11 @@ impl BnCnnConfig {
                 self.channels
             ));
         }
-        if self.image_size >> self.channels.len() == 0 {
+        let side = u32::try_from(self.channels.len())
+            .ok()
+            .and_then(|stages| self.image_size.checked_shr(stages))
+            .unwrap_or(0);
+        if side == 0 {
             return Err(format!(
                 "BN CNN: {} stages halve a {}-pixel image to nothing",
                 self.channels.len(),
@@ -262,7 +262,7 @@ impl BnCnnConfig {
             });
             in_channels = out;
         }
-        let side = self.image_size >> self.channels.len();
+        let side = self.image_size >> self.channels.len(); // validate() checked it is > 0
         BnCnn {
             stages,
             pool: max_pool_2x2(),
@@ -351,6 +351,7 @@ mod tests {
         assert_eq!(model.forward(images(2)).dims(), [2, 10]);
         // pytorch/examples prints 1,199,882 parameters for this Net.
         assert_eq!(model.num_params(), 1_199_882);
+        assert!(format!("{model}").contains("1199882"));
     }
 
     #[test]
@@ -386,6 +387,12 @@ mod tests {
     #[test]
     fn bn_cnn_rejects_too_many_stages() {
         let config = BnCnnConfig::new().with_channels(vec![8; 5]);
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn bn_cnn_rejects_absurd_stage_counts_without_overflow() {
+        let config = BnCnnConfig::new().with_channels(vec![8; 70]);
         assert!(config.validate().is_err());
     }
 

@@ -4,7 +4,7 @@
 //! Images are flattened, so the MLP sees 784 numbers with no notion of neighbouring pixels: the
 //! baseline the CNN chapter improves on. Used by the `mnist-mlp` experiment.
 
-use crate::classification::ImageClassifier;
+use crate::classification::{ImageClassifier, check_dropout};
 use burn::nn::{
     Dropout, DropoutConfig, Linear, LinearConfig,
     activation::{Activation, ActivationConfig},
@@ -46,13 +46,7 @@ impl MlpConfig {
                 self.d_hidden
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "MLP dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(())
+        check_dropout("MLP", self.dropout)
     }
 
     /// Builds the model on `device`.

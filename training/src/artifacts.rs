@@ -20,8 +20,12 @@ pub struct RunContext {
     pub data_dir: PathBuf,
     /// The artifact directory.
     pub artifact_dir: PathBuf,
-    /// Continue from the last checkpoint.
-    pub resume: bool,
+    /// Continue from the checkpoint of this epoch.
+    pub resume_from: Option<usize>,
+    /// One line per epoch instead of the dashboard.
+    pub plain: bool,
+    /// Never download: a missing file is an error.
+    pub offline: bool,
     /// The backend the run uses.
     pub backend: BackendKind,
     /// How many devices train data-parallel.
@@ -86,7 +90,11 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// True when `dir` already holds a run (a config or a checkpoint).
+/// True when `dir` holds a run worth keeping: a trained model or at least one checkpoint. A folder
+/// where a run failed before its first epoch (only `config.json`) can be trained into again.
 pub fn holds_a_run(dir: &Path) -> bool {
-    dir.join("config.json").is_file() || dir.join("checkpoint").is_dir()
+    let has_checkpoint = std::fs::read_dir(dir.join("checkpoint"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    has_checkpoint || dir.join("model.mpk").is_file()
 }

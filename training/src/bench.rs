@@ -4,8 +4,8 @@
 //! Training: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
 //! two warm-up steps. Inference: batches of 1000 through `forward` without autodiff. The images are
 //! seeded noise: throughput does not depend on pixel values. Pass `--reference-train` /
-//! `--reference-infer` (e.g. PyTorch's images/s from `scripts/torch_mnist_bench.py`) to print
-//! ratios against them.
+//! `--reference-infer` (e.g. PyTorch's images/s for the same net and batch sizes) to print ratios
+//! against them.
 
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use anyhow::Result;
@@ -116,6 +116,9 @@ pub fn measure(kind: BackendKind, seconds: f64) -> Result<Throughput> {
 
 /// `pdl bench`: prints a table row per backend.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if !(args.seconds.is_finite() && args.seconds >= 0.0 && args.seconds <= 3600.0) {
+        anyhow::bail!("--seconds must be between 0 and 3600, got {}", args.seconds);
+    }
     let kinds = if args.backend.is_empty() {
         BackendKind::compiled()
             .into_iter()

@@ -51,7 +51,7 @@ pub struct TrainArgs {
     /// Early stopping: stop when the valid loss has not improved for this many epochs (0: off).
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Backend: flex (default, fastest CPU), ndarray, or wgpu (GPU).
+    /// Backend: flex (default, fastest CPU), ndarray, wgpu (GPU) or cuda (NVIDIA GPU).
     #[arg(long)]
     pub backend: Option<String>,
     /// Devices to train on, data-parallel: a count (2) or a list of indices (0,1).
@@ -66,13 +66,20 @@ pub struct TrainArgs {
     /// Start from this config JSON (e.g. a run's config.json) instead of the preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue the run in the artifact directory from its last checkpoint.
+    /// Continue the run in the artifact directory from its last checkpoint, with its saved config
+    /// (only --epochs and --patience may change; more epochs stretch the LR schedule).
     #[arg(long)]
     pub resume: bool,
-    /// One epoch on a few batches of each split, into a temporary directory unless
-    /// --artifact-dir is given: checks that everything runs.
+    /// One epoch on a few batches of each split, into a temporary directory (removed afterwards)
+    /// unless --artifact-dir is given: checks that everything runs.
     #[arg(long)]
     pub smoke: bool,
+    /// One line per epoch instead of the dashboard, even in a terminal.
+    #[arg(long)]
+    pub plain: bool,
+    /// Never download a dataset: a missing file is an error (also: PDL_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Options of `pdl eval`.
@@ -86,6 +93,20 @@ pub struct EvalArgs {
     /// Folder holding the datasets (default: $PDL_DATA_DIR, else ~/.cache/pdl).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Never download a dataset: a missing file is an error (also: PDL_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// An error and its causes on one line, as `pdl` prints it.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    line.retain(|c| c != '\n');
+    line
 }
 
 /// Runs a parsed command line.
@@ -164,6 +185,25 @@ fn config_for(
     experiment: &Experiment,
     dir: &std::path::Path,
 ) -> Result<ExperimentConfig> {
+    if args.resume {
+        let changed: Vec<&str> = [
+            ("--config", args.config.is_some()),
+            ("--batch-size", args.batch_size.is_some()),
+            ("--lr", args.lr.is_some()),
+            ("--seed", args.seed.is_some()),
+            ("--smoke", args.smoke),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !changed.is_empty() {
+            bail!(
+                "--resume continues the saved config; {} would change the run (only --epochs and \
+                 --patience may): start a new run with --artifact-dir instead",
+                changed.join(", ")
+            );
+        }
+    }
     let from_file = if args.resume {
         Some(dir.join("config.json"))
     } else {
@@ -208,14 +248,19 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
     let experiment = experiments::find(&args.experiment)?;
     let backend = backend_from(args.backend.as_deref())?;
     let devices = DeviceSpec::parse(&args.devices)?;
-    let dir = match (&args.artifact_dir, args.smoke) {
+    // A smoke run without --artifact-dir writes into a temporary folder, removed when it ends.
+    let smoke_dir = match (&args.artifact_dir, args.smoke) {
+        (None, true) => Some(
+            tempfile::Builder::new()
+                .prefix(&format!("pdl-smoke-{}-", experiment.name))
+                .tempdir()?,
+        ),
+        _ => None,
+    };
+    let dir = match (&args.artifact_dir, &smoke_dir) {
         (Some(dir), _) => dir.clone(),
-        (None, true) => std::env::temp_dir().join(format!(
-            "pdl-smoke-{}-{}",
-            experiment.name,
-            std::process::id()
-        )),
-        (None, false) => PathBuf::from("runs").join(experiment.name),
+        (None, Some(tmp)) => tmp.path().to_path_buf(),
+        (None, None) => PathBuf::from("runs").join(experiment.name),
     };
     if args.resume && !dir.join("config.json").is_file() {
         bail!(
@@ -231,13 +276,20 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
         );
     }
     let config = config_for(args, experiment, &dir)?;
+    let ExperimentConfig::Image(image_config) = &config;
+    let resume_from = match args.resume {
+        true => Some(check_resumable(&dir, image_config.num_epochs)?),
+        false => None,
+    };
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     config.save(&dir.join("config.json"))?;
     let ctx = RunContext {
         data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
         artifact_dir: dir.clone(),
-        resume: args.resume,
+        resume_from,
+        plain: args.plain,
+        offline: args.offline,
         backend,
         devices: devices.len(),
     };
@@ -249,7 +301,6 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
         ctx.data_dir.display(),
         dir.display()
     );
-    let ExperimentConfig::Image(image_config) = &config;
     let report = run_on(
         backend,
         &devices,
@@ -274,16 +325,39 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
     )?;
     println!(
         "{}: test accuracy {:.2}% (loss {:.4}), valid {:.2}%, after {} epochs in {:.1} s; \
-         artifacts in {}",
+         artifacts in {}{}",
         experiment.name,
         report.test.accuracy,
         report.test.loss,
         report.valid.accuracy,
         report.epochs,
         report.wall_seconds,
-        dir.display()
+        dir.display(),
+        if smoke_dir.is_some() {
+            " (temporary, now removed)"
+        } else {
+            ""
+        }
     );
     Ok(Trained { dir, report })
+}
+
+/// The epoch to resume from: the last complete checkpoint, which must be short of `epochs`
+/// (checked before anything is written).
+fn check_resumable(dir: &std::path::Path, epochs: usize) -> Result<usize> {
+    let Some(epoch) = crate::learner::last_checkpoint(dir) else {
+        bail!(
+            "--resume: no complete checkpoint in {}",
+            dir.join("checkpoint").display()
+        );
+    };
+    if epoch >= epochs {
+        bail!(
+            "{} already holds {epoch} of {epochs} epochs; raise --epochs to train further",
+            dir.display()
+        );
+    }
+    Ok(epoch)
 }
 
 struct TrainTask<'a> {
@@ -321,7 +395,9 @@ pub fn eval(args: &EvalArgs) -> Result<Scores> {
     let ctx = RunContext {
         data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
         artifact_dir: dir.clone(),
-        resume: false,
+        resume_from: None,
+        plain: true,
+        offline: args.offline,
         backend,
         devices: 1,
     };

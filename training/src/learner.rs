@@ -10,16 +10,18 @@ use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::train::logger::{FileMetricLogger, MetricLogger};
+use burn::train::metric::store::{Aggregate, Direction, EpochSummary, MetricsUpdate, Split};
 use burn::train::metric::{
     AccuracyMetric, Adaptor, LearningRateMetric, LossMetric, Metric, MetricAttributes,
-    MetricMetadata, MetricName, SerializedEntry,
+    MetricDefinition, MetricMetadata, MetricName, NumericEntry, SerializedEntry,
 };
 use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Interrupter, Learner,
     MetricEarlyStoppingStrategy, MultiDeviceOptim, StoppingCondition, SupervisedTraining,
     TrainStep,
 };
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,8 +36,10 @@ pub struct FitOptions {
     pub num_epochs: usize,
     /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
     pub early_stopping_patience: usize,
-    /// Continue from the last checkpoint in the artifact directory.
-    pub resume: bool,
+    /// Continue from the checkpoint of this epoch in the artifact directory.
+    pub resume_from: Option<usize>,
+    /// Print one line per epoch even in a terminal, instead of Burn's dashboard.
+    pub plain: bool,
 }
 
 /// What training left behind.
@@ -69,8 +73,9 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
 /// Trains a classifier with Burn's `SupervisedTraining`, checkpointing every epoch into `dir`.
 ///
 /// Registers loss, accuracy and learning rate for train and valid; early stopping on the valid
-/// loss; one device or several (data-parallel, the optimiser on the first); resumes from the last
-/// checkpoint when asked. A non-finite loss stops training and returns an error, keeping every
+/// loss; one device or several (data-parallel, the optimiser on the first); resumes from a
+/// checkpoint when asked (the caller checks it exists: see [`last_checkpoint`]). A stop from the
+/// dashboard returns an error that says how to resume. A non-finite loss stops training and returns an error, keeping every
 /// checkpoint already written.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B, M, O, S, I>(
@@ -118,24 +123,15 @@ where
             },
         ));
     }
-    if options.resume {
-        match last_checkpoint(dir) {
-            Some(epoch) if epoch >= options.num_epochs => bail!(
-                "{} already holds all {} epochs; raise --epochs to train further",
-                dir.display(),
-                options.num_epochs
-            ),
-            Some(epoch) => {
-                println!("resuming from the checkpoint of epoch {epoch}");
-                training = training.checkpoint(epoch);
-            }
-            None => bail!(
-                "--resume: no complete checkpoint in {}",
-                dir.join("checkpoint").display()
-            ),
-        }
+    training = training.with_metric_logger(ResumedFileLogger::new(
+        FileMetricLogger::new(dir),
+        options.resume_from.unwrap_or(0),
+    ));
+    if let Some(epoch) = options.resume_from {
+        println!("resuming from the checkpoint of epoch {epoch}");
+        training = training.checkpoint(epoch);
     }
-    if !std::io::stdout().is_terminal() {
+    if options.plain || !std::io::stdout().is_terminal() {
         training = training.renderer(PlainRenderer::new());
     }
     if devices.len() > 1 {
@@ -153,7 +149,8 @@ where
             checkpoints.display()
         );
     }
-    if interrupter.should_stop() {
+    // The dashboard resets the stop flag when it closes, but keeps the message.
+    if interrupter.should_stop() || interrupter.get_message().is_some() {
         bail!(
             "training stopped after epoch {epochs_done} of {}; continue it with --resume \
              (checkpoints in {})",
@@ -182,6 +179,57 @@ pub fn save_model<B: Backend, M: burn::module::Module<B>>(model: M, dir: &Path) 
     model
         .save_file(&path, &Recorder::new())
         .with_context(|| format!("cannot save {}.mpk", path.display()))
+}
+
+/// Burn's file logger, with the epoch numbers of a resumed run put right.
+///
+/// Burn 0.21's event store counts epochs from 1 in every process and only learns the real number
+/// at the end of the first epoch, so a run resumed after epoch `k` would log its first epoch into
+/// `train/epoch-1/` (overwriting it), and early stopping would find no metrics for epoch `k + 1`.
+/// This adds `k` to the epoch of each split's writes until that split's first epoch ends.
+pub struct ResumedFileLogger {
+    inner: FileMetricLogger,
+    offset: usize,
+    synced: HashSet<Split>,
+}
+
+impl ResumedFileLogger {
+    /// Logs into `inner`, the first epoch of this process being epoch `offset + 1`.
+    pub fn new(inner: FileMetricLogger, offset: usize) -> Self {
+        Self {
+            inner,
+            offset,
+            synced: HashSet::new(),
+        }
+    }
+}
+
+impl MetricLogger for ResumedFileLogger {
+    fn log(&mut self, update: MetricsUpdate, epoch: usize, split: &Split) {
+        let epoch = match self.synced.contains(split) {
+            true => epoch,
+            false => epoch + self.offset,
+        };
+        self.inner.log(update, epoch, split);
+    }
+
+    fn read_numeric(
+        &mut self,
+        name: &str,
+        epoch: usize,
+        split: &Split,
+    ) -> Result<Vec<NumericEntry>, String> {
+        self.inner.read_numeric(name, epoch, split)
+    }
+
+    fn log_metric_definition(&mut self, definition: MetricDefinition) {
+        self.inner.log_metric_definition(definition);
+    }
+
+    fn log_epoch_summary(&mut self, summary: EpochSummary) {
+        self.synced.insert(summary.split.clone());
+        self.inner.log_epoch_summary(summary);
+    }
 }
 
 /// The loss of a batch, for [`FiniteLossGuard`].

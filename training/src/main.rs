@@ -6,10 +6,7 @@ use clap::Parser;
 fn main() {
     let cli = pdl_training::cli::Cli::parse();
     if let Err(e) = pdl_training::cli::run(cli) {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        let mut line = chain.join(": ");
-        line.retain(|c| c != '\n');
-        eprintln!("error: {line}");
+        eprintln!("error: {}", pdl_training::cli::one_line(&e));
         std::process::exit(1);
     }
 }

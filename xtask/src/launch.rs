@@ -29,12 +29,12 @@ fn backends(args: &[String]) -> Vec<String> {
     out
 }
 
-/// The cargo features for those backends: the CPU backends are default features; any other
-/// backend (wgpu) is added by name.
+/// The cargo features for those backends: the CPU backends are default features, the GPU ones
+/// are added by name; anything else is left for `pdl` to reject with its own message.
 pub fn features(args: &[String]) -> Vec<String> {
     let mut f: Vec<String> = backends(args)
         .into_iter()
-        .filter(|b| b != "flex" && b != "ndarray")
+        .filter(|b| b == "wgpu" || b == "cuda")
         .collect();
     f.sort();
     f.dedup();
@@ -112,5 +112,11 @@ mod tests {
         assert_eq!(features(&s(&["x", "--backend", "wgpu"])), s(&["wgpu"]));
         assert_eq!(features(&s(&["x", "--backend=wgpu"])), s(&["wgpu"]));
         assert_eq!(features(&s(&["--backend", "flex,wgpu"])), s(&["wgpu"]));
+    }
+
+    #[test]
+    fn unknown_backends_are_left_to_pdl() {
+        assert!(features(&s(&["x", "--backend", "tpu"])).is_empty());
+        assert_eq!(features(&s(&["x", "--backend", "cuda"])), s(&["cuda"]));
     }
 }

@@ -50,11 +50,3 @@ pub fn tiny_data_dir() -> tempfile::TempDir {
     write_mnist_style(&dir.path().join("fashion-mnist"), 160, 64);
     dir
 }
-
-/// Tests never download: missing files must fail instead.
-pub fn offline() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: std's environment functions take one lock, and this process has no C code reading
-    // the environment concurrently; the value is set once and never changes.
-    ONCE.call_once(|| unsafe { std::env::set_var("PDL_OFFLINE", "1") });
-}

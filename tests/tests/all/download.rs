@@ -114,6 +114,10 @@ fn refused_connection_is_a_missing_dataset_error_listing_the_paths() {
         .to_string();
     assert!(err.starts_with("Toy not found: expected "), "{err}");
     assert!(err.contains("--data-dir"), "{err}");
+    assert!(
+        err.contains(&dir.path().join("toy/a.gz").display().to_string()),
+        "{err}"
+    );
     assert!(!dir.path().join("toy/a.gz").exists());
 }
 

@@ -1,7 +1,7 @@
 //! Every experiment end to end on tiny IDX files (the real loader), plus resume, multi-device, and
 //! the errors a person meets: each one line, naming what to fix.
 
-use crate::common::{offline, tiny_data_dir};
+use crate::common::tiny_data_dir;
 use pdl_training::cli::{self, EvalArgs, TrainArgs};
 use pdl_training::experiments::EXPERIMENTS;
 use std::path::Path;
@@ -13,6 +13,9 @@ fn args(experiment: &str, data: &Path, out: &Path) -> TrainArgs {
         devices: "1".into(),
         data_dir: Some(data.to_path_buf()),
         artifact_dir: Some(out.to_path_buf()),
+        // Never download, and never open the dashboard, whatever terminal the tests run in.
+        offline: true,
+        plain: true,
         ..TrainArgs::default()
     }
 }
@@ -34,7 +37,6 @@ fn err(args: &TrainArgs) -> String {
 
 #[test]
 fn every_experiment_runs_end_to_end_and_evaluates_back() {
-    offline();
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     for e in EXPERIMENTS {
@@ -67,6 +69,7 @@ fn every_experiment_runs_end_to_end_and_evaluates_back() {
             artifact_dir: dir.clone(),
             backend: Some("flex".into()),
             data_dir: Some(data.path().to_path_buf()),
+            offline: true,
         })
         .unwrap();
         assert!((scores.accuracy - test_acc).abs() < 1e-9, "{}", e.name);
@@ -88,7 +91,6 @@ fn tiny_config(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn an_interrupted_run_resumes_from_its_last_checkpoint() {
-    offline();
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     let dir = runs.path().join("run");
@@ -104,32 +106,90 @@ fn an_interrupted_run_resumes_from_its_last_checkpoint() {
     })
     .unwrap();
     assert_eq!(metrics(&dir)["epochs"], 1);
+    let epoch1_log = dir.join("train/epoch-1/Loss.log");
+    let epoch1_written = std::fs::metadata(&epoch1_log).unwrap().modified().unwrap();
 
     let again = err(&base);
     assert!(
         again.contains("already holds a run") && again.contains("--resume"),
         "{again}"
     );
-
-    cli::train(&TrainArgs {
+    let changed = err(&TrainArgs {
         resume: true,
-        epochs: Some(2),
+        lr: Some(0.1),
         ..base.clone()
+    });
+    assert!(changed.contains("--lr would change the run"), "{changed}");
+
+    let resume = TrainArgs {
+        resume: true,
+        config: None,
+        ..base
+    };
+    cli::train(&TrainArgs {
+        epochs: Some(2),
+        ..resume.clone()
     })
     .unwrap();
     assert_eq!(metrics(&dir)["epochs"], 2);
     assert!(dir.join("checkpoint/model-2.mpk").is_file());
+    // Resuming trained and logged epoch 2 only: epoch 1's log is untouched.
+    let epoch1_now = std::fs::metadata(&epoch1_log).unwrap().modified().unwrap();
+    assert_eq!(epoch1_now, epoch1_written);
+    assert!(dir.join("train/epoch-2/Loss.log").is_file());
+    assert!(dir.join("valid/epoch-2/Loss.log").is_file());
 
     let done = err(&TrainArgs {
-        resume: true,
-        ..base
+        epochs: Some(2),
+        ..resume
     });
-    assert!(done.contains("already holds all 2 epochs"), "{done}");
+    assert!(done.contains("already holds 2 of 2 epochs"), "{done}");
+}
+
+#[test]
+fn a_run_that_failed_before_its_first_epoch_can_be_started_again() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("run");
+    let empty = tempfile::tempdir().unwrap();
+    let missing = err(&TrainArgs {
+        smoke: true,
+        ..args("mnist-cnn", empty.path(), &dir)
+    });
+    assert!(missing.contains("MNIST not found"), "{missing}");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("mnist-cnn", data.path(), &dir)
+    })
+    .unwrap();
+}
+
+#[test]
+fn images_of_the_wrong_size_are_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let set = data.path().join("mnist");
+    std::fs::create_dir_all(&set).unwrap();
+    for (i, n) in [(0, 8), (2, 4)] {
+        let img = crate::common::gz(&pdl_datasets::idx::encode_idx(
+            &[n, 20, 20],
+            &vec![0; n * 400],
+        ));
+        let lab = crate::common::gz(&pdl_datasets::idx::encode_idx(&[n], &vec![1; n]));
+        std::fs::write(set.join(pdl_datasets::mnist::FILE_NAMES[i]), img).unwrap();
+        std::fs::write(set.join(pdl_datasets::mnist::FILE_NAMES[i + 1]), lab).unwrap();
+    }
+    let msg = err(&TrainArgs {
+        smoke: true,
+        ..args("mnist-cnn", data.path(), &data.path().join("run"))
+    });
+    assert!(
+        msg.contains("images are 20x20 but the model expects 28x28"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn two_cpu_devices_train_data_parallel() {
-    offline();
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     let dir = runs.path().join("run");
@@ -144,7 +204,6 @@ fn two_cpu_devices_train_data_parallel() {
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_error() {
-    offline();
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     let msg = err(&TrainArgs {
@@ -157,7 +216,6 @@ fn a_diverging_run_stops_with_a_clear_error() {
 
 #[test]
 fn a_missing_dataset_names_the_files_and_the_flag() {
-    offline();
     let empty = tempfile::tempdir().unwrap();
     let msg = err(&TrainArgs {
         smoke: true,
@@ -170,7 +228,6 @@ fn a_missing_dataset_names_the_files_and_the_flag() {
 
 #[test]
 fn a_corrupt_file_names_the_file() {
-    offline();
     let data = tiny_data_dir();
     let path = data.path().join("mnist/train-images-idx3-ubyte.gz");
     let bytes = std::fs::read(&path).unwrap();

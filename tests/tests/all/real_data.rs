@@ -12,7 +12,7 @@ fn data_dir() -> PathBuf {
 }
 
 fn check_set(source: ImageSource, sha_of_train_images: &str) {
-    let dir = source.locate(&data_dir()).unwrap();
+    let dir = source.locate(&data_dir(), false).unwrap();
     assert_eq!(
         sha256_file(&dir.join(FILE_NAMES[0])).unwrap(),
         sha_of_train_images
@@ -56,7 +56,6 @@ fn real_fashion_mnist_loads_with_the_published_statistics() {
 #[test]
 #[ignore = "needs the real datasets: PDL_DATA_DIR"]
 fn mnist_cnn_smoke_run_on_real_mnist() {
-    crate::common::offline();
     let runs = tempfile::tempdir().unwrap();
     let trained = pdl_training::cli::train(&pdl_training::cli::TrainArgs {
         experiment: "mnist-cnn".into(),
@@ -64,6 +63,8 @@ fn mnist_cnn_smoke_run_on_real_mnist() {
         devices: "1".into(),
         data_dir: Some(data_dir()),
         artifact_dir: Some(runs.path().join("run")),
+        offline: true,
+        plain: true,
         ..Default::default()
     })
     .unwrap();

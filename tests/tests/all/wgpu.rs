@@ -1,7 +1,7 @@
 //! wgpu (software Vulkan in CI) agrees with ndarray, and an experiment runs on it. Compiled with
 //! `--features wgpu`; needs a Vulkan driver (lavapipe: `apt-get install mesa-vulkan-drivers`).
 
-use crate::common::{offline, tiny_data_dir};
+use crate::common::tiny_data_dir;
 use burn::backend::{NdArray, Wgpu};
 use burn::module::Module;
 use burn::prelude::*;
@@ -57,7 +57,6 @@ fn wgpu_forward_agrees_with_ndarray_on_fixed_weights() {
 
 #[test]
 fn mnist_cnn_smoke_runs_on_wgpu() {
-    offline();
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     let trained = pdl_training::cli::train(&pdl_training::cli::TrainArgs {
@@ -67,6 +66,8 @@ fn mnist_cnn_smoke_runs_on_wgpu() {
         devices: "1".into(),
         data_dir: Some(data.path().to_path_buf()),
         artifact_dir: Some(runs.path().join("run")),
+        offline: true,
+        plain: true,
         ..Default::default()
     })
     .unwrap();

@@ -47,6 +47,30 @@ impl ImageModelConfig {
             Self::BnCnn(c) => c.validate(),
         }
     }
+
+    /// Checks that images of `height x width` fit the model, which would otherwise fail deep
+    /// inside a layer with a shape error.
+    fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
+        let fits = match self {
+            Self::Mlp(c) => c.d_input == height * width,
+            Self::LeNet5(_) => height == 28 && width == 28,
+            Self::ClassicCnn(c) => c.image_size == height && c.image_size == width,
+            Self::BnCnn(c) => c.image_size == height && c.image_size == width,
+        };
+        if fits {
+            return Ok(());
+        }
+        let wants = match self {
+            Self::Mlp(c) => format!("d_input {} (height * width)", c.d_input),
+            Self::LeNet5(_) => "28x28 images".into(),
+            Self::ClassicCnn(c) => format!("{0}x{0} images (image_size)", c.image_size),
+            Self::BnCnn(c) => format!("{0}x{0} images (image_size)", c.image_size),
+        };
+        Err(format!(
+            "the dataset's images are {height}x{width} but the model expects {wants}; set the \
+             model's size in the config to match"
+        ))
+    }
 }
 
 /// Everything needed to rebuild an image-classification run; saved as its `config.json`.
@@ -61,7 +85,7 @@ pub struct ImageExperimentConfig {
     /// Epochs to train.
     #[config(default = 10)]
     pub num_epochs: usize,
-    /// Images per training batch (split across devices when there are several).
+    /// Images per training batch on each device (with `--devices 2`, each step sees two batches).
     #[config(default = 64)]
     pub batch_size: usize,
     /// Peak learning rate of AdamW.
@@ -139,9 +163,23 @@ struct Splits {
 
 fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Splits> {
     let source = ImageSource::parse(&config.dataset);
-    let dir = source.locate(&ctx.data_dir)?;
+    let dir = source.locate(&ctx.data_dir, !ctx.offline)?;
     let train = Arc::new(ImageData::load(&dir, Split::Train)?);
     let test = Arc::new(ImageData::load(&dir, Split::Test)?);
+    if (test.height, test.width) != (train.height, train.width) {
+        bail!(
+            "{}: test images are {}x{} but training images are {}x{}",
+            dir.display(),
+            test.height,
+            test.width,
+            train.height,
+            train.width
+        );
+    }
+    config
+        .model
+        .check_input(train.height, train.width)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let (mean, std) = source.normalisation().unwrap_or_else(|| train.mean_std());
     let valid_size = if config.smoke {
         config.valid_size.min(train.len() / 4).max(1)
@@ -249,7 +287,9 @@ where
 {
     let device = devices[0].clone();
     let train_items = splits.train.len();
-    let steps_per_epoch = train_items.div_ceil(config.batch_size);
+    // With several devices Burn gives each a slice of the data and takes one optimiser step per
+    // round of one batch each, so an epoch has fewer steps.
+    let steps_per_epoch = train_items.div_ceil(config.batch_size * devices.len());
     let schedule = config
         .schedule
         .init(config.learning_rate, steps_per_epoch * config.num_epochs);
@@ -271,7 +311,8 @@ where
     let options = FitOptions {
         num_epochs: config.num_epochs,
         early_stopping_patience: config.early_stopping_patience,
-        resume: ctx.resume,
+        resume_from: ctx.resume_from,
+        plain: ctx.plain,
     };
 
     println!("{model}");
