@@ -31,15 +31,22 @@ pub fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     (pixels, labels)
 }
 
-/// Writes the four gzipped IDX files of a tiny set into `dir` (created).
-pub fn write_mnist_style(dir: &Path, train: usize, test: usize) {
+/// Writes one split of an MNIST-style set into `dir`: gzipped images `[n, side, side]` and labels,
+/// under the train (`split` 0) or test (`split` 1) file names.
+pub fn write_split(dir: &Path, split: usize, side: usize, pixels: &[u8], labels: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
-    for (i, (n, seed)) in [(train, 1), (test, 2)].into_iter().enumerate() {
+    let n = labels.len();
+    let img = gz(&encode_idx(&[n, side, side], pixels));
+    let lab = gz(&encode_idx(&[n], labels));
+    std::fs::write(dir.join(FILE_NAMES[2 * split]), img).unwrap();
+    std::fs::write(dir.join(FILE_NAMES[2 * split + 1]), lab).unwrap();
+}
+
+/// Writes the four gzipped IDX files of a tiny 28x28 set into `dir` (created).
+pub fn write_mnist_style(dir: &Path, train: usize, test: usize) {
+    for (split, (n, seed)) in [(train, 1), (test, 2)].into_iter().enumerate() {
         let (pixels, labels) = images(n, seed);
-        let img = gz(&encode_idx(&[n, 28, 28], &pixels));
-        let lab = gz(&encode_idx(&[n], &labels));
-        std::fs::write(dir.join(FILE_NAMES[2 * i]), img).unwrap();
-        std::fs::write(dir.join(FILE_NAMES[2 * i + 1]), lab).unwrap();
+        write_split(dir, split, 28, &pixels, &labels);
     }
 }
 

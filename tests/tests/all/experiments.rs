@@ -168,15 +168,8 @@ fn a_run_that_failed_before_its_first_epoch_can_be_started_again() {
 fn images_of_the_wrong_size_are_a_clear_error() {
     let data = tempfile::tempdir().unwrap();
     let set = data.path().join("mnist");
-    std::fs::create_dir_all(&set).unwrap();
-    for (i, n) in [(0, 8), (2, 4)] {
-        let img = crate::common::gz(&pdl_datasets::idx::encode_idx(
-            &[n, 20, 20],
-            &vec![0; n * 400],
-        ));
-        let lab = crate::common::gz(&pdl_datasets::idx::encode_idx(&[n], &vec![1; n]));
-        std::fs::write(set.join(pdl_datasets::mnist::FILE_NAMES[i]), img).unwrap();
-        std::fs::write(set.join(pdl_datasets::mnist::FILE_NAMES[i + 1]), lab).unwrap();
+    for (split, n) in [(0, 8), (1, 4)] {
+        crate::common::write_split(&set, split, 20, &vec![0; n * 400], &vec![1; n]);
     }
     let msg = err(&TrainArgs {
         smoke: true,
