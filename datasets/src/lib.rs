@@ -8,11 +8,13 @@
 //! - [`mnist`]: MNIST, Fashion-MNIST and any folder holding the same four IDX files.
 //! - [`augment`]: seeded shifts and rotations for any image experiment.
 //! - [`batcher`]: one flat buffer and one tensor per batch.
+//! - [`graph`]: node-classification graphs: Cora (LINQS files), a synthetic block model, splits.
 
 pub mod augment;
 pub mod batcher;
 pub mod download;
 mod error;
+pub mod graph;
 pub mod idx;
 pub mod mnist;
 mod rng;

@@ -1,6 +1,6 @@
-//! What every image classifier shares: cross-entropy on its logits, and the two-line
-//! `TrainStep` / `InferenceStep` impls the Learner needs (a macro, because the orphan rule wants
-//! them beside each type and they are the same for all of them).
+//! What every classifier shares: cross-entropy on its logits, and the two-line `TrainStep` /
+//! `InferenceStep` impls the Learner needs (a macro, because the orphan rule wants them beside
+//! each type and they are the same for all of them).
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
@@ -21,6 +21,11 @@ pub trait ImageClassifier<B: Backend> {
     fn forward_classification(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
         let logits = self.logits(batch.images);
         classification_output(logits, batch.targets)
+    }
+
+    /// What a training step minimises; the same as [`Self::forward_classification`] here.
+    fn forward_training(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
     }
 }
 
@@ -45,27 +50,37 @@ pub fn classification_output<B: Backend>(
 }
 
 /// Implements the Learner's `TrainStep` (forward, loss, backward) and `InferenceStep` (forward,
-/// loss) for an [`ImageClassifier`] on [`ImageBatch`]es.
+/// loss) for a model through a classifier trait's `forward_training` and `forward_classification`
+/// on a batch type:
+/// `classifier_steps!(Gcn, NodeClassifier, pdl_datasets::graph::GraphBatch)`.
 #[macro_export]
-macro_rules! image_classifier_steps {
-    ($model:ident) => {
+macro_rules! classifier_steps {
+    ($model:ident, $classifier:ident, $($batch:ident)::+) => {
         impl<B: burn::tensor::backend::AutodiffBackend> burn::train::TrainStep for $model<B> {
-            type Input = pdl_datasets::batcher::ImageBatch<B>;
+            type Input = $($batch)::+<B>;
             type Output = burn::train::ClassificationOutput<B>;
 
             fn step(&self, batch: Self::Input) -> burn::train::TrainOutput<Self::Output> {
-                let item = $crate::ImageClassifier::forward_classification(self, batch);
+                let item = $classifier::forward_training(self, batch);
                 burn::train::TrainOutput::new(self, item.loss.backward(), item)
             }
         }
 
         impl<B: burn::tensor::backend::Backend> burn::train::InferenceStep for $model<B> {
-            type Input = pdl_datasets::batcher::ImageBatch<B>;
+            type Input = $($batch)::+<B>;
             type Output = burn::train::ClassificationOutput<B>;
 
             fn step(&self, batch: Self::Input) -> Self::Output {
-                $crate::ImageClassifier::forward_classification(self, batch)
+                $classifier::forward_classification(self, batch)
             }
         }
+    };
+}
+
+/// [`classifier_steps!`] for an [`ImageClassifier`] on [`ImageBatch`]es.
+#[macro_export]
+macro_rules! image_classifier_steps {
+    ($model:ident) => {
+        $crate::classifier_steps!($model, ImageClassifier, pdl_datasets::batcher::ImageBatch);
     };
 }

@@ -10,11 +10,14 @@
 //! |---|---|---|
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
+//! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
 
 pub mod classification;
 pub mod cnn;
+pub mod gnn;
 pub mod mlp;
 
 pub use classification::ImageClassifier;
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
+pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
 pub use mlp::{Mlp, MlpConfig};

@@ -3,7 +3,10 @@
 
 use crate::artifacts::{MetricsFile, RunContext, RunReport, Scores, holds_a_run, write_json};
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
-use crate::experiments::{self, EXPERIMENTS, Experiment, ExperimentConfig, image_classification};
+use crate::experiments::{
+    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, image_classification,
+    node_classification,
+};
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
@@ -80,6 +83,10 @@ pub struct TrainArgs {
     /// Never download a dataset: a missing file is an error (also: PDL_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// Train this many runs with seeds seed, seed+1, ... into <artifact-dir>/seed-<s>/ and report
+    /// the mean and standard deviation of their scores (written to <artifact-dir>/seeds.json).
+    #[arg(long)]
+    pub seeds: Option<usize>,
 }
 
 /// Options of `pdl eval`.
@@ -220,31 +227,163 @@ fn config_for(
             experiment.name
         );
     }
-    let ExperimentConfig::Image(mut c) = config;
-    if let Some(v) = args.epochs {
-        c.num_epochs = v;
-    }
-    if let Some(v) = args.batch_size {
-        c.batch_size = v;
-    }
-    if let Some(v) = args.lr {
-        c.learning_rate = v;
-    }
-    if let Some(v) = args.seed {
-        c.seed = v;
-    }
-    if let Some(v) = args.patience {
-        c.early_stopping_patience = v;
-    }
-    if args.smoke {
-        c = c.into_smoke();
-    }
-    c.validate()?;
-    Ok(ExperimentConfig::Image(c))
+    config.apply(&Overrides {
+        num_epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.lr,
+        seed: args.seed,
+        early_stopping_patience: args.patience,
+        smoke: args.smoke,
+    })
 }
 
-/// `pdl train`: trains, saves the model, writes `metrics.json`, prints the test score.
+/// `pdl train`: trains, saves the model, writes `metrics.json`, prints the test score. With
+/// `--seeds N`, trains N runs and summarises them (see [`train_seeds`]).
 pub fn train(args: &TrainArgs) -> Result<Trained> {
+    match args.seeds {
+        Some(n) if n != 1 => train_seeds(args, n).map(|s| s.runs.into_iter().next_back().unwrap()),
+        _ => train_one(args),
+    }
+}
+
+/// Mean and sample standard deviation of a split's scores over seeds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    /// Mean accuracy, percent.
+    pub accuracy_mean: f64,
+    /// Sample standard deviation of the accuracy (n - 1), percent.
+    pub accuracy_std: f64,
+    /// Lowest accuracy.
+    pub accuracy_min: f64,
+    /// Highest accuracy.
+    pub accuracy_max: f64,
+    /// Mean loss.
+    pub loss_mean: f64,
+}
+
+impl Spread {
+    /// The spread of `scores`.
+    pub fn of(scores: &[Scores]) -> Self {
+        let n = scores.len().max(1) as f64;
+        let acc = || scores.iter().map(|s| s.accuracy);
+        let mean = acc().sum::<f64>() / n;
+        let var = acc().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Self {
+            accuracy_mean: mean,
+            accuracy_std: var.sqrt(),
+            accuracy_min: acc().fold(f64::INFINITY, f64::min),
+            accuracy_max: acc().fold(f64::NEG_INFINITY, f64::max),
+            loss_mean: scores.iter().map(|s| s.loss).sum::<f64>() / n,
+        }
+    }
+}
+
+/// What `pdl train --seeds N` produced.
+#[derive(Debug)]
+pub struct SeedRuns {
+    /// Each seed's run, in seed order.
+    pub runs: Vec<Trained>,
+    /// The seeds.
+    pub seeds: Vec<u64>,
+    /// Spread of the valid scores.
+    pub valid: Spread,
+    /// Spread of the test scores.
+    pub test: Spread,
+}
+
+/// `pdl train --seeds N`: N runs with consecutive seeds from `--seed` (else the config's), each in
+/// `<artifact-dir>/seed-<s>/`, then `<artifact-dir>/seeds.json` with each run's scores and their
+/// mean and standard deviation.
+pub fn train_seeds(args: &TrainArgs, n: usize) -> Result<SeedRuns> {
+    if n == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    if args.resume {
+        bail!("--resume continues one run; resume each seed-<s> folder on its own");
+    }
+    let experiment = experiments::find(&args.experiment)?;
+    let first = match (args.seed, &args.config) {
+        (Some(seed), _) => seed,
+        (None, Some(path)) => ExperimentConfig::load(experiment, path)?.seed(),
+        (None, None) => (experiment.preset)().seed(),
+    };
+    let smoke_dir = match (&args.artifact_dir, args.smoke) {
+        (None, true) => Some(
+            tempfile::Builder::new()
+                .prefix("pdl-smoke-seeds-")
+                .tempdir()?,
+        ),
+        _ => None,
+    };
+    let base = match (&args.artifact_dir, &smoke_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(tmp)) => tmp.path().to_path_buf(),
+        (None, None) => PathBuf::from("runs").join(experiment.name),
+    };
+    let seeds: Vec<u64> = (0..n as u64).map(|i| first + i).collect();
+    let mut runs = Vec::new();
+    for &seed in &seeds {
+        println!(
+            "== {} seed {seed} ({} of {n}) ==",
+            experiment.name,
+            runs.len() + 1
+        );
+        runs.push(train_one(&TrainArgs {
+            seed: Some(seed),
+            artifact_dir: Some(base.join(format!("seed-{seed}"))),
+            seeds: None,
+            ..args.clone()
+        })?);
+    }
+    let valid = Spread::of(&runs.iter().map(|r| r.report.valid).collect::<Vec<_>>());
+    let test = Spread::of(&runs.iter().map(|r| r.report.test).collect::<Vec<_>>());
+    let per_seed: Vec<serde_json::Value> = runs
+        .iter()
+        .zip(&seeds)
+        .map(|(r, seed)| {
+            serde_json::json!({
+                "seed": seed,
+                "dir": r.dir,
+                "epochs": r.report.epochs,
+                "wall_seconds": r.report.wall_seconds,
+                "valid": r.report.valid,
+                "test": r.report.test,
+            })
+        })
+        .collect();
+    write_json(
+        &base.join("seeds.json"),
+        &serde_json::json!({
+            "experiment": experiment.name,
+            "seeds": seeds,
+            "valid": valid,
+            "test": test,
+            "runs": per_seed,
+        }),
+    )?;
+    println!(
+        "{} over {n} seeds {}..={}: test accuracy {:.2} ± {:.2}% (min {:.2}, max {:.2}), valid \
+         {:.2} ± {:.2}%; summary in {}",
+        experiment.name,
+        seeds[0],
+        seeds[n - 1],
+        test.accuracy_mean,
+        test.accuracy_std,
+        test.accuracy_min,
+        test.accuracy_max,
+        valid.accuracy_mean,
+        valid.accuracy_std,
+        base.join("seeds.json").display()
+    );
+    Ok(SeedRuns {
+        runs,
+        seeds,
+        valid,
+        test,
+    })
+}
+
+fn train_one(args: &TrainArgs) -> Result<Trained> {
     let experiment = experiments::find(&args.experiment)?;
     let backend = backend_from(args.backend.as_deref())?;
     let devices = DeviceSpec::parse(&args.devices)?;
@@ -276,9 +415,8 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
         );
     }
     let config = config_for(args, experiment, &dir)?;
-    let ExperimentConfig::Image(image_config) = &config;
     let resume_from = match args.resume {
-        true => Some(check_resumable(&dir, image_config.num_epochs)?),
+        true => Some(check_resumable(&dir, config.num_epochs())?),
         false => None,
     };
     std::fs::create_dir_all(&dir)
@@ -305,7 +443,7 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
         backend,
         &devices,
         TrainTask {
-            config: image_config,
+            config: &config,
             ctx: &ctx,
         },
     )??;
@@ -318,7 +456,7 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
             epochs: report.epochs,
             wall_seconds: report.wall_seconds,
             train_items: report.train_items,
-            smoke: image_config.smoke,
+            smoke: config.smoke(),
             valid: report.valid,
             test: report.test,
         },
@@ -361,7 +499,7 @@ fn check_resumable(dir: &std::path::Path, epochs: usize) -> Result<usize> {
 }
 
 struct TrainTask<'a> {
-    config: &'a image_classification::ImageExperimentConfig,
+    config: &'a ExperimentConfig,
     ctx: &'a RunContext,
 }
 
@@ -369,7 +507,10 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<RunReport>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        image_classification::train::<B>(self.config, self.ctx, devices)
+        match self.config {
+            ExperimentConfig::Image(c) => image_classification::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::Graph(c) => node_classification::train::<B>(c, self.ctx, devices),
+        }
     }
 }
 
@@ -390,7 +531,7 @@ pub fn eval(args: &EvalArgs) -> Result<Scores> {
         .and_then(|v| v.get("experiment")?.as_str().map(str::to_string))
         .ok_or_else(|| anyhow::anyhow!("{}: no \"experiment\" field", config_path.display()))?;
     let experiment = experiments::find(&name)?;
-    let ExperimentConfig::Image(config) = ExperimentConfig::load(experiment, &config_path)?;
+    let config = ExperimentConfig::load(experiment, &config_path)?;
     let backend = backend_from(args.backend.as_deref())?;
     let ctx = RunContext {
         data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
@@ -412,7 +553,7 @@ pub fn eval(args: &EvalArgs) -> Result<Scores> {
 }
 
 struct EvalTask<'a> {
-    config: &'a image_classification::ImageExperimentConfig,
+    config: &'a ExperimentConfig,
     ctx: &'a RunContext,
 }
 
@@ -420,6 +561,14 @@ impl BackendTask for EvalTask<'_> {
     type Output = Result<Scores>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        image_classification::eval::<B::InnerBackend>(self.config, self.ctx, devices[0].clone())
+        let device = devices[0].clone();
+        match self.config {
+            ExperimentConfig::Image(c) => {
+                image_classification::eval::<B::InnerBackend>(c, self.ctx, device)
+            }
+            ExperimentConfig::Graph(c) => {
+                node_classification::eval::<B::InnerBackend>(c, self.ctx, device)
+            }
+        }
     }
 }

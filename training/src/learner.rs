@@ -2,10 +2,11 @@
 //! stopping, the renderer (Burn's TUI dashboard in a terminal, [`PlainRenderer`] otherwise), the
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
+use crate::artifacts::Scores;
 use crate::renderer::PlainRenderer;
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoader;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
@@ -40,6 +41,10 @@ pub struct FitOptions {
     pub resume_from: Option<usize>,
     /// Print one line per epoch even in a terminal, instead of Burn's dashboard.
     pub plain: bool,
+    /// End with the weights of the epoch with the lowest valid loss (Burn keeps its checkpoint)
+    /// instead of the last epoch's, as Keras' `restore_best_weights` and Lightning's
+    /// `ModelCheckpoint(monitor="val_loss")` do.
+    pub restore_best: bool,
 }
 
 /// What training left behind.
@@ -48,6 +53,9 @@ pub struct Fitted<M> {
     pub model: M,
     /// The last epoch that has a checkpoint (the number of epochs done).
     pub epochs_done: usize,
+    /// The epoch whose weights `model` holds: `epochs_done`, or the best one with
+    /// [`FitOptions::restore_best`].
+    pub model_epoch: usize,
 }
 
 /// The highest epoch with a complete model checkpoint under `dir/checkpoint`.
@@ -103,11 +111,12 @@ where
     let interrupter = Interrupter::new();
     let diverged = Arc::new(Mutex::new(None));
     let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
+    let valid_losses = Arc::new(Mutex::new(Vec::new()));
     let mut training = SupervisedTraining::new(dir, train, valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train(guard("training"))
-        .metric_valid(guard("validation"))
+        .metric_valid(guard("validation").recording(valid_losses.clone()))
         .with_file_checkpointer(Recorder::new())
         .with_interrupter(interrupter.clone())
         .num_epochs(options.num_epochs)
@@ -158,10 +167,71 @@ where
             checkpoints.display()
         );
     }
-    Ok(Fitted {
+    let mut fitted = Fitted {
         model: result.model,
         epochs_done,
-    })
+        model_epoch: epochs_done,
+    };
+    if options.restore_best {
+        let losses = valid_losses.lock().expect("loss lock").clone();
+        if let Some(best) = best_epoch(&losses, |e| {
+            checkpoints.join(format!("model-{e}.mpk")).is_file()
+        }) && best != epochs_done
+        {
+            let device = fitted.model.devices()[0].clone();
+            let path = checkpoints.join(format!("model-{best}"));
+            fitted.model = fitted
+                .model
+                .load_file(&path, &Recorder::new(), &device)
+                .with_context(|| format!("cannot restore {}.mpk", path.display()))?;
+            fitted.model_epoch = best;
+        }
+    }
+    Ok(fitted)
+}
+
+/// The epoch with the lowest mean valid loss among `(epoch, loss)` batch records, considering only
+/// epochs `available` says can be restored.
+fn best_epoch(losses: &[(usize, f64)], available: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut means: std::collections::BTreeMap<usize, (f64, usize)> = Default::default();
+    for &(epoch, loss) in losses {
+        let entry = means.entry(epoch).or_default();
+        *entry = (entry.0 + loss, entry.1 + 1);
+    }
+    means
+        .into_iter()
+        .map(|(epoch, (sum, n))| (epoch, sum / n as f64))
+        .filter(|&(epoch, mean)| mean.is_finite() && available(epoch))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(epoch, _)| epoch)
+}
+
+/// Mean loss and accuracy of `model` over every batch of `loader`.
+pub fn evaluate<B, M, I>(model: &M, loader: &Arc<dyn DataLoader<B, I>>) -> Scores
+where
+    B: Backend,
+    M: InferenceStep<Input = I, Output = ClassificationOutput<B>>,
+{
+    use burn::tensor::ElementConversion;
+    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0i64, 0usize);
+    for batch in loader.iter() {
+        let out = model.step(batch);
+        let [n] = out.targets.dims();
+        loss_sum += out.loss.into_scalar().elem::<f64>() * n as f64;
+        let predicted = out.output.argmax(1).flatten::<1>(0, 1);
+        correct += predicted
+            .equal(out.targets)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<i64>();
+        count += n;
+    }
+    Scores {
+        loss: loss_sum / count.max(1) as f64,
+        accuracy: 100.0 * correct as f64 / count.max(1) as f64,
+        count,
+    }
 }
 
 /// Gives every parameter its value now. Burn initialises parameters lazily, on first use, and a
@@ -250,6 +320,7 @@ pub struct FiniteLossGuard {
     reason: Arc<Mutex<Option<String>>>,
     name: MetricName,
     split: &'static str,
+    record: Option<Arc<Mutex<Vec<(usize, f64)>>>>,
 }
 
 impl FiniteLossGuard {
@@ -265,7 +336,14 @@ impl FiniteLossGuard {
             reason,
             name: Arc::new("Loss is finite".to_string()),
             split,
+            record: None,
         }
+    }
+
+    /// Also appends `(epoch, loss)` of every batch to `losses` (for [`FitOptions::restore_best`]).
+    pub fn recording(mut self, losses: Arc<Mutex<Vec<(usize, f64)>>>) -> Self {
+        self.record = Some(losses);
+        self
     }
 }
 
@@ -282,6 +360,10 @@ impl Metric for FiniteLossGuard {
 
     fn update(&mut self, item: &LossValue, metadata: &MetricMetadata) -> SerializedEntry {
         let finite = item.0.is_finite();
+        if let Some(losses) = &self.record {
+            let epoch = metadata.global_progress.items_processed;
+            losses.lock().expect("loss lock").push((epoch, item.0));
+        }
         if !finite {
             let mut reason = self.reason.lock().expect("guard lock");
             if reason.is_none() {
@@ -320,6 +402,21 @@ mod tests {
         let a = model.clone().forward(x.clone()).into_data();
         let b = model.forward(x).into_data();
         a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-7));
+    }
+
+    #[test]
+    fn best_epoch_takes_the_lowest_mean_among_restorable_epochs() {
+        let losses = [
+            (1, 0.9),
+            (1, 0.7),
+            (2, 0.5),
+            (3, 0.6),
+            (3, f64::NAN),
+            (4, 0.55),
+        ];
+        assert_eq!(best_epoch(&losses, |_| true), Some(2));
+        assert_eq!(best_epoch(&losses, |e| e != 2), Some(4));
+        assert_eq!(best_epoch(&[], |_| true), None);
     }
 
     #[test]

@@ -50,10 +50,42 @@ pub fn write_mnist_style(dir: &Path, train: usize, test: usize) {
     }
 }
 
-/// A data dir holding tiny `mnist/` and `fashion-mnist/` sets.
+/// Writes a tiny Cora in the LINQS format into `dir` (created): 10 papers of each of the 7
+/// classes with Cora's 1433 sparse binary features, each citing the next paper and two random ones.
+pub fn write_cora_style(dir: &Path) {
+    use pdl_datasets::graph::cora::{CLASSES, FILE_NAMES};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = SplitMix64::new(11);
+    let n = 70;
+    let id = |i: usize| 1000 + 37 * i;
+    let mut content = String::new();
+    for i in 0..n {
+        let class = i % 7;
+        let words: Vec<&str> = (0..1433)
+            .map(
+                |w| match w % 7 == class && rng.below(4) == 0 || rng.below(200) == 0 {
+                    true => "1",
+                    false => "0",
+                },
+            )
+            .collect();
+        content += &format!("{}\t{}\t{}\n", id(i), words.join("\t"), CLASSES[class]);
+    }
+    let mut cites = String::new();
+    for i in 0..n {
+        for j in [(i + 1) % n, rng.below(n), rng.below(n)] {
+            cites += &format!("{}\t{}\n", id(j), id(i));
+        }
+    }
+    std::fs::write(dir.join(FILE_NAMES[0]), content).unwrap();
+    std::fs::write(dir.join(FILE_NAMES[1]), cites).unwrap();
+}
+
+/// A data dir holding tiny `mnist/`, `fashion-mnist/` and `cora/` sets.
 pub fn tiny_data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_mnist_style(&dir.path().join("mnist"), 160, 64);
     write_mnist_style(&dir.path().join("fashion-mnist"), 160, 64);
+    write_cora_style(&dir.path().join("cora"));
     dir
 }

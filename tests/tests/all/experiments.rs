@@ -60,7 +60,9 @@ fn every_experiment_runs_end_to_end_and_evaluates_back() {
         assert_eq!(m["epochs"], 1);
         assert_eq!(m["smoke"], true);
         assert!(m["wall_seconds"].as_f64().unwrap() > 0.0);
-        assert_eq!(m["test"]["count"], 64);
+        // 64 images, or the 20 test nodes of a smoke split.
+        let expected_count = if e.name.starts_with("cora") { 20 } else { 64 };
+        assert_eq!(m["test"]["count"], expected_count, "{}", e.name);
         let test_acc = m["test"]["accuracy"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&test_acc));
         assert!((trained.report.test.accuracy - test_acc).abs() < 1e-9);
@@ -81,7 +83,10 @@ fn every_experiment_runs_end_to_end_and_evaluates_back() {
 fn tiny_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tiny.json");
     let pdl_training::experiments::ExperimentConfig::Image(c) =
-        (pdl_training::experiments::find("mnist-mlp").unwrap().preset)();
+        (pdl_training::experiments::find("mnist-mlp").unwrap().preset)()
+    else {
+        panic!("mnist-mlp is an image experiment")
+    };
     let mut v = serde_json::to_value(c).unwrap();
     v["valid_size"] = 32.into();
     v["num_epochs"] = 2.into();
@@ -275,6 +280,76 @@ fn bad_flags_are_one_line_errors() {
         !out.exists(),
         "a failed start must not create the run folder"
     );
+}
+
+#[test]
+fn seeds_train_one_run_each_and_summarise_them() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let base = runs.path().join("gcn");
+    let summary = cli::train_seeds(
+        &TrainArgs {
+            smoke: true,
+            seed: Some(5),
+            ..args("cora-gcn", data.path(), &base)
+        },
+        3,
+    )
+    .unwrap();
+    assert_eq!(summary.seeds, vec![5, 6, 7]);
+    let accs: Vec<f64> = summary
+        .runs
+        .iter()
+        .map(|r| r.report.test.accuracy)
+        .collect();
+    let mean = accs.iter().sum::<f64>() / 3.0;
+    assert!((summary.test.accuracy_mean - mean).abs() < 1e-9);
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("seeds.json")).unwrap()).unwrap();
+    assert_eq!(file["runs"].as_array().unwrap().len(), 3);
+    assert!((file["test"]["accuracy_mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+    for seed in 5..8 {
+        let config =
+            std::fs::read_to_string(base.join(format!("seed-{seed}/config.json"))).unwrap();
+        assert!(config.contains(&format!("\"seed\": {seed}")), "{config}");
+    }
+}
+
+#[test]
+fn malformed_cora_files_name_file_and_line() {
+    let data = tiny_data_dir();
+    let cites = data.path().join("cora/cora.cites");
+    let mut text = std::fs::read_to_string(&cites).unwrap();
+    text += "1000\t999999\n";
+    let line = text.lines().count();
+    std::fs::write(&cites, text).unwrap();
+    let msg = err(&TrainArgs {
+        smoke: true,
+        ..args("cora-gat", data.path(), &data.path().join("run"))
+    });
+    assert!(
+        msg.contains(&format!(
+            "cora.cites: line {line}: paper id 999999 is not in"
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn flags_that_do_not_apply_to_full_graph_training_are_errors() {
+    let data = tiny_data_dir();
+    let out = data.path().join("run");
+    let batch = err(&TrainArgs {
+        batch_size: Some(32),
+        ..args("cora-gcn", data.path(), &out)
+    });
+    assert!(batch.contains("--batch-size does not apply"), "{batch}");
+    let devices = err(&TrainArgs {
+        devices: "2".into(),
+        smoke: true,
+        ..args("cora-sage", data.path(), &out)
+    });
+    assert!(devices.contains("--devices 2 does not apply"), "{devices}");
 }
 
 #[test]

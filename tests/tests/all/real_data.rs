@@ -70,3 +70,27 @@ fn mnist_cnn_smoke_run_on_real_mnist() {
     .unwrap();
     assert_eq!(trained.report.test.count, 128);
 }
+
+#[test]
+#[ignore = "needs the real datasets: PDL_DATA_DIR"]
+fn real_cora_has_the_published_shape() {
+    use pdl_datasets::graph::{NodeSplit, cora};
+    let dir = cora::locate(&data_dir(), false).unwrap();
+    assert_eq!(
+        sha256_file(&dir.join(cora::FILE_NAMES[0])).unwrap(),
+        "b8ebed0fd45e53995abafd1b70cf6a9fcc8f86abc5826d69b97fe6ca46e9c8ee"
+    );
+    let graph = cora::load(&dir).unwrap();
+    assert_eq!((graph.num_nodes, graph.num_features), (2708, 1433));
+    // 5429 cites, minus repeats and self-citations: PyG's Cora has the same 10,556 directed edges.
+    assert_eq!(graph.num_edges(), 10_556);
+    assert_eq!(
+        graph.class_counts(),
+        vec![298, 418, 818, 426, 217, 180, 351]
+    );
+    let split = NodeSplit::planetoid(&graph, 20, 500, 1000, 0).unwrap();
+    assert_eq!(
+        (split.train.len(), split.valid.len(), split.test.len()),
+        (140, 500, 1000)
+    );
+}

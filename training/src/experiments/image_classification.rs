@@ -7,7 +7,7 @@
 //! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, Recorder, fit, save_model};
+use crate::learner::{FitOptions, Recorder, evaluate, fit, save_model};
 use crate::schedule::ScheduleConfig;
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
@@ -15,7 +15,6 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::AdamWConfig;
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::augment::Augment;
@@ -216,33 +215,6 @@ fn eval_loader<B: Backend>(
         .build(dataset)
 }
 
-/// Loss and accuracy of `model` over every batch of `loader`.
-pub fn evaluate<B, M>(model: &M, loader: &Arc<dyn DataLoader<B, ImageBatch<B>>>) -> Scores
-where
-    B: Backend,
-    M: InferenceStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>,
-{
-    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0i64, 0usize);
-    for batch in loader.iter() {
-        let [n] = batch.targets.dims();
-        let out = model.step(batch);
-        loss_sum += out.loss.into_scalar().elem::<f64>() * n as f64;
-        let predicted = out.output.argmax(1).flatten::<1>(0, 1);
-        correct += predicted
-            .equal(out.targets)
-            .int()
-            .sum()
-            .into_scalar()
-            .elem::<i64>();
-        count += n;
-    }
-    Scores {
-        loss: loss_sum / count.max(1) as f64,
-        accuracy: 100.0 * correct as f64 / count.max(1) as f64,
-        count,
-    }
-}
-
 /// Trains the configured model, saves `model.mpk`, and scores it on valid and test.
 pub fn train<B: AutodiffBackend>(
     config: &ImageExperimentConfig,
@@ -313,6 +285,7 @@ where
         early_stopping_patience: config.early_stopping_patience,
         resume_from: ctx.resume_from,
         plain: ctx.plain,
+        restore_best: false,
     };
 
     println!("{model}");

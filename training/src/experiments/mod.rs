@@ -5,12 +5,16 @@
 //! beside `image_classification.rs` and a variant to [`ExperimentConfig`].
 
 pub mod image_classification;
+pub mod node_classification;
 
 use crate::schedule::ScheduleConfig;
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use image_classification::{ImageExperimentConfig, ImageModelConfig};
-use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig};
+use node_classification::{GraphExperimentConfig, GraphModelConfig};
+use pdl_models::{
+    BnCnnConfig, ClassicCnnConfig, GatConfig, GcnConfig, LeNet5Config, MlpConfig, SageConfig,
+};
 use std::path::Path;
 
 /// One row of the registry.
@@ -36,18 +40,43 @@ pub struct Experiment {
 pub enum ExperimentConfig {
     /// Image classification on an MNIST-style set.
     Image(ImageExperimentConfig),
+    /// Node classification on a graph.
+    Graph(GraphExperimentConfig),
+}
+
+/// Run-time changes to a config from the command line; `None` keeps the config's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--epochs`.
+    pub num_epochs: Option<usize>,
+    /// `--batch-size`.
+    pub batch_size: Option<usize>,
+    /// `--lr`.
+    pub learning_rate: Option<f64>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--patience`.
+    pub early_stopping_patience: Option<usize>,
+    /// `--smoke`.
+    pub smoke: bool,
 }
 
 impl ExperimentConfig {
     /// Reads a config JSON for the pipeline of `experiment`.
     pub fn load(experiment: &Experiment, path: &Path) -> Result<Self> {
+        let wrong =
+            |kind: &str| format!("{}: not a valid {kind} experiment config", path.display());
+        let msg = |e: burn::config::ConfigError| anyhow::anyhow!("{e}");
         Ok(match (experiment.preset)() {
             ExperimentConfig::Image(_) => ExperimentConfig::Image(
                 ImageExperimentConfig::load(path)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .with_context(|| {
-                        format!("{}: not a valid image experiment config", path.display())
-                    })?,
+                    .map_err(msg)
+                    .with_context(|| wrong("image"))?,
+            ),
+            ExperimentConfig::Graph(_) => ExperimentConfig::Graph(
+                GraphExperimentConfig::load(path)
+                    .map_err(msg)
+                    .with_context(|| wrong("graph"))?,
             ),
         })
     }
@@ -56,6 +85,7 @@ impl ExperimentConfig {
     pub fn save(&self, path: &Path) -> Result<()> {
         match self {
             ExperimentConfig::Image(c) => c.save(path),
+            ExperimentConfig::Graph(c) => c.save(path),
         }
         .with_context(|| format!("cannot write {}", path.display()))
     }
@@ -64,7 +94,73 @@ impl ExperimentConfig {
     pub fn experiment(&self) -> &str {
         match self {
             ExperimentConfig::Image(c) => &c.experiment,
+            ExperimentConfig::Graph(c) => &c.experiment,
         }
+    }
+
+    /// Epochs to train in all.
+    pub fn num_epochs(&self) -> usize {
+        match self {
+            ExperimentConfig::Image(c) => c.num_epochs,
+            ExperimentConfig::Graph(c) => c.num_epochs,
+        }
+    }
+
+    /// The seed of the weights.
+    pub fn seed(&self) -> u64 {
+        match self {
+            ExperimentConfig::Image(c) => c.seed,
+            ExperimentConfig::Graph(c) => c.seed,
+        }
+    }
+
+    /// Whether this is a `--smoke` run.
+    pub fn smoke(&self) -> bool {
+        match self {
+            ExperimentConfig::Image(c) => c.smoke,
+            ExperimentConfig::Graph(c) => c.smoke,
+        }
+    }
+
+    /// Checks everything that can be checked before reading data.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ExperimentConfig::Image(c) => c.validate(),
+            ExperimentConfig::Graph(c) => c.validate(),
+        }
+    }
+
+    /// Applies command-line overrides, then checks the result. A flag the pipeline has no use for
+    /// is an error rather than silently ignored.
+    pub fn apply(self, o: &Overrides) -> Result<Self> {
+        let config = match self {
+            ExperimentConfig::Image(mut c) => {
+                o.num_epochs.inspect(|&v| c.num_epochs = v);
+                o.batch_size.inspect(|&v| c.batch_size = v);
+                o.learning_rate.inspect(|&v| c.learning_rate = v);
+                o.seed.inspect(|&v| c.seed = v);
+                o.early_stopping_patience
+                    .inspect(|&v| c.early_stopping_patience = v);
+                ExperimentConfig::Image(if o.smoke { c.into_smoke() } else { c })
+            }
+            ExperimentConfig::Graph(mut c) => {
+                if o.batch_size.is_some() {
+                    bail!(
+                        "--batch-size does not apply to {}: full-graph training has one batch, \
+                         the whole graph",
+                        c.experiment
+                    );
+                }
+                o.num_epochs.inspect(|&v| c.num_epochs = v);
+                o.learning_rate.inspect(|&v| c.learning_rate = v);
+                o.seed.inspect(|&v| c.seed = v);
+                o.early_stopping_patience
+                    .inspect(|&v| c.early_stopping_patience = v);
+                ExperimentConfig::Graph(if o.smoke { c.into_smoke() } else { c })
+            }
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -109,6 +205,30 @@ pub const EXPERIMENTS: &[Experiment] = &[
         model: "classic PyTorch MNIST net (cnn.rs)",
         expected: "91.9% test acc, 5 epochs, 13 min",
         preset: fashion_cnn,
+    },
+    Experiment {
+        name: "cora-gcn",
+        chapter: "GNN",
+        dataset: "Cora",
+        model: "2-layer GCN (gnn.rs)",
+        expected: "TBD",
+        preset: cora_gcn,
+    },
+    Experiment {
+        name: "cora-sage",
+        chapter: "GNN",
+        dataset: "Cora",
+        model: "2-layer GraphSAGE, mean (gnn.rs)",
+        expected: "TBD",
+        preset: cora_sage,
+    },
+    Experiment {
+        name: "cora-gat",
+        chapter: "GNN",
+        dataset: "Cora",
+        model: "2-layer GAT, 8 heads (gnn.rs)",
+        expected: "TBD",
+        preset: cora_gat,
     },
 ];
 
@@ -184,6 +304,38 @@ fn fashion_cnn() -> ExperimentConfig {
     )
 }
 
+/// Kipf & Welling (2017), section 5: Adam, lr 0.01, L2 5e-4 on the first layer only (in the
+/// model's loss, so no weight decay here), at most 200 epochs, stop after 10 epochs without a
+/// lower valid loss.
+fn cora_gcn() -> ExperimentConfig {
+    let model = GraphModelConfig::Gcn(GcnConfig::cora());
+    ExperimentConfig::Graph(
+        GraphExperimentConfig::new("cora-gcn".into(), "cora".into(), model)
+            .with_weight_decay(0.0)
+            .with_early_stopping_patience(10),
+    )
+}
+
+/// GCN's training setting for GraphSAGE.
+fn cora_sage() -> ExperimentConfig {
+    let model = GraphModelConfig::Sage(SageConfig::cora());
+    ExperimentConfig::Graph(
+        GraphExperimentConfig::new("cora-sage".into(), "cora".into(), model)
+            .with_early_stopping_patience(10),
+    )
+}
+
+/// Velickovic et al. (2018), section 3.3: Adam, lr 0.005, L2 5e-4, patience 100.
+fn cora_gat() -> ExperimentConfig {
+    let model = GraphModelConfig::Gat(GatConfig::cora());
+    ExperimentConfig::Graph(
+        GraphExperimentConfig::new("cora-gat".into(), "cora".into(), model)
+            .with_learning_rate(0.005)
+            .with_num_epochs(1000)
+            .with_early_stopping_patience(100),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,9 +351,7 @@ mod tests {
     #[test]
     fn presets_are_valid() {
         for e in EXPERIMENTS {
-            match (e.preset)() {
-                ExperimentConfig::Image(c) => c.validate().unwrap(),
-            }
+            (e.preset)().validate().unwrap();
         }
     }
 
@@ -220,8 +370,12 @@ mod tests {
         let path = dir.path().join("config.json");
         let e = find("mnist-bn-cnn").unwrap();
         (e.preset)().save(&path).unwrap();
-        let ExperimentConfig::Image(back) = ExperimentConfig::load(e, &path).unwrap();
-        let ExperimentConfig::Image(orig) = (e.preset)();
+        let ExperimentConfig::Image(back) = ExperimentConfig::load(e, &path).unwrap() else {
+            panic!("not an image config")
+        };
+        let ExperimentConfig::Image(orig) = (e.preset)() else {
+            panic!("not an image config")
+        };
         assert_eq!(
             serde_json::to_string(&back).unwrap(),
             serde_json::to_string(&orig).unwrap()
