@@ -21,9 +21,34 @@ use pdl_datasets::batcher::ImageBatch;
 use pdl_models::ClassicCnnConfig;
 use std::time::{Duration, Instant};
 
+/// What `pdl bench` measures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BenchModel {
+    /// Training and inference images/s of the classic MNIST net.
+    #[default]
+    Cnn,
+    /// One full-graph GCN training epoch on a large synthetic graph: time and peak memory.
+    Gcn,
+}
+
 /// Options of `pdl bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The workload.
+    #[arg(long, value_enum, default_value_t = BenchModel::Cnn)]
+    pub model: BenchModel,
+    /// GCN: nodes of the synthetic graph.
+    #[arg(long, default_value_t = 100_000)]
+    pub nodes: usize,
+    /// GCN: undirected links drawn (edge_index holds both directions).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub links: usize,
+    /// GCN: features per node.
+    #[arg(long, default_value_t = 128)]
+    pub features: usize,
+    /// GCN: timed epochs (after one warm-up epoch).
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
     /// Backends to measure (default: every compiled CPU backend).
     #[arg(long, value_delimiter = ',')]
     pub backend: Vec<String>,
@@ -130,6 +155,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|b| BackendKind::parse(b))
             .collect::<Result<Vec<_>>>()?
     };
+    if args.model == BenchModel::Gcn {
+        let size = crate::bench_gnn::GraphBenchSize {
+            nodes: args.nodes,
+            links: args.links,
+            features: args.features,
+            epochs: args.epochs,
+        };
+        for kind in kinds {
+            crate::bench_gnn::run(kind, size)?;
+        }
+        return Ok(());
+    }
     println!(
         "classic MNIST net (pytorch/examples), {} threads available",
         std::thread::available_parallelism().map_or(1, |n| n.get())

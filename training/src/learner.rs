@@ -111,7 +111,7 @@ where
     let interrupter = Interrupter::new();
     let diverged = Arc::new(Mutex::new(None));
     let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
-    let valid_losses = Arc::new(Mutex::new(Vec::new()));
+    let valid_losses: LossLog = Arc::default();
     let mut training = SupervisedTraining::new(dir, train, valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
@@ -312,6 +312,9 @@ impl<B: Backend> Adaptor<LossValue> for ClassificationOutput<B> {
     }
 }
 
+/// `(epoch, loss)` of every batch of a split, shared with the Learner's metric thread.
+pub type LossLog = Arc<Mutex<Vec<(usize, f64)>>>;
+
 /// A training "metric" that stops the run when the loss becomes NaN or infinite, so a diverging
 /// run ends with a clear error instead of training on garbage for the remaining epochs.
 #[derive(Clone)]
@@ -320,7 +323,7 @@ pub struct FiniteLossGuard {
     reason: Arc<Mutex<Option<String>>>,
     name: MetricName,
     split: &'static str,
-    record: Option<Arc<Mutex<Vec<(usize, f64)>>>>,
+    record: Option<LossLog>,
 }
 
 impl FiniteLossGuard {
@@ -341,7 +344,7 @@ impl FiniteLossGuard {
     }
 
     /// Also appends `(epoch, loss)` of every batch to `losses` (for [`FitOptions::restore_best`]).
-    pub fn recording(mut self, losses: Arc<Mutex<Vec<(usize, f64)>>>) -> Self {
+    pub fn recording(mut self, losses: LossLog) -> Self {
         self.record = Some(losses);
         self
     }

@@ -5,11 +5,12 @@
 //! - [`learner`]: metrics, checkpoints, resume, early stopping, renderer, devices.
 //! - [`schedule`]: warm-up + cosine learning rates.
 //! - [`artifacts`]: what a run writes.
-//! - [`cli`]: the commands; [`bench`]: throughput.
+//! - [`cli`]: the commands; [`bench`]: throughput; [`bench_gnn`]: GCN at scale.
 
 pub mod artifacts;
 pub mod backend;
 pub mod bench;
+pub mod bench_gnn;
 pub mod cli;
 pub mod experiments;
 pub mod learner;

@@ -236,7 +236,11 @@ where
             Output = ClassificationOutput<B::InnerBackend>,
         >,
 {
+    // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5 is
+    // near the size of sqrt(v) for the first layer's weights on row-normalised bag-of-words
+    // features, and would damp their updates.
     let optim = AdamConfig::new()
+        .with_epsilon(1e-8)
         .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
         .init();
     let valid_loader = loader::<B::InnerBackend>(&graph, &split.valid, &device);
