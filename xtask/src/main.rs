@@ -26,7 +26,7 @@ enum Cmd {
     List(launch::PassThrough),
     /// Score a trained run on its test set: `cargo xtask eval runs/mnist-cnn`.
     Eval(launch::PassThrough),
-    /// Training and inference images/s per backend: `cargo xtask bench [--backend flex,ndarray]`.
+    /// Throughput per backend: `cargo xtask bench [--backend flex,ndarray] [--model gcn]`.
     Bench(launch::PassThrough),
 }
 

@@ -8,7 +8,9 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::TensorData;
 use pdl_datasets::SplitMix64;
-use pdl_models::{BnCnnConfig, ClassicCnnConfig};
+use pdl_datasets::graph::GraphBatch;
+use pdl_datasets::graph::synthetic::SbmConfig;
+use pdl_models::{BnCnnConfig, ClassicCnnConfig, GatConfig, GcnConfig, SageConfig};
 
 fn input<B: Backend>() -> Tensor<B, 4> {
     let mut rng = SplitMix64::new(3);
@@ -23,10 +25,10 @@ fn assert_close(a: Vec<f32>, b: Vec<f32>) {
     }
 }
 
-/// Saves a freshly initialised model, loads the same weights on ndarray and on wgpu, and compares
-/// the logits of a fixed batch. (Both load from the file: Burn initialises parameters lazily, so a
-/// clone saved before the first forward pass would hold other random weights than the original.)
-macro_rules! assert_parity {
+/// Saves a freshly initialised model and loads the same weights on ndarray and on wgpu. (Both
+/// load from the file: Burn initialises parameters lazily, so a clone saved before the first forward
+/// pass would hold other random weights than the original.)
+macro_rules! same_weights {
     ($config:expr) => {{
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model");
@@ -43,16 +45,61 @@ macro_rules! assert_parity {
             .init::<Wgpu>(&Default::default())
             .load_file(&path, &recorder, &Default::default())
             .unwrap();
-        let a = cpu.forward(input()).into_data().to_vec::<f32>().unwrap();
-        let b = gpu.forward(input()).into_data().to_vec::<f32>().unwrap();
-        assert_close(a, b);
+        (cpu, gpu)
     }};
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+/// Compares the logits of a fixed batch of images.
+macro_rules! assert_parity {
+    ($config:expr) => {{
+        let (cpu, gpu) = same_weights!($config);
+        assert_close(values(cpu.forward(input())), values(gpu.forward(input())));
+    }};
+}
+
+/// Compares the logits of every node of a fixed graph.
+macro_rules! assert_graph_parity {
+    ($config:expr) => {{
+        let (cpu, gpu) = same_weights!($config);
+        let (a, b) = (graph::<NdArray>(), graph::<Wgpu>());
+        assert_close(
+            values(cpu.forward(a.features, a.edge_index)),
+            values(gpu.forward(b.features, b.edge_index)),
+        );
+    }};
+}
+
+/// A 300-node block-model graph with 12 features and 3 classes.
+fn graph<B: Backend>() -> GraphBatch<B> {
+    let graph = SbmConfig {
+        num_nodes: 300,
+        num_links: 1500,
+        num_features: 12,
+        num_classes: 3,
+        homophily: 0.7,
+        seed: 2,
+    }
+    .generate()
+    .unwrap();
+    GraphBatch::new(&graph, &[0], &Default::default())
 }
 
 #[test]
 fn wgpu_forward_agrees_with_ndarray_on_fixed_weights() {
     assert_parity!(ClassicCnnConfig::mnist());
     assert_parity!(BnCnnConfig::mnist());
+}
+
+/// Message passing's scatter-add (`select_assign`) and GAT's per-node softmax on wgpu's kernels.
+#[test]
+fn wgpu_graph_networks_agree_with_ndarray_on_fixed_weights() {
+    assert_graph_parity!(GcnConfig::new(12, 3));
+    assert_graph_parity!(SageConfig::new(12, 3));
+    assert_graph_parity!(GatConfig::new(12, 3));
 }
 
 #[test]

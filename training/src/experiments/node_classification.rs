@@ -4,8 +4,8 @@
 //! classes), features row-normalised, a seeded Planetoid-sized split (20 nodes per class to train,
 //! 500 to validate, 1000 to test). Loop: full-graph training through [`crate::learner::fit`]: the
 //! dataset has one item, so a batch is the whole graph, an epoch is one optimiser step, and the
-//! loss counts only the split's nodes. Adam with L2 weight decay (as the papers'), early stopping
-//! on the valid loss, and the weights of the best valid epoch restored at the end.
+//! loss counts only the split's nodes. Adam with L2 weight decay (as the papers'), optional early
+//! stopping on the valid loss, and the weights of the best valid epoch restored at the end.
 //!
 //! The seed draws the split as well as the weights, so `pdl train cora-gcn --seeds 10` is Kipf &
 //! Welling's protocol for random splits (their Table 2: GCN 80.1 +- 0.5% over 10 splits; 81.5% is
