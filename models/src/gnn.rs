@@ -377,7 +377,6 @@ impl GatConvConfig {
             att_target: attention(),
             bias: Initializer::Zeros.init([if self.concat { h * c } else { c }], device),
             dropout: DropoutConfig::new(self.dropout).init(),
-            n_heads: h,
             concat: self.concat,
         }
     }
@@ -395,7 +394,6 @@ pub struct GatConv<B: Backend> {
     /// `[n_heads * d_output]` when concatenating, else `[d_output]`.
     pub bias: Param<Tensor<B, 1>>,
     dropout: Dropout,
-    n_heads: usize,
     concat: bool,
 }
 
@@ -445,7 +443,6 @@ impl<B: Backend> GatConv<B> {
             true => out.reshape([num_nodes, n_heads * d_output]),
             false => out.mean_dim(1).reshape([num_nodes, d_output]),
         };
-        debug_assert_eq!(n_heads, self.n_heads);
         out + self.bias.val().unsqueeze_dim(0)
     }
 }
