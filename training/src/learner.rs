@@ -206,6 +206,30 @@ fn best_epoch(losses: &[(usize, f64)], available: impl Fn(usize) -> bool) -> Opt
         .map(|(epoch, _)| epoch)
 }
 
+/// Loads `dir/model.mpk` into `model` (built from the run's config) and scores it on `loader`.
+pub fn load_and_evaluate<B, M, I>(
+    model: M,
+    dir: &Path,
+    device: &B::Device,
+    loader: &Arc<dyn DataLoader<B, I>>,
+) -> Result<Scores>
+where
+    B: Backend,
+    M: Module<B> + InferenceStep<Input = I, Output = ClassificationOutput<B>>,
+{
+    let path = dir.join("model.mpk");
+    if !path.is_file() {
+        bail!(
+            "{}: no trained model (train first, or check the path)",
+            path.display()
+        );
+    }
+    let model = model
+        .load_file(&path, &Recorder::new(), device)
+        .with_context(|| format!("{}: not a model for this config", path.display()))?;
+    Ok(evaluate(&model, loader))
+}
+
 /// Mean loss and accuracy of `model` over every batch of `loader`.
 pub fn evaluate<B, M, I>(model: &M, loader: &Arc<dyn DataLoader<B, I>>) -> Scores
 where

@@ -7,13 +7,13 @@
 //! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, Recorder, evaluate, fit, save_model};
+use crate::learner::{FitOptions, evaluate, fit, load_and_evaluate, save_model};
 use crate::schedule::ScheduleConfig;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
@@ -122,24 +122,11 @@ impl ImageExperimentConfig {
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.num_epochs == 0 {
-            return bad("num_epochs must be at least 1".into());
-        }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!(
-                "learning_rate must be > 0, got {}",
-                self.learning_rate
-            ));
-        }
-        if !(0.0..1.0).contains(&self.weight_decay) {
-            return bad(format!(
-                "weight_decay must be in [0, 1), got {}",
-                self.weight_decay
-            ));
-        }
+        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
+            .or_else(bad)?;
         self.schedule.validate().or_else(bad)?;
         self.model.validate().or_else(bad)
     }
@@ -321,33 +308,17 @@ pub fn eval<B: Backend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let loader = eval_loader::<B>(splits.test, splits.mean, splits.std, &device);
-    let path = ctx.artifact_dir.join("model.mpk");
-    if !path.is_file() {
-        bail!(
-            "{}: no trained model (train first, or check the path)",
-            path.display()
-        );
-    }
+    let dir = &ctx.artifact_dir;
     match &config.model {
-        ImageModelConfig::Mlp(c) => score(c.init::<B>(&device), &path, &device, &loader),
-        ImageModelConfig::LeNet5(c) => score(c.init::<B>(&device), &path, &device, &loader),
-        ImageModelConfig::ClassicCnn(c) => score(c.init::<B>(&device), &path, &device, &loader),
-        ImageModelConfig::BnCnn(c) => score(c.init::<B>(&device), &path, &device, &loader),
+        ImageModelConfig::Mlp(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
+        ImageModelConfig::LeNet5(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
+        ImageModelConfig::ClassicCnn(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
+        ImageModelConfig::BnCnn(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
     }
-}
-
-fn score<B, M>(
-    model: M,
-    path: &std::path::Path,
-    device: &B::Device,
-    loader: &Arc<dyn DataLoader<B, ImageBatch<B>>>,
-) -> Result<Scores>
-where
-    B: Backend,
-    M: Module<B> + InferenceStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>,
-{
-    let model = model
-        .load_file(path, &Recorder::new(), device)
-        .with_context(|| format!("{}: not a model for this config", path.display()))?;
-    Ok(evaluate(&model, loader))
 }

@@ -164,6 +164,27 @@ impl ExperimentConfig {
     }
 }
 
+/// Checks the training settings every pipeline has: at least one epoch, a positive finite
+/// learning rate, a weight decay in `[0, 1)`.
+pub fn check_training(
+    num_epochs: usize,
+    learning_rate: f64,
+    weight_decay: f64,
+) -> Result<(), String> {
+    if num_epochs == 0 {
+        return Err("num_epochs must be at least 1".into());
+    }
+    if !(learning_rate > 0.0 && learning_rate.is_finite()) {
+        return Err(format!("learning_rate must be > 0, got {learning_rate}"));
+    }
+    if !(0.0..1.0).contains(&weight_decay) {
+        return Err(format!(
+            "weight_decay must be in [0, 1), got {weight_decay}"
+        ));
+    }
+    Ok(())
+}
+
 /// Every experiment, in course order.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {

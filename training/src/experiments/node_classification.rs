@@ -13,12 +13,12 @@
 //! `split_seed` in a config to train several initialisations on one split.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, Recorder, evaluate, fit, save_model};
+use crate::learner::{FitOptions, evaluate, fit, load_and_evaluate, save_model};
 use crate::schedule::ScheduleConfig;
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::AdamConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -112,21 +112,8 @@ impl GraphExperimentConfig {
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.num_epochs == 0 {
-            return bad("num_epochs must be at least 1".into());
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!(
-                "learning_rate must be > 0, got {}",
-                self.learning_rate
-            ));
-        }
-        if !(0.0..1.0).contains(&self.weight_decay) {
-            return bad(format!(
-                "weight_decay must be in [0, 1), got {}",
-                self.weight_decay
-            ));
-        }
+        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
+            .or_else(bad)?;
         if self.train_per_class == 0 || self.valid_size == 0 || self.test_size == 0 {
             return bad("train_per_class, valid_size and test_size must be at least 1".into());
         }
@@ -303,38 +290,10 @@ pub fn eval<B: Backend>(
     config.validate()?;
     let (graph, split) = load_graph(config, ctx)?;
     let loader = loader::<B>(&graph, &split.test, &device);
-    let path = ctx.artifact_dir.join("model.mpk");
-    if !path.is_file() {
-        bail!(
-            "{}: no trained model (train first, or check the path)",
-            path.display()
-        );
+    let dir = &ctx.artifact_dir;
+    match &config.model {
+        GraphModelConfig::Gcn(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
+        GraphModelConfig::Sage(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
+        GraphModelConfig::Gat(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
     }
-    let load = |e: burn::record::RecorderError| {
-        anyhow::Error::new(e).context(format!("{}: not a model for this config", path.display()))
-    };
-    let recorder = Recorder::new();
-    Ok(match &config.model {
-        GraphModelConfig::Gcn(c) => {
-            let m = c
-                .init::<B>(&device)
-                .load_file(&path, &recorder, &device)
-                .map_err(load)?;
-            evaluate(&m, &loader)
-        }
-        GraphModelConfig::Sage(c) => {
-            let m = c
-                .init::<B>(&device)
-                .load_file(&path, &recorder, &device)
-                .map_err(load)?;
-            evaluate(&m, &loader)
-        }
-        GraphModelConfig::Gat(c) => {
-            let m = c
-                .init::<B>(&device)
-                .load_file(&path, &recorder, &device)
-                .map_err(load)?;
-            evaluate(&m, &loader)
-        }
-    })
 }
