@@ -11,11 +11,13 @@
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
 //! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
+//! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch | RNN |
 
 pub mod classification;
 pub mod cnn;
 pub mod gnn;
 pub mod mlp;
+pub mod rnn;
 
 pub use classification::ImageClassifier;
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};

@@ -1,0 +1,10 @@
+//! Recurrent networks for sequences (d2l.ai ch. 9-10, "Recurrent Neural Networks", "Modern
+//! Recurrent Neural Networks").
+//!
+//! - [`scratch`]: the Elman RNN, LSTM and GRU cells written out with their equations, and
+//!   [`scratch::unroll`], which runs a cell over a sequence. Tests give the scratch LSTM and GRU the
+//!   weights of `burn::nn::Lstm` / `burn::nn::Gru` and show equal outputs and states.
+
+pub mod scratch;
+
+pub use scratch::{Cell, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};

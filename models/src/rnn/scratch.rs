@@ -1,0 +1,383 @@
+//! Recurrent cells from scratch: the inside of a recurrent layer, one time step at a time.
+//!
+//! With input `x_t` `[batch, d_input]` and previous hidden state `h` `[batch, d_hidden]`:
+//!
+//! - Elman RNN (Elman 1990): `h' = tanh(W_x x_t + b_x + W_h h + b_h)`.
+//! - LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000), cell state `c`:
+//!   ```text
+//!   i = sigmoid(W_xi x_t + b_xi + W_hi h + b_hi)    input gate
+//!   f = sigmoid(W_xf x_t + b_xf + W_hf h + b_hf)    forget gate
+//!   g = tanh   (W_xg x_t + b_xg + W_hg h + b_hg)    candidate cell
+//!   o = sigmoid(W_xo x_t + b_xo + W_ho h + b_ho)    output gate
+//!   c' = f * c + i * g,    h' = o * tanh(c')
+//!   ```
+//! - GRU (Cho et al. 2014), PyTorch's and Burn's form (the reset gate applied after the matmul):
+//!   ```text
+//!   r = sigmoid(W_xr x_t + b_xr + W_hr h + b_hr)          reset gate
+//!   z = sigmoid(W_xz x_t + b_xz + W_hz h + b_hz)          update gate
+//!   n = tanh   (W_xn x_t + b_xn + r * (W_hn h + b_hn))    candidate
+//!   h' = (1 - z) * n + z * h
+//!   ```
+//!
+//! Each cell keeps the weights of all its gates in two matrices, `W_x` `[d_input, k * d_hidden]`
+//! and `W_h` `[d_hidden, k * d_hidden]` (k = 1, 4, 3), so a step is two matmuls whatever the
+//! number of gates, and the columns are split into gates afterwards (in the order above, which is
+//! PyTorch's). [`unroll`] goes further: the input part does not depend on `h`, so it is computed
+//! for every time step in one matmul before the loop, and the loop does only `W_h h`.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, tanh};
+
+/// The state an LSTM carries between steps.
+#[derive(Debug, Clone)]
+pub struct LstmState<B: Backend> {
+    /// Hidden state `h`, `[batch, d_hidden]`.
+    pub hidden: Tensor<B, 2>,
+    /// Cell state `c`, `[batch, d_hidden]`.
+    pub cell: Tensor<B, 2>,
+}
+
+/// A recurrent cell: how one time step maps the projected input and the state to the next state.
+pub trait Cell<B: Backend> {
+    /// What the cell carries between steps.
+    type State: Clone;
+
+    /// Width of the hidden state.
+    fn d_hidden(&self) -> usize;
+
+    /// The all-zero state for a batch.
+    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State;
+
+    /// The hidden state `h` inside a state.
+    fn hidden(state: &Self::State) -> Tensor<B, 2>;
+
+    /// `W_x x + b_x` for every gate and time step at once.
+    ///
+    /// # Shapes
+    /// - input: `[batch, seq_len, d_input]`
+    /// - output: `[batch, seq_len, gates * d_hidden]`
+    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// One step from the projected input `[batch, gates * d_hidden]` of time `t`.
+    fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State;
+}
+
+/// Runs `cell` over a sequence from `state` (zeros if none); returns every step's hidden state
+/// and the final state.
+///
+/// # Shapes
+/// - input: `[batch, seq_len, d_input]`
+/// - output: `[batch, seq_len, d_hidden]`
+pub fn unroll<B: Backend, C: Cell<B>>(
+    cell: &C,
+    input: Tensor<B, 3>,
+    state: Option<C::State>,
+) -> (Tensor<B, 3>, C::State) {
+    let [batch, seq_len, _] = input.dims();
+    let mut state = state.unwrap_or_else(|| cell.zero_state(batch, &input.device()));
+    let projected = cell.project_input(input); // [batch, seq_len, gates * d_hidden]
+    let mut outputs = Vec::with_capacity(seq_len);
+    for x_t in projected.iter_dim(1) {
+        state = cell.step(x_t.squeeze_dim(1), state);
+        outputs.push(C::hidden(&state));
+    }
+    (Tensor::stack(outputs, 1), state)
+}
+
+/// Configuration of a scratch cell: [`RnnCell`], [`LstmCell`] or [`GruCell`].
+#[derive(Config, Debug)]
+pub struct RnnCellConfig {
+    /// Input features per step.
+    pub d_input: usize,
+    /// Width of the hidden state.
+    pub d_hidden: usize,
+}
+
+impl RnnCellConfig {
+    fn linears<B: Backend>(&self, gates: usize, device: &B::Device) -> (Linear<B>, Linear<B>) {
+        (
+            LinearConfig::new(self.d_input, gates * self.d_hidden).init(device),
+            LinearConfig::new(self.d_hidden, gates * self.d_hidden).init(device),
+        )
+    }
+
+    /// An Elman RNN cell.
+    pub fn init_rnn<B: Backend>(&self, device: &B::Device) -> RnnCell<B> {
+        let (input, hidden) = self.linears(1, device);
+        RnnCell { input, hidden }
+    }
+
+    /// An LSTM cell.
+    pub fn init_lstm<B: Backend>(&self, device: &B::Device) -> LstmCell<B> {
+        let (input, hidden) = self.linears(4, device);
+        LstmCell { input, hidden }
+    }
+
+    /// A GRU cell.
+    pub fn init_gru<B: Backend>(&self, device: &B::Device) -> GruCell<B> {
+        let (input, hidden) = self.linears(3, device);
+        GruCell { input, hidden }
+    }
+}
+
+/// Splits `[batch, k * d_hidden]` into `k` gates of `[batch, d_hidden]`.
+fn gates<B: Backend, const K: usize>(x: Tensor<B, 2>) -> [Tensor<B, 2>; K] {
+    let parts = x.chunk(K, 1);
+    std::array::from_fn(|i| parts[i].clone())
+}
+
+fn zeros<B: Backend>(batch: usize, d_hidden: usize, device: &B::Device) -> Tensor<B, 2> {
+    Tensor::zeros([batch, d_hidden], device)
+}
+
+/// The Elman RNN cell, `h' = tanh(W_x x + b_x + W_h h + b_h)`.
+#[derive(Module, Debug)]
+pub struct RnnCell<B: Backend> {
+    /// `W_x`, `b_x`: `[d_input, d_hidden]`.
+    pub input: Linear<B>,
+    /// `W_h`, `b_h`: `[d_hidden, d_hidden]`.
+    pub hidden: Linear<B>,
+}
+
+impl<B: Backend> Cell<B> for RnnCell<B> {
+    type State = Tensor<B, 2>;
+
+    fn d_hidden(&self) -> usize {
+        self.hidden.weight.dims()[0]
+    }
+
+    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State {
+        zeros(batch, self.d_hidden(), device)
+    }
+
+    fn hidden(state: &Self::State) -> Tensor<B, 2> {
+        state.clone()
+    }
+
+    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.input.forward(input)
+    }
+
+    fn step(&self, projected: Tensor<B, 2>, h: Self::State) -> Self::State {
+        tanh(projected + self.hidden.forward(h))
+    }
+}
+
+/// The LSTM cell; gates `i, f, g, o` side by side in its weights.
+#[derive(Module, Debug)]
+pub struct LstmCell<B: Backend> {
+    /// `W_x`, `b_x` of the four gates: `[d_input, 4 * d_hidden]`.
+    pub input: Linear<B>,
+    /// `W_h`, `b_h` of the four gates: `[d_hidden, 4 * d_hidden]`.
+    pub hidden: Linear<B>,
+}
+
+impl<B: Backend> Cell<B> for LstmCell<B> {
+    type State = LstmState<B>;
+
+    fn d_hidden(&self) -> usize {
+        self.hidden.weight.dims()[0]
+    }
+
+    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State {
+        LstmState {
+            hidden: zeros(batch, self.d_hidden(), device),
+            cell: zeros(batch, self.d_hidden(), device),
+        }
+    }
+
+    fn hidden(state: &Self::State) -> Tensor<B, 2> {
+        state.hidden.clone()
+    }
+
+    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.input.forward(input)
+    }
+
+    fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State {
+        let [i, f, g, o] = gates(projected + self.hidden.forward(state.hidden));
+        let cell = sigmoid(f) * state.cell + sigmoid(i) * tanh(g);
+        let hidden = sigmoid(o) * tanh(cell.clone());
+        LstmState { hidden, cell }
+    }
+}
+
+/// The GRU cell; gates `r, z, n` side by side in its weights.
+#[derive(Module, Debug)]
+pub struct GruCell<B: Backend> {
+    /// `W_x`, `b_x` of the three gates: `[d_input, 3 * d_hidden]`.
+    pub input: Linear<B>,
+    /// `W_h`, `b_h` of the three gates: `[d_hidden, 3 * d_hidden]`.
+    pub hidden: Linear<B>,
+}
+
+impl<B: Backend> Cell<B> for GruCell<B> {
+    type State = Tensor<B, 2>;
+
+    fn d_hidden(&self) -> usize {
+        self.hidden.weight.dims()[0]
+    }
+
+    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State {
+        zeros(batch, self.d_hidden(), device)
+    }
+
+    fn hidden(state: &Self::State) -> Tensor<B, 2> {
+        state.clone()
+    }
+
+    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.input.forward(input)
+    }
+
+    fn step(&self, projected: Tensor<B, 2>, h: Self::State) -> Self::State {
+        let [x_r, x_z, x_n] = gates(projected);
+        let [h_r, h_z, h_n] = gates(self.hidden.forward(h.clone()));
+        let r = sigmoid(x_r + h_r);
+        let z = sigmoid(x_z + h_z);
+        let n = tanh(x_n + r * h_n);
+        (z.clone().neg() + 1.0) * n + z * h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::module::Param;
+    use burn::nn::{GateController, GruConfig, LstmConfig};
+    use burn::tensor::{Distribution, Tolerance};
+
+    type B = NdArray;
+    const TOL: f32 = 1e-5;
+
+    fn input() -> Tensor<B, 3> {
+        Tensor::random(
+            [3, 5, 4],
+            Distribution::Uniform(-1.0, 1.0),
+            &Default::default(),
+        )
+    }
+
+    /// A linear layer holding Burn's gates side by side, in the given order.
+    fn fused(gates: &[&GateController<B>], hidden_side: bool) -> Linear<B> {
+        let part = |g: &GateController<B>| {
+            if hidden_side {
+                g.hidden_transform.clone()
+            } else {
+                g.input_transform.clone()
+            }
+        };
+        let weights = gates.iter().map(|g| part(g).weight.val()).collect();
+        let biases = gates
+            .iter()
+            .map(|g| part(g).bias.expect("bias").val())
+            .collect();
+        Linear {
+            weight: Param::from_tensor(Tensor::cat(weights, 1)),
+            bias: Some(Param::from_tensor(Tensor::cat(biases, 0))),
+        }
+    }
+
+    /// Gives every lazily initialised parameter its value now: Burn 0.21 draws a parameter when it
+    /// is first read, and a clone read before the original draws values of its own.
+    fn materialize<M: Module<B>>(model: M) -> M {
+        let record = model.clone().into_record();
+        model.load_record(record)
+    }
+
+    fn close<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) {
+        a.into_data()
+            .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(TOL));
+    }
+
+    #[test]
+    fn scratch_lstm_equals_burns_lstm_with_the_same_weights() {
+        let device = Default::default();
+        let burn = materialize(LstmConfig::new(4, 6, true).init::<B>(&device));
+        let gates = [
+            &burn.input_gate,
+            &burn.forget_gate,
+            &burn.cell_gate,
+            &burn.output_gate,
+        ];
+        let scratch = LstmCell {
+            input: fused(&gates, false),
+            hidden: fused(&gates, true),
+        };
+        let start = LstmState {
+            hidden: Tensor::random([3, 6], Distribution::Uniform(-1.0, 1.0), &device),
+            cell: Tensor::random([3, 6], Distribution::Uniform(-1.0, 1.0), &device),
+        };
+        let x = input();
+        let (expected, state) = burn.forward(
+            x.clone(),
+            Some(burn::nn::LstmState::new(
+                start.cell.clone(),
+                start.hidden.clone(),
+            )),
+        );
+        let (output, last) = unroll(&scratch, x, Some(start));
+        close(output, expected);
+        close(last.hidden, state.hidden);
+        close(last.cell, state.cell);
+    }
+
+    #[test]
+    fn scratch_gru_equals_burns_gru_with_the_same_weights() {
+        let device = Default::default();
+        let burn = materialize(GruConfig::new(4, 6, true).init::<B>(&device));
+        let gates = [&burn.reset_gate, &burn.update_gate, &burn.new_gate];
+        let scratch = GruCell {
+            input: fused(&gates, false),
+            hidden: fused(&gates, true),
+        };
+        let start = Tensor::random([3, 6], Distribution::Uniform(-1.0, 1.0), &device);
+        let x = input();
+        // Burn's GRU returns every step's hidden state; the final state is the last of them.
+        let expected = burn.forward(x.clone(), Some(start.clone()));
+        let (output, last) = unroll(&scratch, x, Some(start));
+        close(output, expected.clone());
+        close(last, expected.slice([0..3, 4..5, 0..6]).squeeze_dim(1));
+    }
+
+    #[test]
+    fn rnn_cell_follows_its_equation_step_by_step() {
+        let device = Default::default();
+        let cell = RnnCellConfig::new(4, 6).init_rnn::<B>(&device);
+        let x = input();
+        let (output, last) = unroll(&cell, x.clone(), None);
+        let mut h = Tensor::<B, 2>::zeros([3, 6], &device);
+        for t in 0..5 {
+            let x_t = x.clone().slice([0..3, t..t + 1, 0..4]).squeeze_dim(1);
+            h = tanh(cell.input.forward(x_t) + cell.hidden.forward(h));
+            close(
+                output.clone().slice([0..3, t..t + 1, 0..6]).squeeze_dim(1),
+                h.clone(),
+            );
+        }
+        close(last, h);
+    }
+
+    #[test]
+    fn cells_give_one_hidden_state_per_step() {
+        let device = Default::default();
+        let config = RnnCellConfig::new(4, 6);
+        assert_eq!(
+            unroll(&config.init_lstm::<B>(&device), input(), None)
+                .0
+                .dims(),
+            [3, 5, 6]
+        );
+        assert_eq!(
+            unroll(&config.init_gru::<B>(&device), input(), None)
+                .0
+                .dims(),
+            [3, 5, 6]
+        );
+        // Parameters: (4 + 6) * k * 6 weights + 2 * k * 6 biases.
+        assert_eq!(config.init_lstm::<B>(&device).num_params(), 10 * 24 + 48);
+        assert_eq!(config.init_gru::<B>(&device).num_params(), 10 * 18 + 36);
+    }
+}
