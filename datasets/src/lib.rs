@@ -9,6 +9,7 @@
 //! - [`augment`]: seeded shifts and rotations for any image experiment.
 //! - [`batcher`]: one flat buffer and one tensor per batch.
 //! - [`graph`]: node-classification graphs: Cora (LINQS files), a synthetic block model, splits.
+//! - [`timeseries`]: CSV series (ETT, airline passengers), scaling, chronological splits, windows.
 
 pub mod augment;
 pub mod batcher;
@@ -18,6 +19,7 @@ pub mod graph;
 pub mod idx;
 pub mod mnist;
 mod rng;
+pub mod timeseries;
 
 pub use download::{cache_dir, resolve_data_dir};
 pub use error::DataError;

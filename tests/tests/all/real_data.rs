@@ -94,3 +94,28 @@ fn real_cora_has_the_published_shape() {
         (140, 500, 1000)
     );
 }
+
+#[test]
+#[ignore = "needs the real datasets: PDL_DATA_DIR"]
+fn real_time_series_have_the_published_shape() {
+    use pdl_datasets::timeseries::{Scaler, TimeSeries, ett_splits};
+    let ett = TimeSeries::load_csv(&data_dir().join("ett/ETTh1.csv")).unwrap();
+    assert_eq!(
+        ett.columns,
+        vec!["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+    );
+    assert_eq!(ett.rows, 17_420);
+    let [train, _, _] = ett_splits(ett.rows, 96).unwrap();
+    let scaled = Scaler::fit(&ett, train.clone()).transform(&ett);
+    let c = ett.num_columns();
+    let mean_ot: f32 = train.clone().map(|r| scaled.values[r * c + 6]).sum::<f32>() / 8640.0;
+    assert!(mean_ot.abs() < 1e-4, "{mean_ot}");
+    let airline =
+        TimeSeries::load_csv(&data_dir().join("airline-passengers/airline-passengers.csv"))
+            .unwrap();
+    assert_eq!(
+        (airline.rows, airline.columns.clone()),
+        (144, vec!["Passengers".into()])
+    );
+    assert_eq!((airline.values[0], airline.values[143]), (112.0, 432.0));
+}
