@@ -11,10 +11,12 @@
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
 //! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
-//! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch | RNN |
+//! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster | RNN |
+//! | [`forecast`] | DLinear and the naive forecast, the baselines | RNN |
 
 pub mod classification;
 pub mod cnn;
+pub mod forecast;
 pub mod gnn;
 pub mod mlp;
 pub mod rnn;

@@ -4,7 +4,11 @@
 //! - [`scratch`]: the Elman RNN, LSTM and GRU cells written out with their equations, and
 //!   [`scratch::unroll`], which runs a cell over a sequence. Tests give the scratch LSTM and GRU the
 //!   weights of `burn::nn::Lstm` / `burn::nn::Gru` and show equal outputs and states.
+//! - [`layers`]: stacks of those cells (any cell, layers, bidirectional, dropout between layers)
+//!   and [`RnnForecaster`], a recurrent encoder with a linear head over the whole horizon.
 
+pub mod layers;
 pub mod scratch;
 
+pub use layers::{CellKind, Recurrent, RecurrentConfig, RnnForecaster, RnnForecasterConfig};
 pub use scratch::{Cell, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};

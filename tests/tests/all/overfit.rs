@@ -133,3 +133,70 @@ fn gat_overfits_one_graph() {
         .init::<B>(&Default::default());
     assert_overfits(model, fixed_graph(), 60, 1e-2);
 }
+
+/// A fixed batch of 8 windows of 3 noisy sine series: look-back 12, horizon 4.
+fn fixed_windows() -> (burn::Tensor<B, 3>, burn::Tensor<B, 3>) {
+    use burn::tensor::TensorData;
+    let mut rng = pdl_datasets::SplitMix64::new(6);
+    let mut series = |t: usize, c: usize| ((t as f32) * 0.3 + c as f32).sin() + rng.symmetric(0.1);
+    let mut values = Vec::new();
+    for b in 0..8 {
+        for t in 0..16 {
+            for c in 0..3 {
+                values.push(series(t + 3 * b, c));
+            }
+        }
+    }
+    let all =
+        burn::Tensor::<B, 3>::from_data(TensorData::new(values, [8, 16, 3]), &Default::default());
+    (
+        all.clone().slice([0..8, 0..12, 0..3]),
+        all.slice([0..8, 12..16, 0..3]),
+    )
+}
+
+/// Trains `forward` on [`fixed_windows`] with MSE and Adam; the loss must halve.
+fn assert_forecaster_overfits<M: AutodiffModule<B>>(
+    mut model: M,
+    forward: impl Fn(&M, burn::Tensor<B, 3>) -> burn::Tensor<B, 3>,
+    steps: usize,
+) {
+    use burn::optim::GradientsParams;
+    let (inputs, targets) = fixed_windows();
+    let mut optim = burn::optim::AdamConfig::new().init();
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let loss = (forward(&model, inputs.clone()) - targets.clone())
+            .powi_scalar(2)
+            .mean();
+        losses.push(loss.clone().into_scalar().elem::<f64>());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(
+        last < first / 2.0,
+        "loss went from {first:.4} to {last:.4}: {losses:?}"
+    );
+}
+
+#[test]
+fn recurrent_forecasters_overfit_one_batch() {
+    use pdl_models::rnn::{CellKind, RnnForecasterConfig};
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let model = RnnForecasterConfig::new(3, 4)
+            .with_cell(cell)
+            .with_d_hidden(16)
+            .with_dropout(0.0)
+            .init::<B>(&Default::default());
+        assert_forecaster_overfits(model, |m, x| m.forward(x), 60);
+    }
+}
+
+#[test]
+fn dlinear_overfits_one_batch() {
+    let model = pdl_models::forecast::DLinearConfig::new(12, 4)
+        .with_kernel(5)
+        .init::<B>(&Default::default());
+    assert_forecaster_overfits(model, |m, x| m.forward(x), 60);
+}
