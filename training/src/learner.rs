@@ -2,7 +2,7 @@
 //! stopping, the renderer (Burn's TUI dashboard in a terminal, [`PlainRenderer`] otherwise), the
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
-use crate::artifacts::Scores;
+use crate::artifacts::{RunReport, Scores};
 use crate::renderer::PlainRenderer;
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoader;
@@ -56,6 +56,33 @@ pub struct Fitted<M> {
     /// The epoch whose weights `model` holds: `epochs_done`, or the best one with
     /// [`FitOptions::restore_best`].
     pub model_epoch: usize,
+    /// Wall-clock seconds `fit` trained for.
+    pub wall_seconds: f64,
+}
+
+impl<M> Fitted<M> {
+    /// Saves the model as `dir/model.mpk` and scores it on the valid and test loaders: what every
+    /// pipeline does after [`fit`].
+    pub fn finish<B, I>(
+        self,
+        dir: &Path,
+        train_items: usize,
+        valid: &Arc<dyn DataLoader<B, I>>,
+        test: &Arc<dyn DataLoader<B, I>>,
+    ) -> Result<RunReport>
+    where
+        B: Backend,
+        M: Module<B> + InferenceStep<Input = I, Output = ClassificationOutput<B>>,
+    {
+        save_model(self.model.clone(), dir)?;
+        Ok(RunReport {
+            epochs: self.epochs_done,
+            wall_seconds: self.wall_seconds,
+            train_items,
+            valid: evaluate(&self.model, valid),
+            test: evaluate(&self.model, test),
+        })
+    }
 }
 
 /// The highest epoch with a complete model checkpoint under `dir/checkpoint`.
@@ -107,6 +134,7 @@ where
     O: Optimizer<M, B> + 'static,
     S: LrScheduler + 'static,
 {
+    let started = std::time::Instant::now();
     let model = materialize(model);
     let interrupter = Interrupter::new();
     let diverged = Arc::new(Mutex::new(None));
@@ -171,6 +199,7 @@ where
         model: result.model,
         epochs_done,
         model_epoch: epochs_done,
+        wall_seconds: started.elapsed().as_secs_f64(),
     };
     if options.restore_best {
         let losses = valid_losses.lock().expect("loss lock").clone();
@@ -185,6 +214,7 @@ where
                 .load_file(&path, &Recorder::new(), &device)
                 .with_context(|| format!("cannot restore {}.mpk", path.display()))?;
             fitted.model_epoch = best;
+            println!("restored the weights of epoch {best} (lowest valid loss) of {epochs_done}");
         }
     }
     Ok(fitted)

@@ -7,7 +7,7 @@
 //! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, evaluate, fit, load_and_evaluate, save_model};
+use crate::learner::{FitOptions, fit, load_and_evaluate};
 use crate::schedule::ScheduleConfig;
 use anyhow::{Result, bail};
 use burn::config::Config;
@@ -22,7 +22,6 @@ use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
 use pdl_datasets::mnist::{ImageData, ImageDataset, ImageSource, Split, split_train_valid};
 use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The model of an image experiment.
 #[derive(Config, Debug)]
@@ -276,8 +275,7 @@ where
     };
 
     println!("{model}");
-    let started = Instant::now();
-    let fitted = fit(
+    fit(
         &ctx.artifact_dir,
         model,
         optim,
@@ -286,16 +284,8 @@ where
         valid_loader.clone(),
         devices,
         &options,
-    )?;
-    let wall_seconds = started.elapsed().as_secs_f64();
-    save_model(fitted.model.clone(), &ctx.artifact_dir)?;
-    Ok(RunReport {
-        epochs: fitted.epochs_done,
-        wall_seconds,
-        train_items,
-        valid: evaluate(&fitted.model, &valid_loader),
-        test: evaluate(&fitted.model, &test_loader),
-    })
+    )?
+    .finish(&ctx.artifact_dir, train_items, &valid_loader, &test_loader)
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the

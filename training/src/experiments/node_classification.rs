@@ -13,7 +13,7 @@
 //! `split_seed` in a config to train several initialisations on one split.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, evaluate, fit, load_and_evaluate, save_model};
+use crate::learner::{FitOptions, fit, load_and_evaluate};
 use crate::schedule::ScheduleConfig;
 use anyhow::{Result, bail};
 use burn::config::Config;
@@ -27,7 +27,6 @@ use pdl_datasets::graph::{Graph, GraphBatch, GraphBatcher, GraphDataset, NodeSpl
 use pdl_models::{GatConfig, GcnConfig, SageConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The model of a node-classification experiment.
 #[derive(Config, Debug)]
@@ -250,8 +249,7 @@ where
         split.valid.len(),
         split.test.len()
     );
-    let started = Instant::now();
-    let fitted = fit(
+    fit(
         &ctx.artifact_dir,
         model,
         optim,
@@ -262,22 +260,13 @@ where
         valid_loader.clone(),
         vec![device],
         &options,
-    )?;
-    let wall_seconds = started.elapsed().as_secs_f64();
-    if fitted.model_epoch != fitted.epochs_done {
-        println!(
-            "restored the weights of epoch {} (lowest valid loss) of {}",
-            fitted.model_epoch, fitted.epochs_done
-        );
-    }
-    save_model(fitted.model.clone(), &ctx.artifact_dir)?;
-    Ok(RunReport {
-        epochs: fitted.epochs_done,
-        wall_seconds,
-        train_items: split.train.len(),
-        valid: evaluate(&fitted.model, &valid_loader),
-        test: evaluate(&fitted.model, &test_loader),
-    })
+    )?
+    .finish(
+        &ctx.artifact_dir,
+        split.train.len(),
+        &valid_loader,
+        &test_loader,
+    )
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
