@@ -11,4 +11,4 @@ pub mod layers;
 pub mod scratch;
 
 pub use layers::{CellKind, Recurrent, RecurrentConfig, RnnForecaster, RnnForecasterConfig};
-pub use scratch::{Cell, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};
+pub use scratch::{Cell, Gates, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};

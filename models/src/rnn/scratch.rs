@@ -38,29 +38,46 @@ pub struct LstmState<B: Backend> {
     pub cell: Tensor<B, 2>,
 }
 
+/// The weights of all of a cell's gates, side by side: `W_x`, `b_x` `[d_input, gates * d_hidden]`
+/// and `W_h`, `b_h` `[d_hidden, gates * d_hidden]`.
+#[derive(Module, Debug)]
+pub struct Gates<B: Backend> {
+    /// `W_x`, `b_x`.
+    pub input: Linear<B>,
+    /// `W_h`, `b_h`.
+    pub hidden: Linear<B>,
+}
+
 /// A recurrent cell: how one time step maps the projected input and the state to the next state.
 pub trait Cell<B: Backend> {
     /// What the cell carries between steps.
     type State: Clone;
 
-    /// Width of the hidden state.
-    fn d_hidden(&self) -> usize;
+    /// The cell's gate weights.
+    fn gates(&self) -> &Gates<B>;
 
-    /// The all-zero state for a batch.
-    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State;
+    /// The all-zero state for a batch of `zeros`, `[batch, d_hidden]`.
+    fn zero_state(zeros: Tensor<B, 2>) -> Self::State;
 
     /// The hidden state `h` inside a state.
     fn hidden(state: &Self::State) -> Tensor<B, 2>;
+
+    /// One step from the projected input `[batch, gates * d_hidden]` of time `t`.
+    fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State;
+
+    /// Width of the hidden state.
+    fn d_hidden(&self) -> usize {
+        self.gates().hidden.weight.dims()[0]
+    }
 
     /// `W_x x + b_x` for every gate and time step at once.
     ///
     /// # Shapes
     /// - input: `[batch, seq_len, d_input]`
     /// - output: `[batch, seq_len, gates * d_hidden]`
-    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3>;
-
-    /// One step from the projected input `[batch, gates * d_hidden]` of time `t`.
-    fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State;
+    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.gates().input.forward(input)
+    }
 }
 
 /// Runs `cell` over a sequence from `state` (zeros if none); returns every step's hidden state
@@ -75,7 +92,8 @@ pub fn unroll<B: Backend, C: Cell<B>>(
     state: Option<C::State>,
 ) -> (Tensor<B, 3>, C::State) {
     let [batch, seq_len, _] = input.dims();
-    let mut state = state.unwrap_or_else(|| cell.zero_state(batch, &input.device()));
+    let mut state = state
+        .unwrap_or_else(|| C::zero_state(Tensor::zeros([batch, cell.d_hidden()], &input.device())));
     let projected = cell.project_input(input); // [batch, seq_len, gates * d_hidden]
     let mut outputs = Vec::with_capacity(seq_len);
     for x_t in projected.iter_dim(1) {
@@ -95,95 +113,86 @@ pub struct RnnCellConfig {
 }
 
 impl RnnCellConfig {
-    fn linears<B: Backend>(&self, gates: usize, device: &B::Device) -> (Linear<B>, Linear<B>) {
-        (
-            LinearConfig::new(self.d_input, gates * self.d_hidden).init(device),
-            LinearConfig::new(self.d_hidden, gates * self.d_hidden).init(device),
-        )
+    fn gates<B: Backend>(&self, count: usize, device: &B::Device) -> Gates<B> {
+        Gates {
+            input: LinearConfig::new(self.d_input, count * self.d_hidden).init(device),
+            hidden: LinearConfig::new(self.d_hidden, count * self.d_hidden).init(device),
+        }
     }
 
     /// An Elman RNN cell.
     pub fn init_rnn<B: Backend>(&self, device: &B::Device) -> RnnCell<B> {
-        let (input, hidden) = self.linears(1, device);
-        RnnCell { input, hidden }
+        RnnCell {
+            gates: self.gates(1, device),
+        }
     }
 
     /// An LSTM cell.
     pub fn init_lstm<B: Backend>(&self, device: &B::Device) -> LstmCell<B> {
-        let (input, hidden) = self.linears(4, device);
-        LstmCell { input, hidden }
+        LstmCell {
+            gates: self.gates(4, device),
+        }
     }
 
     /// A GRU cell.
     pub fn init_gru<B: Backend>(&self, device: &B::Device) -> GruCell<B> {
-        let (input, hidden) = self.linears(3, device);
-        GruCell { input, hidden }
+        GruCell {
+            gates: self.gates(3, device),
+        }
     }
 }
 
 /// Splits `[batch, k * d_hidden]` into `k` gates of `[batch, d_hidden]`.
-fn gates<B: Backend, const K: usize>(x: Tensor<B, 2>) -> [Tensor<B, 2>; K] {
+fn split<B: Backend, const K: usize>(x: Tensor<B, 2>) -> [Tensor<B, 2>; K] {
     let parts = x.chunk(K, 1);
     std::array::from_fn(|i| parts[i].clone())
-}
-
-fn zeros<B: Backend>(batch: usize, d_hidden: usize, device: &B::Device) -> Tensor<B, 2> {
-    Tensor::zeros([batch, d_hidden], device)
 }
 
 /// The Elman RNN cell, `h' = tanh(W_x x + b_x + W_h h + b_h)`.
 #[derive(Module, Debug)]
 pub struct RnnCell<B: Backend> {
-    /// `W_x`, `b_x`: `[d_input, d_hidden]`.
-    pub input: Linear<B>,
-    /// `W_h`, `b_h`: `[d_hidden, d_hidden]`.
-    pub hidden: Linear<B>,
+    /// One gate: `[d_input, d_hidden]` and `[d_hidden, d_hidden]`.
+    pub gates: Gates<B>,
 }
 
 impl<B: Backend> Cell<B> for RnnCell<B> {
     type State = Tensor<B, 2>;
 
-    fn d_hidden(&self) -> usize {
-        self.hidden.weight.dims()[0]
+    fn gates(&self) -> &Gates<B> {
+        &self.gates
     }
 
-    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State {
-        zeros(batch, self.d_hidden(), device)
+    fn zero_state(zeros: Tensor<B, 2>) -> Self::State {
+        zeros
     }
 
     fn hidden(state: &Self::State) -> Tensor<B, 2> {
         state.clone()
     }
 
-    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.input.forward(input)
-    }
-
     fn step(&self, projected: Tensor<B, 2>, h: Self::State) -> Self::State {
-        tanh(projected + self.hidden.forward(h))
+        tanh(projected + self.gates.hidden.forward(h))
     }
 }
 
 /// The LSTM cell; gates `i, f, g, o` side by side in its weights.
 #[derive(Module, Debug)]
 pub struct LstmCell<B: Backend> {
-    /// `W_x`, `b_x` of the four gates: `[d_input, 4 * d_hidden]`.
-    pub input: Linear<B>,
-    /// `W_h`, `b_h` of the four gates: `[d_hidden, 4 * d_hidden]`.
-    pub hidden: Linear<B>,
+    /// Four gates: `[d_input, 4 * d_hidden]` and `[d_hidden, 4 * d_hidden]`.
+    pub gates: Gates<B>,
 }
 
 impl<B: Backend> Cell<B> for LstmCell<B> {
     type State = LstmState<B>;
 
-    fn d_hidden(&self) -> usize {
-        self.hidden.weight.dims()[0]
+    fn gates(&self) -> &Gates<B> {
+        &self.gates
     }
 
-    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State {
+    fn zero_state(zeros: Tensor<B, 2>) -> Self::State {
         LstmState {
-            hidden: zeros(batch, self.d_hidden(), device),
-            cell: zeros(batch, self.d_hidden(), device),
+            hidden: zeros.clone(),
+            cell: zeros,
         }
     }
 
@@ -191,12 +200,8 @@ impl<B: Backend> Cell<B> for LstmCell<B> {
         state.hidden.clone()
     }
 
-    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.input.forward(input)
-    }
-
     fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State {
-        let [i, f, g, o] = gates(projected + self.hidden.forward(state.hidden));
+        let [i, f, g, o] = split(projected + self.gates.hidden.forward(state.hidden));
         let cell = sigmoid(f) * state.cell + sigmoid(i) * tanh(g);
         let hidden = sigmoid(o) * tanh(cell.clone());
         LstmState { hidden, cell }
@@ -206,34 +211,28 @@ impl<B: Backend> Cell<B> for LstmCell<B> {
 /// The GRU cell; gates `r, z, n` side by side in its weights.
 #[derive(Module, Debug)]
 pub struct GruCell<B: Backend> {
-    /// `W_x`, `b_x` of the three gates: `[d_input, 3 * d_hidden]`.
-    pub input: Linear<B>,
-    /// `W_h`, `b_h` of the three gates: `[d_hidden, 3 * d_hidden]`.
-    pub hidden: Linear<B>,
+    /// Three gates: `[d_input, 3 * d_hidden]` and `[d_hidden, 3 * d_hidden]`.
+    pub gates: Gates<B>,
 }
 
 impl<B: Backend> Cell<B> for GruCell<B> {
     type State = Tensor<B, 2>;
 
-    fn d_hidden(&self) -> usize {
-        self.hidden.weight.dims()[0]
+    fn gates(&self) -> &Gates<B> {
+        &self.gates
     }
 
-    fn zero_state(&self, batch: usize, device: &B::Device) -> Self::State {
-        zeros(batch, self.d_hidden(), device)
+    fn zero_state(zeros: Tensor<B, 2>) -> Self::State {
+        zeros
     }
 
     fn hidden(state: &Self::State) -> Tensor<B, 2> {
         state.clone()
     }
 
-    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.input.forward(input)
-    }
-
     fn step(&self, projected: Tensor<B, 2>, h: Self::State) -> Self::State {
-        let [x_r, x_z, x_n] = gates(projected);
-        let [h_r, h_z, h_n] = gates(self.hidden.forward(h.clone()));
+        let [x_r, x_z, x_n] = split(projected);
+        let [h_r, h_z, h_n] = split(self.gates.hidden.forward(h.clone()));
         let r = sigmoid(x_r + h_r);
         let z = sigmoid(x_z + h_z);
         let n = tanh(x_n + r * h_n);
@@ -303,8 +302,10 @@ mod tests {
             &burn.output_gate,
         ];
         let scratch = LstmCell {
-            input: fused(&gates, false),
-            hidden: fused(&gates, true),
+            gates: Gates {
+                input: fused(&gates, false),
+                hidden: fused(&gates, true),
+            },
         };
         let start = LstmState {
             hidden: Tensor::random([3, 6], Distribution::Uniform(-1.0, 1.0), &device),
@@ -330,8 +331,10 @@ mod tests {
         let burn = materialize(GruConfig::new(4, 6, true).init::<B>(&device));
         let gates = [&burn.reset_gate, &burn.update_gate, &burn.new_gate];
         let scratch = GruCell {
-            input: fused(&gates, false),
-            hidden: fused(&gates, true),
+            gates: Gates {
+                input: fused(&gates, false),
+                hidden: fused(&gates, true),
+            },
         };
         let start = Tensor::random([3, 6], Distribution::Uniform(-1.0, 1.0), &device);
         let x = input();
@@ -351,7 +354,7 @@ mod tests {
         let mut h = Tensor::<B, 2>::zeros([3, 6], &device);
         for t in 0..5 {
             let x_t = x.clone().slice([0..3, t..t + 1, 0..4]).squeeze_dim(1);
-            h = tanh(cell.input.forward(x_t) + cell.hidden.forward(h));
+            h = tanh(cell.gates.input.forward(x_t) + cell.gates.hidden.forward(h));
             close(
                 output.clone().slice([0..3, t..t + 1, 0..6]).squeeze_dim(1),
                 h.clone(),
