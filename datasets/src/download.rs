@@ -17,12 +17,22 @@ use std::time::Duration;
 /// (tried in order).
 #[derive(Debug, Clone)]
 pub struct RemoteFile {
-    /// The original file name, e.g. `train-images-idx3-ubyte.gz`.
+    /// The original file name, e.g. `train-images-idx3-ubyte.gz`: the name it is saved under.
     pub name: &'static str,
+    /// The file's name on the mirrors when it differs from `name` (SST-2's full training split is
+    /// `train_full.tsv` there and `train.tsv` here); `None` when it is the same.
+    pub remote_name: Option<&'static str>,
     /// The sha256 of the published file, lower-case hex.
     pub sha256: &'static str,
-    /// Base URLs ending in `/`; the name is appended.
+    /// Base URLs ending in `/`; the remote name is appended.
     pub mirrors: &'static [&'static str],
+}
+
+impl RemoteFile {
+    /// The URL of the file on `mirror`: the mirror followed by the remote name.
+    pub fn url(&self, mirror: &str) -> String {
+        format!("{mirror}{}", self.remote_name.unwrap_or(self.name))
+    }
 }
 
 /// The user cache directory for datasets: `$XDG_CACHE_HOME/pdl`, else `$HOME/.cache/pdl`, else
@@ -110,7 +120,7 @@ pub fn offline() -> bool {
 fn fetch_one(file: &RemoteFile, dest: &Path) -> Result<(), DataError> {
     let mut last = None;
     for mirror in file.mirrors {
-        let url = format!("{mirror}{}", file.name);
+        let url = file.url(mirror);
         match download_file(&url, dest, file.sha256) {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
@@ -272,6 +282,7 @@ mod tests {
         std::fs::write(dir.path().join("toy/a.bin"), b"x").unwrap();
         let files = [RemoteFile {
             name: "a.bin",
+            remote_name: None,
             sha256: "00",
             mirrors: &[],
         }];
@@ -284,6 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = [RemoteFile {
             name: "a.bin",
+            remote_name: None,
             sha256: "00",
             mirrors: &[],
         }];
@@ -294,5 +306,21 @@ mod tests {
         assert!(msg.contains("toy/a.bin"), "{msg}");
         assert!(msg.contains("--data-dir"), "{msg}");
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn the_url_uses_the_remote_name_when_there_is_one() {
+        let mut file = RemoteFile {
+            name: "train.tsv",
+            remote_name: None,
+            sha256: "00",
+            mirrors: &[],
+        };
+        assert_eq!(file.url("https://a.org/x/"), "https://a.org/x/train.tsv");
+        file.remote_name = Some("train_full.tsv");
+        assert_eq!(
+            file.url("https://a.org/x/"),
+            "https://a.org/x/train_full.tsv"
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! - [`batcher`]: one flat buffer and one tensor per batch.
 //! - [`graph`]: node-classification graphs: Cora (LINQS files), a synthetic block model, splits.
 //! - [`timeseries`]: CSV series (ETT, airline passengers), scaling, chronological splits, windows.
+//! - [`text`]: Tiny Shakespeare as characters (vocabulary, 90/10 split, shifted windows) and SST-2
+//!   as words (GLUE TSV, vocabulary, batches padded with a mask).
 
 pub mod augment;
 pub mod batcher;
@@ -19,6 +21,7 @@ pub mod graph;
 pub mod idx;
 pub mod mnist;
 mod rng;
+pub mod text;
 pub mod timeseries;
 
 pub use download::{cache_dir, resolve_data_dir};

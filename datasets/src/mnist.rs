@@ -83,6 +83,7 @@ const fn remote(
 ) -> RemoteFile {
     RemoteFile {
         name,
+        remote_name: None,
         sha256,
         mirrors,
     }

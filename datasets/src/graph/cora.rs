@@ -36,11 +36,13 @@ const MIRRORS: &[&str] = &["https://raw.githubusercontent.com/tkipf/pygcn/master
 const FILES: [RemoteFile; 2] = [
     RemoteFile {
         name: FILE_NAMES[0],
+        remote_name: None,
         sha256: "b8ebed0fd45e53995abafd1b70cf6a9fcc8f86abc5826d69b97fe6ca46e9c8ee",
         mirrors: MIRRORS,
     },
     RemoteFile {
         name: FILE_NAMES[1],
+        remote_name: None,
         sha256: "ec1a372391b7f0f60a6aff0084e8abd8f19f0faa7e1f2441a41c492042d5945e",
         mirrors: MIRRORS,
     },

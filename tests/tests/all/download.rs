@@ -105,6 +105,7 @@ fn refused_connection_is_a_missing_dataset_error_listing_the_paths() {
     let mirrors: &'static [&'static str] = Box::leak(vec![mirror].into_boxed_slice());
     let files = [RemoteFile {
         name: "a.gz",
+        remote_name: None,
         sha256: "00",
         mirrors,
     }];
@@ -130,11 +131,13 @@ fn ensure_files_fetches_every_missing_file() {
     let files = [
         RemoteFile {
             name: "a.gz",
+            remote_name: None,
             sha256: Box::leak(sha(&a).into_boxed_str()),
             mirrors,
         },
         RemoteFile {
             name: "b.gz",
+            remote_name: None,
             sha256: Box::leak(sha(&b).into_boxed_str()),
             mirrors,
         },

@@ -119,3 +119,57 @@ fn real_time_series_have_the_published_shape() {
     );
     assert_eq!((airline.values[0], airline.values[143]), (112.0, 432.0));
 }
+
+#[test]
+#[ignore = "needs the real datasets: PDL_DATA_DIR"]
+fn real_tiny_shakespeare_has_the_published_shape() {
+    use burn::data::dataset::Dataset;
+    use pdl_datasets::text::{chars, load_text};
+    let path = chars::locate(&data_dir(), false).unwrap();
+    assert_eq!(
+        sha256_file(&path).unwrap(),
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    );
+    let text = load_text(&path).unwrap();
+    assert!(text.starts_with("First Citizen:"));
+    assert_eq!(text.chars().count(), 1_115_394);
+    let (train, valid) = chars::split_text(&text, chars::TRAIN_FRACTION);
+    assert_eq!(
+        (train.chars().count(), valid.chars().count()),
+        (1_003_854, 111_540)
+    );
+    // Every one of the 65 characters already appears in the training part.
+    let vocab = chars::CharVocab::from_text(train);
+    assert_eq!(vocab.len(), 65);
+    let valid_ids = vocab.encode(valid).unwrap();
+    assert_eq!(vocab.decode(&valid_ids), valid);
+    let windows =
+        chars::CharWindowDataset::sequential(std::sync::Arc::new(valid_ids), 256).unwrap();
+    assert_eq!(windows.len(), (111_540 - 1) / 256);
+}
+
+#[test]
+#[ignore = "needs the real datasets: PDL_DATA_DIR"]
+fn real_sst2_has_the_published_split_sizes() {
+    use pdl_datasets::text::sst2::{self, WordVocab, tokenize};
+    let dir = sst2::locate(&data_dir(), false).unwrap();
+    assert_eq!(
+        sha256_file(&dir.join(sst2::FILE_NAMES[0])).unwrap(),
+        "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1"
+    );
+    let train = sst2::load_tsv(&dir.join(sst2::FILE_NAMES[0]), sst2::NUM_CLASSES).unwrap();
+    let dev = sst2::load_tsv(&dir.join(sst2::FILE_NAMES[1]), sst2::NUM_CLASSES).unwrap();
+    let positives = |rows: &[sst2::LabelledSentence]| rows.iter().filter(|r| r.label == 1).count();
+    assert_eq!((train.len(), positives(&train)), (67_349, 37_569));
+    assert_eq!((dev.len(), positives(&dev)), (872, 444));
+    let tokens: Vec<Vec<String>> = train.iter().map(|r| tokenize(&r.text)).collect();
+    let vocab = WordVocab::build(tokens.iter(), 1);
+    println!(
+        "SST-2 vocabulary: {} with min_count 1, {} with min_count 2",
+        vocab.len(),
+        WordVocab::build(tokens.iter(), 2).len()
+    );
+    assert_eq!(vocab.len(), 14_818);
+    assert_eq!(vocab.word(2), Some("the"));
+    assert_eq!(WordVocab::from_text(&vocab.to_text()).unwrap(), vocab);
+}
