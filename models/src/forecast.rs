@@ -8,8 +8,70 @@
 //!   `ett-linear`.
 //! - [`repeat_last_window`]: the naive forecast, the last `horizon` steps of the look-back repeated.
 
+use burn::nn::loss::{MseLoss, Reduction};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+use burn::train::RegressionOutput;
+use pdl_datasets::timeseries::WindowBatch;
+
+/// A model mapping a look-back window to a forecast of the horizon, for every series at once.
+pub trait Forecaster<B: Backend> {
+    /// # Shapes
+    /// - input: `[batch, lookback, num_series]`
+    /// - output: `[batch, horizon, num_series]`
+    fn forecast(&self, input: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// The forecast and its mean squared error over every step and series, flattened to
+    /// `[batch, horizon * num_series]` as the Learner's regression output expects.
+    fn forward_regression(&self, batch: WindowBatch<B>) -> RegressionOutput<B> {
+        regression_output(self.forecast(batch.inputs), batch.targets)
+    }
+}
+
+/// Mean squared error of `predicted` against `targets`, both `[batch, horizon, num_series]`.
+pub fn regression_output<B: Backend>(
+    predicted: Tensor<B, 3>,
+    targets: Tensor<B, 3>,
+) -> RegressionOutput<B> {
+    let predicted = predicted.flatten::<2>(1, 2);
+    let targets = targets.flatten::<2>(1, 2);
+    let loss = MseLoss::new().forward(predicted.clone(), targets.clone(), Reduction::Mean);
+    RegressionOutput::new(loss, predicted, targets)
+}
+
+/// Implements the Learner's `TrainStep` and `InferenceStep` for a [`Forecaster`] on
+/// [`WindowBatch`]es: `forecaster_steps!(DLinear)`.
+#[macro_export]
+macro_rules! forecaster_steps {
+    ($model:ident) => {
+        impl<B: burn::tensor::backend::AutodiffBackend> burn::train::TrainStep for $model<B> {
+            type Input = pdl_datasets::timeseries::WindowBatch<B>;
+            type Output = burn::train::RegressionOutput<B>;
+
+            fn step(&self, batch: Self::Input) -> burn::train::TrainOutput<Self::Output> {
+                let item = $crate::forecast::Forecaster::forward_regression(self, batch);
+                burn::train::TrainOutput::new(self, item.loss.backward(), item)
+            }
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::train::InferenceStep for $model<B> {
+            type Input = pdl_datasets::timeseries::WindowBatch<B>;
+            type Output = burn::train::RegressionOutput<B>;
+
+            fn step(&self, batch: Self::Input) -> Self::Output {
+                $crate::forecast::Forecaster::forward_regression(self, batch)
+            }
+        }
+    };
+}
+
+impl<B: Backend> Forecaster<B> for DLinear<B> {
+    fn forecast(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward(input)
+    }
+}
+
+crate::forecaster_steps!(DLinear);
 use burn::tensor::module::avg_pool1d;
 
 /// Configuration of a [`DLinear`].

@@ -24,4 +24,6 @@ pub mod rnn;
 pub use classification::ImageClassifier;
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
 pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
+pub use forecast::{DLinear, DLinearConfig, Forecaster};
 pub use mlp::{Mlp, MlpConfig};
+pub use rnn::{CellKind, CellSource, RnnForecaster, RnnForecasterConfig};

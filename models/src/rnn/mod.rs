@@ -10,5 +10,8 @@
 pub mod layers;
 pub mod scratch;
 
-pub use layers::{CellKind, Recurrent, RecurrentConfig, RnnForecaster, RnnForecasterConfig};
+pub use layers::{
+    CellKind, CellSource, LayerState, Recurrent, RecurrentConfig, RecurrentOutput, RnnForecaster,
+    RnnForecasterConfig,
+};
 pub use scratch::{Cell, Gates, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};
