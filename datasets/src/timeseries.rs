@@ -12,6 +12,7 @@
 //! - Airline passengers (Box & Jenkins): 144 monthly totals, a `Month` column and `Passengers`.
 
 use crate::DataError;
+use crate::download::{RemoteFile, ensure_files_with, offline};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
@@ -19,6 +20,90 @@ use burn::tensor::TensorData;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Zhou et al.'s ETDataset repository, where the ETT files are published.
+const ETT_MIRRORS: &[&str] =
+    &["https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/"];
+
+/// Jason Brownlee's copy of the Box & Jenkins series, the one most tutorials read.
+const AIRLINE_MIRRORS: &[&str] = &["https://raw.githubusercontent.com/jbrownlee/Datasets/master/"];
+
+/// Where a series comes from: a known dataset (found under the data dir, downloaded when missing)
+/// or any CSV file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesSource {
+    /// `ett/ETTh1.csv`.
+    EttH1,
+    /// `ett/ETTh2.csv`.
+    EttH2,
+    /// `airline-passengers/airline-passengers.csv`.
+    Airline,
+    /// A CSV file of that shape.
+    File(std::path::PathBuf),
+}
+
+impl SeriesSource {
+    /// `etth1`, `etth2`, `airline`, or a path to a CSV file.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "etth1" => Self::EttH1,
+            "etth2" => Self::EttH2,
+            "airline" => Self::Airline,
+            path => Self::File(path.into()),
+        }
+    }
+
+    /// The CSV file, downloading a known dataset's into `data_dir` when it is missing and
+    /// `allow_download` (and `PDL_OFFLINE` is not set).
+    pub fn locate(
+        &self,
+        data_dir: &Path,
+        allow_download: bool,
+    ) -> Result<std::path::PathBuf, DataError> {
+        let (dataset, folder, file) = match self {
+            Self::File(path) => return Ok(path.clone()),
+            Self::EttH1 => (
+                "ETTh1",
+                "ett",
+                RemoteFile {
+                    name: "ETTh1.csv",
+                    remote_name: None,
+                    sha256: "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
+                    mirrors: ETT_MIRRORS,
+                },
+            ),
+            Self::EttH2 => (
+                "ETTh2",
+                "ett",
+                RemoteFile {
+                    name: "ETTh2.csv",
+                    remote_name: None,
+                    sha256: "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b",
+                    mirrors: ETT_MIRRORS,
+                },
+            ),
+            Self::Airline => (
+                "Airline passengers",
+                "airline-passengers",
+                RemoteFile {
+                    name: "airline-passengers.csv",
+                    remote_name: None,
+                    sha256: "8cb51be753a718d9be5d76d7e238cc224792754676adc21faa59e954b0201621",
+                    mirrors: AIRLINE_MIRRORS,
+                },
+            ),
+        };
+        let name = file.name;
+        let dir = ensure_files_with(
+            data_dir,
+            dataset,
+            folder,
+            &[file],
+            allow_download && !offline(),
+        )?;
+        Ok(dir.join(name))
+    }
+}
 
 /// A table of numeric series, one row per time step.
 #[derive(Debug, Clone)]

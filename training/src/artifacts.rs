@@ -32,15 +32,40 @@ pub struct RunContext {
     pub devices: usize,
 }
 
-/// Mean loss and accuracy over a split.
+/// A split's scores: the mean loss, and the task's own measure.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Scores {
-    /// Mean cross-entropy per example.
+    /// Mean loss per example: cross-entropy for a classifier (nats), MSE for a regression.
     pub loss: f64,
-    /// Percentage of examples classified correctly.
-    pub accuracy: f64,
+    /// Classification: percentage of examples classified correctly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Regression: mean absolute error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
     /// Number of examples scored.
     pub count: usize,
+}
+
+impl Scores {
+    /// The number a run is judged by, and its name: accuracy (higher is better) for a classifier,
+    /// else the loss (MSE; lower is better).
+    pub fn headline(&self) -> (&'static str, f64) {
+        match self.accuracy {
+            Some(accuracy) => ("accuracy", accuracy),
+            None => ("loss", self.loss),
+        }
+    }
+}
+
+impl std::fmt::Display for Scores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.accuracy, self.mae) {
+            (Some(acc), _) => write!(f, "accuracy {acc:.2}% (loss {:.4})", self.loss),
+            (None, Some(mae)) => write!(f, "MSE {:.4}, MAE {mae:.4}", self.loss),
+            (None, None) => write!(f, "loss {:.4}", self.loss),
+        }
+    }
 }
 
 /// What a training run reached.
@@ -56,6 +81,8 @@ pub struct RunReport {
     pub valid: Scores,
     /// Final model on the test split.
     pub test: Scores,
+    /// A baseline on the test split, where the pipeline has one (forecasting: the naive forecast).
+    pub baseline: Option<Scores>,
 }
 
 /// The content of `metrics.json`.
@@ -79,6 +106,9 @@ pub struct MetricsFile<'a> {
     pub valid: Scores,
     /// Final test scores.
     pub test: Scores,
+    /// The pipeline's baseline on the test split (forecasting: the naive forecast).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Scores>,
 }
 
 /// Writes `value` as pretty JSON to `path` through a temporary file, so a crash never leaves half

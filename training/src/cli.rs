@@ -4,7 +4,7 @@
 use crate::artifacts::{MetricsFile, RunContext, RunReport, Scores, holds_a_run, write_json};
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
-    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, image_classification,
+    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, forecasting, image_classification,
     node_classification,
 };
 use anyhow::{Result, bail};
@@ -126,10 +126,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(&args).map(|_| ()),
         Command::Eval(args) => {
             let scores = eval(&args)?;
-            println!(
-                "test accuracy {:.2}%  loss {:.4}  ({} images)",
-                scores.accuracy, scores.loss, scores.count
-            );
+            println!("test {scores} ({} examples)", scores.count);
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&args),
@@ -246,17 +243,20 @@ pub fn train(args: &TrainArgs) -> Result<Trained> {
     }
 }
 
-/// Mean and sample standard deviation of a split's scores over seeds.
+/// Mean and sample standard deviation of a split's headline score ([`Scores::headline`]:
+/// accuracy, or the loss of a regression) over seeds.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Spread {
-    /// Mean accuracy, percent.
-    pub accuracy_mean: f64,
-    /// Sample standard deviation of the accuracy (n - 1), percent.
-    pub accuracy_std: f64,
-    /// Lowest accuracy.
-    pub accuracy_min: f64,
-    /// Highest accuracy.
-    pub accuracy_max: f64,
+    /// What is summarised: `accuracy` (percent) or `loss`.
+    pub metric: &'static str,
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (n - 1).
+    pub std: f64,
+    /// Lowest.
+    pub min: f64,
+    /// Highest.
+    pub max: f64,
     /// Mean loss.
     pub loss_mean: f64,
 }
@@ -265,14 +265,16 @@ impl Spread {
     /// The spread of `scores`.
     pub fn of(scores: &[Scores]) -> Self {
         let n = scores.len().max(1) as f64;
-        let acc = || scores.iter().map(|s| s.accuracy);
-        let mean = acc().sum::<f64>() / n;
-        let var = acc().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let metric = scores.first().map_or("accuracy", |s| s.headline().0);
+        let values = || scores.iter().map(|s| s.headline().1);
+        let mean = values().sum::<f64>() / n;
+        let var = values().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
         Self {
-            accuracy_mean: mean,
-            accuracy_std: var.sqrt(),
-            accuracy_min: acc().fold(f64::INFINITY, f64::min),
-            accuracy_max: acc().fold(f64::NEG_INFINITY, f64::max),
+            metric,
+            mean,
+            std: var.sqrt(),
+            min: values().fold(f64::INFINITY, f64::min),
+            max: values().fold(f64::NEG_INFINITY, f64::max),
             loss_mean: scores.iter().map(|s| s.loss).sum::<f64>() / n,
         }
     }
@@ -362,17 +364,18 @@ pub fn train_seeds(args: &TrainArgs, n: usize) -> Result<SeedRuns> {
         }),
     )?;
     println!(
-        "{} over {n} seeds {}..={}: test accuracy {:.2} ± {:.2}% (min {:.2}, max {:.2}), valid \
-         {:.2} ± {:.2}%; summary in {}",
+        "{} over {n} seeds {}..={}: test {} {:.4} ± {:.4} (min {:.4}, max {:.4}), valid {:.4} ± \
+         {:.4}; summary in {}",
         experiment.name,
         seeds[0],
         seeds[n - 1],
-        test.accuracy_mean,
-        test.accuracy_std,
-        test.accuracy_min,
-        test.accuracy_max,
-        valid.accuracy_mean,
-        valid.accuracy_std,
+        test.metric,
+        test.mean,
+        test.std,
+        test.min,
+        test.max,
+        valid.mean,
+        valid.std,
         base.join("seeds.json").display()
     );
     Ok(SeedRuns {
@@ -459,15 +462,14 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             smoke: config.smoke(),
             valid: report.valid,
             test: report.test,
+            baseline: report.baseline,
         },
     )?;
     println!(
-        "{}: test accuracy {:.2}% (loss {:.4}), valid {:.2}%, after {} epochs in {:.1} s; \
-         artifacts in {}{}",
+        "{}: test {}, valid {}, after {} epochs in {:.1} s; artifacts in {}{}",
         experiment.name,
-        report.test.accuracy,
-        report.test.loss,
-        report.valid.accuracy,
+        report.test,
+        report.valid,
         report.epochs,
         report.wall_seconds,
         dir.display(),
@@ -510,6 +512,7 @@ impl BackendTask for TrainTask<'_> {
         match self.config {
             ExperimentConfig::Image(c) => image_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Graph(c) => node_classification::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::Forecast(c) => forecasting::train::<B>(c, self.ctx, devices),
         }
     }
 }
@@ -568,6 +571,9 @@ impl BackendTask for EvalTask<'_> {
             }
             ExperimentConfig::Graph(c) => {
                 node_classification::eval::<B::InnerBackend>(c, self.ctx, device)
+            }
+            ExperimentConfig::Forecast(c) => {
+                forecasting::eval::<B::InnerBackend>(c, self.ctx, device)
             }
         }
     }

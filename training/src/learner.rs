@@ -10,17 +10,18 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::logger::{FileMetricLogger, MetricLogger};
 use burn::train::metric::store::{Aggregate, Direction, EpochSummary, MetricsUpdate, Split};
 use burn::train::metric::{
-    AccuracyMetric, Adaptor, LearningRateMetric, LossMetric, Metric, MetricAttributes,
+    AccuracyMetric, Adaptor, ItemLazy, LearningRateMetric, LossMetric, Metric, MetricAttributes,
     MetricDefinition, MetricMetadata, MetricName, NumericEntry, SerializedEntry,
 };
 use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Interrupter, Learner,
-    MetricEarlyStoppingStrategy, MultiDeviceOptim, StoppingCondition, SupervisedTraining,
-    TrainStep,
+    LearningComponentsMarker, MetricEarlyStoppingStrategy, MetricRegistration, MultiDeviceOptim,
+    RegressionOutput, StoppingCondition, SupervisedTraining, TrainStep,
 };
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -72,7 +73,8 @@ impl<M> Fitted<M> {
     ) -> Result<RunReport>
     where
         B: Backend,
-        M: Module<B> + InferenceStep<Input = I, Output = ClassificationOutput<B>>,
+        M: Module<B> + InferenceStep<Input = I>,
+        M::Output: TaskOutput,
     {
         save_model(self.model.clone(), dir)?;
         Ok(RunReport {
@@ -81,6 +83,7 @@ impl<M> Fitted<M> {
             train_items,
             valid: evaluate(&self.model, valid),
             test: evaluate(&self.model, test),
+            baseline: None,
         })
     }
 }
@@ -105,15 +108,16 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
         .max()
 }
 
-/// Trains a classifier with Burn's `SupervisedTraining`, checkpointing every epoch into `dir`.
+/// Trains a model with Burn's `SupervisedTraining`, checkpointing every epoch into `dir`.
 ///
-/// Registers loss, accuracy and learning rate for train and valid; early stopping on the valid
+/// Registers the task's metrics ([`TaskOutput::metrics`]: loss and accuracy for a classifier, the
+/// loss for a regression) for train and valid, and the learning rate; early stopping on the valid
 /// loss; one device or several (data-parallel, the optimiser on the first); resumes from a
 /// checkpoint when asked (the caller checks it exists: see [`last_checkpoint`]). A stop from the
 /// dashboard returns an error that says how to resume. A non-finite loss stops training and returns an error, keeping every
 /// checkpoint already written.
 #[allow(clippy::too_many_arguments)]
-pub fn fit<B, M, O, S, I>(
+pub fn fit<B, M, O, S, I, T, V>(
     dir: &Path,
     model: M,
     optim: O,
@@ -126,13 +130,15 @@ pub fn fit<B, M, O, S, I>(
 where
     B: AutodiffBackend,
     I: Send + 'static,
-    M: TrainStep<Input = I, Output = ClassificationOutput<B>>
-        + AutodiffModule<B>
-        + std::fmt::Display
-        + 'static,
-    M::InnerModule: InferenceStep<Output = ClassificationOutput<B::InnerBackend>>,
+    M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + std::fmt::Display + 'static,
+    M::InnerModule: InferenceStep<Output = V>,
     O: Optimizer<M, B> + 'static,
     S: LrScheduler + 'static,
+    T: TaskOutput,
+    V: TaskOutput,
+    T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
+    V::ItemSync: Adaptor<LossValue>,
+    T::Metrics: MetricRegistration<LearningComponentsMarker<B, S, M, O>>,
 {
     let started = std::time::Instant::now();
     let model = materialize(model);
@@ -141,7 +147,7 @@ where
     let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
     let valid_losses: LossLog = Arc::default();
     let mut training = SupervisedTraining::new(dir, train, valid)
-        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metrics(T::metrics())
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train(guard("training"))
         .metric_valid(guard("validation").recording(valid_losses.clone()))
@@ -245,7 +251,8 @@ pub fn load_and_evaluate<B, M, I>(
 ) -> Result<Scores>
 where
     B: Backend,
-    M: Module<B> + InferenceStep<Input = I, Output = ClassificationOutput<B>>,
+    M: Module<B> + InferenceStep<Input = I>,
+    M::Output: TaskOutput,
 {
     let path = dir.join("model.mpk");
     if !path.is_file() {
@@ -260,31 +267,118 @@ where
     Ok(evaluate(&model, loader))
 }
 
-/// Mean loss and accuracy of `model` over every batch of `loader`.
+/// The task's scores of `model` over every batch of `loader`: mean loss, and accuracy or MAE.
 pub fn evaluate<B, M, I>(model: &M, loader: &Arc<dyn DataLoader<B, I>>) -> Scores
 where
     B: Backend,
-    M: InferenceStep<Input = I, Output = ClassificationOutput<B>>,
+    M: InferenceStep<Input = I>,
+    M::Output: TaskOutput,
 {
-    use burn::tensor::ElementConversion;
-    let (mut loss_sum, mut correct, mut count) = (0.0f64, 0i64, 0usize);
+    let mut tally = Tally::default();
     for batch in loader.iter() {
-        let out = model.step(batch);
-        let [n] = out.targets.dims();
-        loss_sum += out.loss.into_scalar().elem::<f64>() * n as f64;
-        let predicted = out.output.argmax(1).flatten::<1>(0, 1);
-        correct += predicted
-            .equal(out.targets)
-            .int()
-            .sum()
-            .into_scalar()
-            .elem::<i64>();
-        count += n;
+        model.step(batch).tally(&mut tally);
     }
-    Scores {
-        loss: loss_sum / count.max(1) as f64,
-        accuracy: 100.0 * correct as f64 / count.max(1) as f64,
-        count,
+    M::Output::scores(&tally)
+}
+
+/// Sums over batches, for [`TaskOutput::scores`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Examples seen.
+    pub count: usize,
+    /// Sum over batches of the batch's mean loss times its examples.
+    pub loss: f64,
+    /// Sum over batches of the task's second measure (correct examples; absolute error times
+    /// examples).
+    pub other: f64,
+}
+
+/// What [`fit`] and [`evaluate`] need of a step's output, whatever the task: the metrics the
+/// dashboard shows, and the scores of a split.
+pub trait TaskOutput: ItemLazy + Send + 'static {
+    /// The metrics registered for train and valid (a tuple of Burn metrics).
+    type Metrics;
+
+    /// A fresh set of [`TaskOutput::Metrics`].
+    fn metrics() -> Self::Metrics;
+
+    /// Adds this batch to `tally`.
+    fn tally(self, tally: &mut Tally);
+
+    /// The scores of a whole split.
+    fn scores(tally: &Tally) -> Scores;
+}
+
+/// The backend a synchronised output (what Burn's metrics read) lives on.
+pub trait OutputBackend {
+    /// The backend.
+    type Backend: Backend;
+}
+
+impl<B: Backend> OutputBackend for ClassificationOutput<B> {
+    type Backend = B;
+}
+
+impl<B: Backend> OutputBackend for RegressionOutput<B> {
+    type Backend = B;
+}
+
+type SyncBackend<T> = <<T as ItemLazy>::ItemSync as OutputBackend>::Backend;
+
+fn scalar<B: Backend>(x: Tensor<B, 1>) -> f64 {
+    use burn::tensor::ElementConversion;
+    x.into_scalar().elem::<f64>()
+}
+
+impl<B: Backend> TaskOutput for ClassificationOutput<B> {
+    type Metrics = (AccuracyMetric<SyncBackend<Self>>, LossMetric<SyncBackend<Self>>);
+
+    fn metrics() -> Self::Metrics {
+        (AccuracyMetric::new(), LossMetric::new())
+    }
+
+    fn tally(self, tally: &mut Tally) {
+        let [n] = self.targets.dims();
+        let predicted = self.output.argmax(1).flatten::<1>(0, 1);
+        tally.count += n;
+        tally.loss += scalar(self.loss) * n as f64;
+        tally.other += scalar(predicted.equal(self.targets).int().sum().float());
+    }
+
+    fn scores(tally: &Tally) -> Scores {
+        let n = tally.count.max(1) as f64;
+        Scores {
+            loss: tally.loss / n,
+            accuracy: Some(100.0 * tally.other / n),
+            mae: None,
+            count: tally.count,
+        }
+    }
+}
+
+impl<B: Backend> TaskOutput for RegressionOutput<B> {
+    type Metrics = (LossMetric<SyncBackend<Self>>,);
+
+    fn metrics() -> Self::Metrics {
+        (LossMetric::new(),)
+    }
+
+    fn tally(self, tally: &mut Tally) {
+        let [n, _] = self.targets.dims();
+        let mae = (self.output - self.targets).abs().mean();
+        tally.count += n;
+        tally.loss += scalar(self.loss) * n as f64;
+        tally.other += scalar(mae) * n as f64;
+    }
+
+    fn scores(tally: &Tally) -> Scores {
+        let n = tally.count.max(1) as f64;
+        Scores {
+            loss: tally.loss / n,
+            accuracy: None,
+            mae: Some(tally.other / n),
+            count: tally.count,
+        }
     }
 }
 
@@ -361,8 +455,13 @@ pub struct LossValue(f64);
 
 impl<B: Backend> Adaptor<LossValue> for ClassificationOutput<B> {
     fn adapt(&self) -> LossValue {
-        use burn::tensor::ElementConversion;
-        LossValue(self.loss.clone().mean().into_scalar().elem::<f64>())
+        LossValue(scalar(self.loss.clone().mean()))
+    }
+}
+
+impl<B: Backend> Adaptor<LossValue> for RegressionOutput<B> {
+    fn adapt(&self) -> LossValue {
+        LossValue(scalar(self.loss.clone().mean()))
     }
 }
 

@@ -4,16 +4,19 @@
 //! here and a row in [`EXPERIMENTS`]; to add a pipeline (a new kind of data or loop), add a file
 //! beside `image_classification.rs` and a variant to [`ExperimentConfig`].
 
+pub mod forecasting;
 pub mod image_classification;
 pub mod node_classification;
 
 use crate::schedule::ScheduleConfig;
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
+use forecasting::{ForecastExperimentConfig, ForecastModelConfig, TimeSplit};
 use image_classification::{ImageExperimentConfig, ImageModelConfig};
 use node_classification::{GraphExperimentConfig, GraphModelConfig};
 use pdl_models::{
-    BnCnnConfig, ClassicCnnConfig, GatConfig, GcnConfig, LeNet5Config, MlpConfig, SageConfig,
+    BnCnnConfig, CellKind, ClassicCnnConfig, DLinearConfig, GatConfig, GcnConfig, LeNet5Config,
+    MlpConfig, RnnForecasterConfig, SageConfig,
 };
 use std::path::Path;
 
@@ -42,6 +45,20 @@ pub enum ExperimentConfig {
     Image(ImageExperimentConfig),
     /// Node classification on a graph.
     Graph(GraphExperimentConfig),
+    /// Forecasting a time series.
+    Forecast(ForecastExperimentConfig),
+}
+
+/// Runs `$body` with `$c` bound to the config inside any [`ExperimentConfig`] variant, for what
+/// every pipeline's config has.
+macro_rules! each_config {
+    ($config:expr, $c:ident => $body:expr) => {
+        match $config {
+            ExperimentConfig::Image($c) => $body,
+            ExperimentConfig::Graph($c) => $body,
+            ExperimentConfig::Forecast($c) => $body,
+        }
+    };
 }
 
 /// Run-time changes to a config from the command line; `None` keeps the config's value.
@@ -78,56 +95,43 @@ impl ExperimentConfig {
                     .map_err(msg)
                     .with_context(|| wrong("graph"))?,
             ),
+            ExperimentConfig::Forecast(_) => ExperimentConfig::Forecast(
+                ForecastExperimentConfig::load(path)
+                    .map_err(msg)
+                    .with_context(|| wrong("forecasting"))?,
+            ),
         })
     }
 
     /// Writes the config as JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        match self {
-            ExperimentConfig::Image(c) => c.save(path),
-            ExperimentConfig::Graph(c) => c.save(path),
-        }
+        each_config!(self, c => c.save(path))
         .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The experiment name stored in the config.
     pub fn experiment(&self) -> &str {
-        match self {
-            ExperimentConfig::Image(c) => &c.experiment,
-            ExperimentConfig::Graph(c) => &c.experiment,
-        }
+        each_config!(self, c => &c.experiment)
     }
 
     /// Epochs to train in all.
     pub fn num_epochs(&self) -> usize {
-        match self {
-            ExperimentConfig::Image(c) => c.num_epochs,
-            ExperimentConfig::Graph(c) => c.num_epochs,
-        }
+        each_config!(self, c => c.num_epochs)
     }
 
     /// The seed of the weights.
     pub fn seed(&self) -> u64 {
-        match self {
-            ExperimentConfig::Image(c) => c.seed,
-            ExperimentConfig::Graph(c) => c.seed,
-        }
+        each_config!(self, c => c.seed)
     }
 
     /// Whether this is a `--smoke` run.
     pub fn smoke(&self) -> bool {
-        match self {
-            ExperimentConfig::Image(c) => c.smoke,
-            ExperimentConfig::Graph(c) => c.smoke,
-        }
+        each_config!(self, c => c.smoke)
     }
 
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            ExperimentConfig::Image(c) => c.validate(),
-            ExperimentConfig::Graph(c) => c.validate(),
-        }
+        each_config!(self, c => c.validate())
     }
 
     /// Applies command-line overrides, then checks the result. A flag the pipeline has no use for
@@ -157,6 +161,15 @@ impl ExperimentConfig {
                 o.early_stopping_patience
                     .inspect(|&v| c.early_stopping_patience = v);
                 ExperimentConfig::Graph(if o.smoke { c.into_smoke() } else { c })
+            }
+            ExperimentConfig::Forecast(mut c) => {
+                o.num_epochs.inspect(|&v| c.num_epochs = v);
+                o.batch_size.inspect(|&v| c.batch_size = v);
+                o.learning_rate.inspect(|&v| c.learning_rate = v);
+                o.seed.inspect(|&v| c.seed = v);
+                o.early_stopping_patience
+                    .inspect(|&v| c.early_stopping_patience = v);
+                ExperimentConfig::Forecast(if o.smoke { c.into_smoke() } else { c })
             }
         };
         config.validate()?;
@@ -250,6 +263,38 @@ pub const EXPERIMENTS: &[Experiment] = &[
         model: "2-layer GAT, 8 heads (gnn.rs)",
         expected: "81.1 ± 1.4% test acc over 10 seeds, 500-670 epochs, 83 s each",
         preset: cora_gat,
+    },
+    Experiment {
+        name: "airline-lstm",
+        chapter: "RNN",
+        dataset: "airline passengers",
+        model: "LSTM forecaster, 1 layer of 32 (rnn/layers.rs)",
+        expected: "measuring",
+        preset: airline_lstm,
+    },
+    Experiment {
+        name: "ett-lstm",
+        chapter: "RNN",
+        dataset: "ETTh1",
+        model: "LSTM forecaster, 2 layers of 64 (rnn/layers.rs)",
+        expected: "measuring",
+        preset: ett_lstm,
+    },
+    Experiment {
+        name: "ett-gru",
+        chapter: "RNN",
+        dataset: "ETTh1",
+        model: "GRU forecaster, 2 layers of 64 (rnn/layers.rs)",
+        expected: "measuring",
+        preset: ett_gru,
+    },
+    Experiment {
+        name: "ett-linear",
+        chapter: "RNN",
+        dataset: "ETTh1",
+        model: "DLinear (forecast.rs)",
+        expected: "measuring",
+        preset: ett_linear,
     },
 ];
 
@@ -355,6 +400,67 @@ fn cora_gat() -> ExperimentConfig {
             .with_learning_rate(0.005)
             .with_num_epochs(1000)
             .with_early_stopping_patience(100),
+    )
+}
+
+/// The ETT papers' multivariate setting on ETTh1: all 7 series, look-back and horizon 96.
+fn ett(name: &str, model: ForecastModelConfig) -> ForecastExperimentConfig {
+    ForecastExperimentConfig::new(
+        name.into(),
+        "etth1".into(),
+        vec![],
+        TimeSplit::Ett,
+        96,
+        96,
+        model,
+    )
+}
+
+/// A recurrent encoder over the 7 ETT series, gradients clipped at norm 1 as is usual for
+/// recurrent nets (Pascanu et al. 2013).
+fn ett_rnn(name: &str, cell: CellKind) -> ExperimentConfig {
+    let model = ForecastModelConfig::Rnn(RnnForecasterConfig::new(7, 96).with_cell(cell));
+    ExperimentConfig::Forecast(ett(name, model).with_grad_clip_norm(Some(1.0)))
+}
+
+fn ett_lstm() -> ExperimentConfig {
+    ett_rnn("ett-lstm", CellKind::Lstm)
+}
+
+fn ett_gru() -> ExperimentConfig {
+    ett_rnn("ett-gru", CellKind::Gru)
+}
+
+/// Zeng et al. (2023): batch 32, Adam, lr 0.005 on ETTh1, at most 10 epochs, patience 3.
+fn ett_linear() -> ExperimentConfig {
+    let model = ForecastModelConfig::Linear(DLinearConfig::new(96, 96));
+    ExperimentConfig::Forecast(ett("ett-linear", model).with_learning_rate(0.005))
+}
+
+/// The classic univariate exercise: a year of months in, the next month out, the last two years
+/// held out to test and the year before them to validate.
+fn airline_lstm() -> ExperimentConfig {
+    let model = ForecastModelConfig::Rnn(
+        RnnForecasterConfig::new(1, 1)
+            .with_d_hidden(32)
+            .with_num_layers(1)
+            .with_dropout(0.0),
+    );
+    ExperimentConfig::Forecast(
+        ForecastExperimentConfig::new(
+            "airline-lstm".into(),
+            "airline".into(),
+            vec![],
+            TimeSplit::Tail { valid: 12, test: 24 },
+            12,
+            1,
+            model,
+        )
+        .with_num_epochs(200)
+        .with_batch_size(16)
+        .with_learning_rate(5e-3)
+        .with_early_stopping_patience(0)
+        .with_grad_clip_norm(Some(1.0)),
     )
 }
 

@@ -1,0 +1,409 @@
+//! Time-series forecasting: the sequences chapter's first task.
+//!
+//! Data: a CSV of numeric series (ETT, airline passengers, or any file of that shape), split in
+//! time (the ETT papers' 12/4/4 months, or the last months held out), standardised with the
+//! training rows' mean and deviation, cut into sliding windows of look-back `L` and horizon `H`.
+//! Model: a recurrent encoder with a linear head, or DLinear. Loop: MSE through
+//! [`crate::learner::fit`], Adam, optional gradient clipping and early stopping, the best valid
+//! epoch's weights restored. Scores: MSE and MAE on the standardised data, as the papers report
+//! them, beside the naive forecast (the last `H` steps of the look-back repeated) on the same
+//! windows: a model that does not beat it has learnt nothing.
+
+use crate::artifacts::{RunContext, RunReport, Scores};
+use crate::learner::{FitOptions, Tally, TaskOutput, fit, load_and_evaluate};
+use crate::schedule::ScheduleConfig;
+use anyhow::{Result, bail};
+use burn::config::Config;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
+use burn::data::dataset::transform::PartialDataset;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::AutodiffModule;
+use burn::optim::AdamConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::{InferenceStep, RegressionOutput, TrainStep};
+use pdl_datasets::timeseries::{
+    Scaler, SeriesSource, TimeSeries, WindowBatch, WindowBatcher, WindowDataset, ett_splits,
+};
+use pdl_models::forecast::{regression_output, repeat_last_window};
+use pdl_models::{DLinearConfig, RnnForecasterConfig};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The model of a forecasting experiment.
+#[derive(Config, Debug)]
+pub enum ForecastModelConfig {
+    /// A recurrent encoder (RNN, LSTM or GRU) and a linear head over the horizon.
+    Rnn(RnnForecasterConfig),
+    /// DLinear: trend and remainder, one linear map each.
+    Linear(DLinearConfig),
+}
+
+impl ForecastModelConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Rnn(c) => c.validate(),
+            Self::Linear(c) => c.validate(),
+        }
+    }
+
+    /// Checks the model against the data: its series (a recurrent model's input width) and its
+    /// look-back and horizon.
+    fn check(&self, num_series: usize, lookback: usize, horizon: usize) -> Result<(), String> {
+        let (model_lookback, model_horizon) = match self {
+            Self::Rnn(c) => {
+                if c.num_series != num_series {
+                    return Err(format!(
+                        "the data has {num_series} series but the model expects num_series {}",
+                        c.num_series
+                    ));
+                }
+                (lookback, c.horizon)
+            }
+            Self::Linear(c) => (c.lookback, c.horizon),
+        };
+        if (model_lookback, model_horizon) != (lookback, horizon) {
+            return Err(format!(
+                "the experiment's lookback/horizon are {lookback}/{horizon} but the model's are \
+                 {model_lookback}/{model_horizon}; set them to match"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How the rows split in time into train, valid and test.
+#[derive(Config, Debug, PartialEq)]
+pub enum TimeSplit {
+    /// The ETT papers' split of an hourly file: 12, 4 and 4 months of 30 days.
+    Ett,
+    /// The last `test` rows to test, the `valid` rows before them to validate, the rest to train.
+    Tail {
+        /// Rows held out to validate.
+        valid: usize,
+        /// Rows held out to test, at the end.
+        test: usize,
+    },
+}
+
+impl TimeSplit {
+    /// The row ranges of train, valid and test; valid and test reach `lookback` rows back so that
+    /// their first targets start at the split's border.
+    pub fn ranges(&self, rows: usize, lookback: usize) -> Result<[Range<usize>; 3], String> {
+        match *self {
+            TimeSplit::Ett => ett_splits(rows, lookback),
+            TimeSplit::Tail { valid, test } => {
+                let train_end = rows.checked_sub(valid + test).unwrap_or(0);
+                if train_end <= lookback || valid == 0 || test == 0 {
+                    return Err(format!(
+                        "{rows} rows cannot hold {valid} valid and {test} test rows after a \
+                         training part longer than the look-back {lookback} (and both must be \
+                         at least 1)"
+                    ));
+                }
+                Ok([
+                    0..train_end,
+                    train_end - lookback..train_end + valid,
+                    train_end + valid - lookback..rows,
+                ])
+            }
+        }
+    }
+}
+
+/// Everything needed to rebuild a forecasting run; saved as its `config.json`.
+#[derive(Config, Debug)]
+pub struct ForecastExperimentConfig {
+    /// The experiment's name in the registry.
+    pub experiment: String,
+    /// `etth1`, `etth2`, `airline`, or a path to a CSV file.
+    pub dataset: String,
+    /// The series to read and predict, by column name; empty: every numeric column.
+    pub columns: Vec<String>,
+    /// The split in time.
+    pub split: TimeSplit,
+    /// Look-back `L`: input steps.
+    pub lookback: usize,
+    /// Horizon `H`: steps predicted at once.
+    pub horizon: usize,
+    /// The model.
+    pub model: ForecastModelConfig,
+    /// Epochs at most.
+    #[config(default = 10)]
+    pub num_epochs: usize,
+    /// Windows per batch.
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    #[config(default = 1e-3)]
+    pub learning_rate: f64,
+    /// L2 penalty added to the gradients.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule over all steps.
+    #[config(default = "ScheduleConfig::Constant")]
+    pub schedule: ScheduleConfig,
+    /// Rescale the gradients to at most this global L2 norm (none: no clipping).
+    #[config(default = "None")]
+    pub grad_clip_norm: Option<f32>,
+    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
+    #[config(default = 3)]
+    pub early_stopping_patience: usize,
+    /// End with the weights of the epoch with the lowest valid loss.
+    #[config(default = true)]
+    pub restore_best: bool,
+    /// Seed of the weights, the batch order and dropout.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// A smoke run: one epoch on a few batches of each split.
+    #[config(default = false)]
+    pub smoke: bool,
+}
+
+const SMOKE_BATCHES: (usize, usize) = (4, 2);
+const EVAL_BATCH: usize = 256;
+
+impl ForecastExperimentConfig {
+    /// Checks everything that can be checked before reading data.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
+        if self.batch_size == 0 || self.lookback == 0 || self.horizon == 0 {
+            return bad("batch_size, lookback and horizon must be at least 1".into());
+        }
+        if let Some(norm) = self.grad_clip_norm
+            && !(norm > 0.0 && norm.is_finite())
+        {
+            return bad(format!("grad_clip_norm must be > 0, got {norm}"));
+        }
+        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
+            .or_else(bad)?;
+        self.schedule.validate().or_else(bad)?;
+        self.model.validate().or_else(bad)
+    }
+
+    /// Applies `--smoke`.
+    pub fn into_smoke(mut self) -> Self {
+        self.smoke = true;
+        self.num_epochs = 1;
+        self
+    }
+}
+
+/// The three splits' windows, over the scaled series.
+struct Splits {
+    train: WindowDataset,
+    valid: WindowDataset,
+    test: WindowDataset,
+    columns: usize,
+}
+
+fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Splits> {
+    let path = SeriesSource::parse(&config.dataset).locate(&ctx.data_dir, !ctx.offline)?;
+    let mut series = TimeSeries::load_csv(&path)?;
+    if !config.columns.is_empty() {
+        let names: Vec<&str> = config.columns.iter().map(String::as_str).collect();
+        series = series.select(&names, &path)?;
+    }
+    let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    config
+        .model
+        .check(series.num_columns(), config.lookback, config.horizon)
+        .map_err(at)?;
+    let [train, valid, test] = config.split.ranges(series.rows, config.lookback).map_err(at)?;
+    let scaler = Scaler::fit(&series, train.clone());
+    let series = Arc::new(scaler.transform(&series));
+    let windows = |rows| WindowDataset::new(series.clone(), rows, config.lookback, config.horizon);
+    let splits = Splits {
+        train: windows(train),
+        valid: windows(valid),
+        test: windows(test),
+        columns: series.num_columns(),
+    };
+    for (name, split) in [
+        ("train", &splits.train),
+        ("valid", &splits.valid),
+        ("test", &splits.test),
+    ] {
+        if split.is_empty() {
+            bail!(
+                "{}: the {name} split holds no window of {} + {} steps; shorten the look-back or \
+                 the horizon",
+                path.display(),
+                config.lookback,
+                config.horizon
+            );
+        }
+    }
+    Ok(splits)
+}
+
+fn loader<B: Backend>(
+    dataset: WindowDataset,
+    columns: usize,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    smoke_batches: Option<usize>,
+    device: &B::Device,
+) -> Arc<dyn DataLoader<B, WindowBatch<B>>> {
+    let n = match smoke_batches {
+        Some(batches) => dataset.len().min(batches * batch_size),
+        None => dataset.len(),
+    };
+    let builder = DataLoaderBuilder::new(WindowBatcher { columns })
+        .batch_size(batch_size)
+        .set_device(device.clone());
+    let builder = match shuffle {
+        Some(seed) => builder.shuffle(seed),
+        None => builder,
+    };
+    builder.build(PartialDataset::new(dataset, 0, n))
+}
+
+/// The naive forecast's scores over `loader`: the last `horizon` steps of each look-back repeated.
+pub fn naive_scores<B: Backend>(
+    loader: &Arc<dyn DataLoader<B, WindowBatch<B>>>,
+    horizon: usize,
+) -> Scores {
+    let mut tally = Tally::default();
+    for batch in loader.iter() {
+        regression_output(repeat_last_window(batch.inputs, horizon), batch.targets)
+            .tally(&mut tally);
+    }
+    RegressionOutput::<B>::scores(&tally)
+}
+
+/// Trains the configured model, saves `model.mpk`, scores valid and test beside the naive
+/// forecast.
+pub fn train<B: AutodiffBackend>(
+    config: &ForecastExperimentConfig,
+    ctx: &RunContext,
+    devices: Vec<B::Device>,
+) -> Result<RunReport> {
+    config.validate()?;
+    let splits = load_splits(config, ctx)?;
+    let device = devices[0].clone();
+    B::seed(&device, config.seed);
+    match &config.model {
+        ForecastModelConfig::Rnn(c) => {
+            train_model(c.init::<B>(&device), config, ctx, splits, devices)
+        }
+        ForecastModelConfig::Linear(c) => {
+            train_model(c.init::<B>(&device), config, ctx, splits, devices)
+        }
+    }
+}
+
+fn train_model<B, M>(
+    model: M,
+    config: &ForecastExperimentConfig,
+    ctx: &RunContext,
+    splits: Splits,
+    devices: Vec<B::Device>,
+) -> Result<RunReport>
+where
+    B: AutodiffBackend,
+    M: TrainStep<Input = WindowBatch<B>, Output = RegressionOutput<B>>
+        + AutodiffModule<B>
+        + std::fmt::Display
+        + 'static,
+    M::InnerModule: InferenceStep<
+            Input = WindowBatch<B::InnerBackend>,
+            Output = RegressionOutput<B::InnerBackend>,
+        >,
+{
+    let device = devices[0].clone();
+    let (train_batches, eval_batches) = match config.smoke {
+        true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
+        false => (None, None),
+    };
+    let columns = splits.columns;
+    let train_loader = loader::<B>(
+        splits.train.clone(),
+        columns,
+        config.batch_size,
+        Some(config.seed),
+        train_batches,
+        &device,
+    );
+    let train_items = train_loader.num_items();
+    let eval = |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
+    let (valid_loader, test_loader) = (eval(splits.valid), eval(splits.test));
+    let steps_per_epoch = train_items.div_ceil(config.batch_size * devices.len());
+    let schedule = config
+        .schedule
+        .init(config.learning_rate, steps_per_epoch * config.num_epochs);
+    let optim = AdamConfig::new()
+        .with_weight_decay(
+            (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)),
+        )
+        .with_grad_clipping(config.grad_clip_norm.map(GradientClippingConfig::Norm))
+        .init();
+    let options = FitOptions {
+        num_epochs: config.num_epochs,
+        early_stopping_patience: config.early_stopping_patience,
+        resume_from: ctx.resume_from,
+        plain: ctx.plain,
+        restore_best: config.restore_best,
+    };
+    println!(
+        "{model}\nseries: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test \
+         windows",
+        config.lookback,
+        config.horizon,
+        train_items,
+        valid_loader.num_items(),
+        test_loader.num_items()
+    );
+    let mut report = fit(
+        &ctx.artifact_dir,
+        model,
+        optim,
+        schedule,
+        train_loader,
+        valid_loader.clone(),
+        devices,
+        &options,
+    )?
+    .finish(&ctx.artifact_dir, train_items, &valid_loader, &test_loader)?;
+    let naive = naive_scores(&test_loader, config.horizon);
+    println!("naive forecast (repeat the last {} steps): test {naive}", config.horizon);
+    report.baseline = Some(naive);
+    Ok(report)
+}
+
+/// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
+/// test windows.
+pub fn eval<B: Backend>(
+    config: &ForecastExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+) -> Result<Scores> {
+    config.validate()?;
+    let splits = load_splits(config, ctx)?;
+    let eval_batches = config.smoke.then_some(SMOKE_BATCHES.1);
+    let loader =
+        loader::<B>(splits.test, splits.columns, EVAL_BATCH, None, eval_batches, &device);
+    let dir = &ctx.artifact_dir;
+    match &config.model {
+        ForecastModelConfig::Rnn(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
+        ForecastModelConfig::Linear(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_split_holds_out_the_last_rows_and_reaches_back() {
+        let [train, valid, test] = TimeSplit::Tail { valid: 12, test: 24 }
+            .ranges(144, 12)
+            .unwrap();
+        assert_eq!((train, valid, test), (0..108, 96..120, 108..144));
+        assert!(TimeSplit::Tail { valid: 12, test: 24 }.ranges(40, 12).is_err());
+        assert!(TimeSplit::Tail { valid: 0, test: 24 }.ranges(144, 12).is_err());
+    }
+}
