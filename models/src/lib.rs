@@ -11,7 +11,8 @@
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
 //! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
-//! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster | RNN |
+//! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster, a char LM, a sentence classifier | RNN |
+//! | [`sampling`] | temperature and top-k sampling for generation | RNN, attention |
 //! | [`forecast`] | DLinear and the naive forecast, the baselines | RNN |
 
 pub mod classification;
@@ -20,10 +21,14 @@ pub mod forecast;
 pub mod gnn;
 pub mod mlp;
 pub mod rnn;
+pub mod sampling;
 
 pub use classification::ImageClassifier;
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
-pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
 pub use forecast::{DLinear, DLinearConfig, Forecaster};
+pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
 pub use mlp::{Mlp, MlpConfig};
-pub use rnn::{CellKind, CellSource, RnnForecaster, RnnForecasterConfig};
+pub use rnn::{
+    CellKind, CellSource, CharRnn, CharRnnConfig, Pooling, RnnForecaster, RnnForecasterConfig,
+    SentenceRnn, SentenceRnnConfig,
+};

@@ -5,7 +5,7 @@ use crate::artifacts::{MetricsFile, RunContext, RunReport, Scores, holds_a_run, 
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
     self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, forecasting, image_classification,
-    node_classification,
+    language_model, node_classification, text_classification,
 };
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
@@ -30,8 +30,35 @@ pub enum Command {
     Train(TrainArgs),
     /// Rebuild a trained model from its artifact directory and score it on the test set.
     Eval(EvalArgs),
+    /// Continue a prompt with a trained language model (e.g. runs/shakespeare-lstm).
+    Generate(GenerateArgs),
     /// Measure training and inference images/s of the classic MNIST net on each backend.
     Bench(crate::bench::BenchArgs),
+}
+
+/// Options of `pdl generate`.
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// A language model's artifact directory (holding config.json, vocab.txt and model.mpk).
+    pub artifact_dir: PathBuf,
+    /// The text to continue.
+    #[arg(long, default_value = "\n")]
+    pub prompt: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    pub length: usize,
+    /// Sampling temperature: below 1 is more conservative, 0 always takes the likeliest.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Draw only among the k likeliest characters.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Seed of the draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Backend to generate on.
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 /// Options of `pdl train`.
@@ -129,7 +156,69 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("test {scores} ({} examples)", scores.count);
             Ok(())
         }
+        Command::Generate(args) => {
+            let out = generate(&args)?;
+            println!("{}", out.text);
+            eprintln!(
+                "({} characters in {:.2} s: {:.0} characters/s)",
+                out.characters,
+                out.seconds,
+                out.characters as f64 / out.seconds.max(1e-9)
+            );
+            Ok(())
+        }
         Command::Bench(args) => crate::bench::run(&args),
+    }
+}
+
+/// `pdl generate`: loads a language model's run and continues the prompt.
+pub fn generate(args: &GenerateArgs) -> Result<language_model::Generated> {
+    let (_, config) = load_run_config(&args.artifact_dir)?;
+    let ExperimentConfig::Language(config) = config else {
+        bail!(
+            "{}: {} is not a language model; generate needs a run of one (e.g. \
+             shakespeare-lstm)",
+            args.artifact_dir.display(),
+            config.experiment()
+        );
+    };
+    let request = language_model::GenerateRequest {
+        prompt: args.prompt.replace("\\n", "\n"),
+        length: args.length,
+        sampling: pdl_models::sampling::Sampling {
+            temperature: args.temperature,
+            top_k: args.top_k,
+        },
+        seed: args.seed,
+    };
+    let backend = backend_from(args.backend.as_deref())?;
+    run_on(
+        backend,
+        &DeviceSpec::Count(1),
+        GenerateTask {
+            config: &config,
+            dir: &args.artifact_dir,
+            request: &request,
+        },
+    )?
+}
+
+struct GenerateTask<'a> {
+    config: &'a language_model::LanguageExperimentConfig,
+    dir: &'a std::path::Path,
+    request: &'a language_model::GenerateRequest,
+}
+
+impl BackendTask for GenerateTask<'_> {
+    type Output = Result<language_model::Generated>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        language_model::generate::<B::InnerBackend>(
+            self.config,
+            self.dir,
+            self.request,
+            devices[0].clone(),
+        )
     }
 }
 
@@ -513,13 +602,14 @@ impl BackendTask for TrainTask<'_> {
             ExperimentConfig::Image(c) => image_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Graph(c) => node_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Forecast(c) => forecasting::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::Language(c) => language_model::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::Sentence(c) => text_classification::train::<B>(c, self.ctx, devices),
         }
     }
 }
 
-/// `pdl eval`: rebuilds the model from `config.json` and `model.mpk` and scores the test set.
-pub fn eval(args: &EvalArgs) -> Result<Scores> {
-    let dir = &args.artifact_dir;
+/// Reads a run directory's `config.json`, for the experiment it names.
+fn load_run_config(dir: &std::path::Path) -> Result<(&'static Experiment, ExperimentConfig)> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         bail!(
@@ -534,7 +624,16 @@ pub fn eval(args: &EvalArgs) -> Result<Scores> {
         .and_then(|v| v.get("experiment")?.as_str().map(str::to_string))
         .ok_or_else(|| anyhow::anyhow!("{}: no \"experiment\" field", config_path.display()))?;
     let experiment = experiments::find(&name)?;
-    let config = ExperimentConfig::load(experiment, &config_path)?;
+    Ok((
+        experiment,
+        ExperimentConfig::load(experiment, &config_path)?,
+    ))
+}
+
+/// `pdl eval`: rebuilds the model from `config.json` and `model.mpk` and scores the test set.
+pub fn eval(args: &EvalArgs) -> Result<Scores> {
+    let dir = &args.artifact_dir;
+    let (_, config) = load_run_config(dir)?;
     let backend = backend_from(args.backend.as_deref())?;
     let ctx = RunContext {
         data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
@@ -574,6 +673,12 @@ impl BackendTask for EvalTask<'_> {
             }
             ExperimentConfig::Forecast(c) => {
                 forecasting::eval::<B::InnerBackend>(c, self.ctx, device)
+            }
+            ExperimentConfig::Language(c) => {
+                language_model::eval::<B::InnerBackend>(c, self.ctx, device)
+            }
+            ExperimentConfig::Sentence(c) => {
+                text_classification::eval::<B::InnerBackend>(c, self.ctx, device)
             }
         }
     }

@@ -331,7 +331,10 @@ fn scalar<B: Backend>(x: Tensor<B, 1>) -> f64 {
 }
 
 impl<B: Backend> TaskOutput for ClassificationOutput<B> {
-    type Metrics = (AccuracyMetric<SyncBackend<Self>>, LossMetric<SyncBackend<Self>>);
+    type Metrics = (
+        AccuracyMetric<SyncBackend<Self>>,
+        LossMetric<SyncBackend<Self>>,
+    );
 
     fn metrics() -> Self::Metrics {
         (AccuracyMetric::new(), LossMetric::new())

@@ -1,9 +1,9 @@
 //! Recurrent layers built from the scratch cells: stacked, optionally bidirectional, with dropout
 //! between layers, and the forecaster that reads a window of a time series with them.
 
+use super::scratch::LstmState;
 use super::scratch::{GruCell, LstmCell, RnnCell, RnnCellConfig, unroll};
 use crate::classification::check_dropout;
-use super::scratch::LstmState;
 use burn::nn::{Dropout, DropoutConfig, Gru, GruConfig, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::prelude::*;
 
@@ -95,9 +95,15 @@ impl RecurrentConfig {
         };
         use CellSource::{Burn, Scratch};
         Recurrent {
-            rnn: build(CellKind::Rnn, Scratch).map(|c| c.init_rnn(device)).collect(),
-            lstm: build(CellKind::Lstm, Scratch).map(|c| c.init_lstm(device)).collect(),
-            gru: build(CellKind::Gru, Scratch).map(|c| c.init_gru(device)).collect(),
+            rnn: build(CellKind::Rnn, Scratch)
+                .map(|c| c.init_rnn(device))
+                .collect(),
+            lstm: build(CellKind::Lstm, Scratch)
+                .map(|c| c.init_lstm(device))
+                .collect(),
+            gru: build(CellKind::Gru, Scratch)
+                .map(|c| c.init_gru(device))
+                .collect(),
             burn_lstm: build(CellKind::Lstm, Burn)
                 .map(|c| LstmConfig::new(c.d_input, c.d_hidden, true).init(device))
                 .collect(),
@@ -171,8 +177,7 @@ impl<B: Backend> Recurrent<B> {
     ) -> RecurrentOutput<B> {
         let [batch, seq_len, _] = input.dims();
         let device = input.device();
-        let lengths =
-            lengths.unwrap_or_else(|| Tensor::full([batch], seq_len as i64, &device));
+        let lengths = lengths.unwrap_or_else(|| Tensor::full([batch], seq_len as i64, &device));
         let reverse = reverse_index(&lengths, seq_len);
         let last_step = (lengths - 1).reshape([batch, 1, 1]);
         let directions = if self.bidirectional { 2 } else { 1 };
@@ -213,7 +218,11 @@ impl<B: Backend> Recurrent<B> {
     }
 
     fn num_units(&self) -> usize {
-        self.rnn.len() + self.lstm.len() + self.gru.len() + self.burn_lstm.len() + self.burn_gru.len()
+        self.rnn.len()
+            + self.lstm.len()
+            + self.gru.len()
+            + self.burn_lstm.len()
+            + self.burn_gru.len()
     }
 
     /// Runs layer-and-direction `i` over `x` from `state`.
@@ -234,7 +243,13 @@ impl<B: Backend> Recurrent<B> {
                 hidden: s.hidden,
             });
             let (out, s) = unroll(cell, x, state);
-            (out, LayerState { hidden: s.hidden, cell: Some(s.cell) })
+            (
+                out,
+                LayerState {
+                    hidden: s.hidden,
+                    cell: Some(s.cell),
+                },
+            )
         } else if let Some(cell) = self.gru.get(i) {
             let (out, h) = unroll(cell, x, state.map(|s| s.hidden));
             (out, hidden_only(h))
@@ -244,11 +259,20 @@ impl<B: Backend> Recurrent<B> {
         } else if let Some(lstm) = self.burn_lstm.get(i) {
             let state = state.map(|s| burn::nn::LstmState::new(cell_of(&s), s.hidden));
             let (out, s) = lstm.forward(x, state);
-            (out, LayerState { hidden: s.hidden, cell: Some(s.cell) })
+            (
+                out,
+                LayerState {
+                    hidden: s.hidden,
+                    cell: Some(s.cell),
+                },
+            )
         } else {
             let out = self.burn_gru[i].forward(x, state.map(|s| s.hidden));
             let [batch, seq_len, d] = out.dims();
-            let h = out.clone().slice([0..batch, seq_len - 1..seq_len, 0..d]).reshape([batch, d]);
+            let h = out
+                .clone()
+                .slice([0..batch, seq_len - 1..seq_len, 0..d])
+                .reshape([batch, d]);
             (out, hidden_only(h))
         }
     }
@@ -298,6 +322,12 @@ pub struct RnnForecasterConfig {
     /// Dropout between layers.
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// Instance normalisation (Kim et al. 2022, RevIN without its affine part): each window's
+    /// series are standardised by their own look-back mean and deviation before the encoder, and
+    /// the forecast is scaled back. Lets the model follow a series whose level drifts away from
+    /// the training part's.
+    #[config(default = false)]
+    pub instance_norm: bool,
 }
 
 impl RnnForecasterConfig {
@@ -329,6 +359,7 @@ impl RnnForecasterConfig {
             encoder: self.encoder().init(device),
             head: LinearConfig::new(self.d_hidden, self.horizon * self.num_series).init(device),
             horizon: self.horizon,
+            instance_norm: self.instance_norm,
         }
     }
 }
@@ -340,6 +371,7 @@ pub struct RnnForecaster<B: Backend> {
     encoder: Recurrent<B>,
     head: Linear<B>,
     horizon: usize,
+    instance_norm: bool,
 }
 
 impl<B: Backend> RnnForecaster<B> {
@@ -348,10 +380,22 @@ impl<B: Backend> RnnForecaster<B> {
     /// - output: `[batch, horizon, num_series]`
     pub fn forward(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, _, num_series] = input.dims();
-        let (_, last) = self.encoder.forward(input); // [batch, d_hidden]
-        self.head
+        if !self.instance_norm {
+            let (_, last) = self.encoder.forward(input); // [batch, d_hidden]
+            return self
+                .head
+                .forward(last)
+                .reshape([batch, self.horizon, num_series]);
+        }
+        let mean = input.clone().mean_dim(1); // [batch, 1, num_series]
+        let centred = input - mean.clone();
+        let std = (centred.clone().powi_scalar(2).mean_dim(1) + 1e-5).sqrt();
+        let (_, last) = self.encoder.forward(centred / std.clone());
+        let forecast = self
+            .head
             .forward(last)
-            .reshape([batch, self.horizon, num_series])
+            .reshape([batch, self.horizon, num_series]);
+        forecast * std + mean
     }
 }
 
@@ -453,15 +497,24 @@ mod tests {
                 a.into_data()
                     .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-5))
             };
-            close(padded.outputs.clone().slice([0..1, 0..4, 0..8]), alone.outputs);
+            close(
+                padded.outputs.clone().slice([0..1, 0..4, 0..8]),
+                alone.outputs,
+            );
             close(
                 padded.last.clone().slice([0..1, 0..8]).unsqueeze(),
                 alone.last.unsqueeze(),
             );
             // The full-length sequence is as without lengths.
             let (full, last) = model.forward(x);
-            close(padded.outputs.slice([1..2, 0..7, 0..8]), full.slice([1..2, 0..7, 0..8]));
-            close(padded.last.slice([1..2, 0..8]).unsqueeze(), last.slice([1..2, 0..8]).unsqueeze());
+            close(
+                padded.outputs.slice([1..2, 0..7, 0..8]),
+                full.slice([1..2, 0..7, 0..8]),
+            );
+            close(
+                padded.last.slice([1..2, 0..8]).unsqueeze(),
+                last.slice([1..2, 0..8]).unsqueeze(),
+            );
         }
     }
 
@@ -483,14 +536,26 @@ mod tests {
             let x = input();
             let whole = model.forward_with(x.clone(), None, None);
             let first = model.forward_with(x.clone().slice([0..2, 0..3, 0..3]), None, None);
-            let rest =
-                model.forward_with(x.slice([0..2, 3..7, 0..3]), Some(first.states), None);
+            let rest = model.forward_with(x.slice([0..2, 3..7, 0..3]), Some(first.states), None);
             rest.outputs.into_data().assert_approx_eq::<f32>(
                 &whole.outputs.slice([0..2, 3..7, 0..4]).into_data(),
                 Tolerance::absolute(1e-5),
             );
             assert_eq!(rest.states.len(), 2, "{cell:?} {source:?}");
         }
+    }
+
+    #[test]
+    fn instance_norm_makes_the_forecast_follow_the_level_and_scale() {
+        let device = Default::default();
+        let model = RnnForecasterConfig::new(3, 4)
+            .with_instance_norm(true)
+            .init::<B>(&device);
+        let x = input();
+        let shifted = model.forward(x.clone() * 3.0 + 10.0);
+        (model.forward(x) * 3.0 + 10.0)
+            .into_data()
+            .assert_approx_eq::<f32>(&shifted.into_data(), Tolerance::absolute(1e-3));
     }
 
     #[test]

@@ -6,12 +6,19 @@
 //!   weights of `burn::nn::Lstm` / `burn::nn::Gru` and show equal outputs and states.
 //! - [`layers`]: stacks of those cells (any cell, layers, bidirectional, dropout between layers)
 //!   and [`RnnForecaster`], a recurrent encoder with a linear head over the whole horizon.
+//! - [`language`]: [`CharRnn`], a character-level language model that carries its state across
+//!   calls to generate text.
+//! - [`sentence`]: [`SentenceRnn`], a (bidirectional) sentence classifier with masked pooling.
 
+pub mod language;
 pub mod layers;
 pub mod scratch;
+pub mod sentence;
 
+pub use language::{CharRnn, CharRnnConfig};
 pub use layers::{
     CellKind, CellSource, LayerState, Recurrent, RecurrentConfig, RecurrentOutput, RnnForecaster,
     RnnForecasterConfig,
 };
 pub use scratch::{Cell, Gates, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};
+pub use sentence::{Pooling, SentenceRnn, SentenceRnnConfig};

@@ -87,5 +87,70 @@ pub fn tiny_data_dir() -> tempfile::TempDir {
     write_mnist_style(&dir.path().join("mnist"), 160, 64);
     write_mnist_style(&dir.path().join("fashion-mnist"), 160, 64);
     write_cora_style(&dir.path().join("cora"));
+    write_series(dir.path());
+    write_text(dir.path());
     dir
+}
+
+/// Writes `ett/ETTh1.csv` (the 14,400 hourly rows the ETT split needs, a date and 7 series with a
+/// daily cycle) and `airline-passengers/airline-passengers.csv` (144 months) into `dir`.
+pub fn write_series(dir: &Path) {
+    let mut rng = SplitMix64::new(3);
+    let ett = dir.join("ett");
+    std::fs::create_dir_all(&ett).unwrap();
+    let mut csv = String::from("date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT\n");
+    for row in 0..14_400 {
+        let (day, hour) = (row / 24, row % 24);
+        csv += &format!(
+            "2016-{:02}-{:02} {hour:02}:00:00",
+            7 + day / 30 % 12,
+            1 + day % 28
+        );
+        let cycle = (hour as f32 / 24.0 * std::f32::consts::TAU).sin();
+        for series in 0..7 {
+            csv += &format!(",{:.3}", series as f32 + cycle + rng.symmetric(0.1));
+        }
+        csv += "\n";
+    }
+    std::fs::write(ett.join("ETTh1.csv"), csv).unwrap();
+    let airline = dir.join("airline-passengers");
+    std::fs::create_dir_all(&airline).unwrap();
+    let mut csv = String::from("\"Month\",\"Passengers\"\n");
+    for month in 0..144 {
+        let seasonal = 20.0 * (month as f32 / 12.0 * std::f32::consts::TAU).sin();
+        csv += &format!(
+            "\"{}-{:02}\",{}\n",
+            1949 + month / 12,
+            1 + month % 12,
+            (112.0 + 2.0 * month as f32 + seasonal).round()
+        );
+    }
+    std::fs::write(airline.join("airline-passengers.csv"), csv).unwrap();
+}
+
+/// Writes `tinyshakespeare/input.txt` (a few thousand characters of dialogue) and SST-2's
+/// `sst2/train.tsv` and `dev.tsv` (short sentences whose label their words give away) into `dir`.
+pub fn write_text(dir: &Path) {
+    let text_dir = dir.join("tinyshakespeare");
+    std::fs::create_dir_all(&text_dir).unwrap();
+    let lines = [
+        "ROMEO:\nBut soft, what light through yonder window breaks?\n\n",
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n",
+    ];
+    std::fs::write(text_dir.join("input.txt"), lines.concat().repeat(40)).unwrap();
+    let sst = dir.join("sst2");
+    std::fs::create_dir_all(&sst).unwrap();
+    let mut rng = SplitMix64::new(5);
+    let good = ["a", "great", "warm", "film", "moving", "fine", "joy"];
+    let bad = ["a", "dull", "flat", "film", "tedious", "mess", "bore"];
+    for (file, n) in [("train.tsv", 400), ("dev.tsv", 64)] {
+        let mut tsv = String::from("sentence\tlabel\n");
+        for i in 0..n {
+            let words = if i % 2 == 1 { &good } else { &bad };
+            let len = 2 + rng.below(8);
+            let sentence: Vec<&str> = (0..len).map(|_| words[rng.below(words.len())]).collect();
+            tsv += &format!("{} \t{}\n", sentence.join(" "), i % 2);
+        }
+        std::fs::write(sst.join(file), tsv).unwrap();
+    }
 }

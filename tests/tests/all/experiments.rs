@@ -367,3 +367,110 @@ fn list_names_every_experiment() {
         assert!(table.contains(e.name) && table.contains(e.expected));
     }
 }
+
+#[test]
+fn a_language_model_run_generates_text_from_its_own_files() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("lm");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("shakespeare-lstm", data.path(), &dir)
+    })
+    .unwrap();
+    let generate = |prompt: &str, seed: u64| {
+        cli::generate(&cli::GenerateArgs {
+            artifact_dir: dir.clone(),
+            prompt: prompt.into(),
+            length: 40,
+            temperature: 0.8,
+            top_k: Some(10),
+            seed,
+            backend: Some("flex".into()),
+        })
+    };
+    let out = generate("ROMEO:", 1).unwrap();
+    assert!(out.text.starts_with("ROMEO:"), "{}", out.text);
+    assert_eq!(out.characters, 40);
+    assert_eq!(out.text.chars().count(), 46);
+    assert_eq!(out.text, generate("ROMEO:", 1).unwrap().text, "not seeded");
+    // Every generated character comes from the training text.
+    let vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap();
+    assert!(out.text.chars().all(|c| vocab.contains(c)));
+    let unknown = cli::one_line(&generate("ROMEO: ~", 1).unwrap_err());
+    assert!(
+        unknown.contains("--prompt") && unknown.contains('~'),
+        "{unknown}"
+    );
+    // A run of another kind is refused.
+    let mlp = runs.path().join("mlp");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("mnist-mlp", data.path(), &mlp)
+    })
+    .unwrap();
+    let e = cli::one_line(
+        &cli::generate(&cli::GenerateArgs {
+            artifact_dir: mlp,
+            ..cli::GenerateArgs {
+                artifact_dir: dir.clone(),
+                prompt: "A".into(),
+                length: 1,
+                temperature: 1.0,
+                top_k: None,
+                seed: 0,
+                backend: None,
+            }
+        })
+        .unwrap_err(),
+    );
+    assert!(e.contains("not a language model"), "{e}");
+}
+
+#[test]
+fn forecasts_are_scored_beside_the_naive_forecast() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("linear");
+    let trained = cli::train(&TrainArgs {
+        smoke: true,
+        ..args("ett-linear", data.path(), &dir)
+    })
+    .unwrap();
+    let naive = trained.report.baseline.expect("a naive baseline");
+    let m = metrics(&dir);
+    assert!((m["baseline"]["loss"].as_f64().unwrap() - naive.loss).abs() < 1e-9);
+    assert!(naive.mae.unwrap() > 0.0);
+    // The tiny series repeats every 24 rows, and 96 is 4 days, so the naive forecast is near
+    // exact: its error is the noise's.
+    assert!(naive.loss < 0.05, "{naive:?}");
+}
+
+#[test]
+fn malformed_series_and_sentences_name_file_and_line() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let ett = data.path().join("ett/ETTh1.csv");
+    let text = std::fs::read_to_string(&ett).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // Line 6 of the file: its third series is not a number.
+    let mut fields: Vec<String> = lines[5].split(',').map(str::to_string).collect();
+    fields[3] = "abc".into();
+    lines[5] = fields.join(",");
+    std::fs::write(&ett, lines.join("\n")).unwrap();
+    let e = err(&TrainArgs {
+        smoke: true,
+        ..args("ett-linear", data.path(), &runs.path().join("a"))
+    });
+    assert!(e.contains("ETTh1.csv") && e.contains("line 6"), "{e}");
+
+    let sst = data.path().join("sst2/dev.tsv");
+    let mut tsv = std::fs::read_to_string(&sst).unwrap();
+    tsv += "a fine film \t7\n";
+    std::fs::write(&sst, &tsv).unwrap();
+    let e = err(&TrainArgs {
+        smoke: true,
+        ..args("sst2-lstm", data.path(), &runs.path().join("b"))
+    });
+    assert!(e.contains("dev.tsv") && e.contains("line 66"), "{e}");
+}

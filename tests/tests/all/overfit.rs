@@ -182,10 +182,19 @@ fn assert_forecaster_overfits<M: AutodiffModule<B>>(
 
 #[test]
 fn recurrent_forecasters_overfit_one_batch() {
-    use pdl_models::rnn::{CellKind, RnnForecasterConfig};
-    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+    use pdl_models::rnn::{CellKind, CellSource, RnnForecasterConfig};
+    for (cell, source, instance_norm) in [
+        (CellKind::Rnn, CellSource::Scratch, false),
+        (CellKind::Lstm, CellSource::Scratch, false),
+        (CellKind::Gru, CellSource::Scratch, false),
+        (CellKind::Lstm, CellSource::Scratch, true),
+        (CellKind::Lstm, CellSource::Burn, false),
+        (CellKind::Gru, CellSource::Burn, true),
+    ] {
         let model = RnnForecasterConfig::new(3, 4)
             .with_cell(cell)
+            .with_source(source)
+            .with_instance_norm(instance_norm)
             .with_d_hidden(16)
             .with_dropout(0.0)
             .init::<B>(&Default::default());
@@ -199,4 +208,49 @@ fn dlinear_overfits_one_batch() {
         .with_kernel(5)
         .init::<B>(&Default::default());
     assert_forecaster_overfits(model, |m, x| m.forward(x), 60);
+}
+
+#[test]
+fn char_language_models_overfit_one_batch() {
+    use pdl_datasets::text::chars::{CharBatcher, CharWindowDataset};
+    use pdl_models::rnn::{CellKind, CharRnnConfig};
+    let text: Vec<u32> = (0..200).map(|i| (i * 7 % 13) as u32).collect();
+    let windows = CharWindowDataset::random(std::sync::Arc::new(text), 16, 8, 1).unwrap();
+    let items = (0..8)
+        .map(|i| burn::data::dataset::Dataset::get(&windows, i).unwrap())
+        .collect();
+    let batch = CharBatcher.batch(items, &Default::default());
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let model = CharRnnConfig::new(13)
+            .with_d_embed(8)
+            .with_d_hidden(32)
+            .with_cell(cell)
+            .init::<B>(&Default::default());
+        assert_overfits(model, batch.clone(), 40, 1e-2);
+    }
+}
+
+#[test]
+fn sentence_classifiers_overfit_one_batch() {
+    use pdl_datasets::text::sst2::{SentenceBatcher, SentenceItem};
+    use pdl_models::rnn::{Pooling, SentenceRnnConfig};
+    let mut rng = pdl_datasets::SplitMix64::new(2);
+    let items = (0..16)
+        .map(|i| SentenceItem {
+            tokens: (0..2 + rng.below(6))
+                .map(|_| 2 + rng.below(30) as u32)
+                .collect(),
+            label: i % 2,
+        })
+        .collect();
+    let batch = SentenceBatcher { max_len: 16 }.batch(items, &Default::default());
+    for pooling in [Pooling::Max, Pooling::Mean, Pooling::Last] {
+        let model = SentenceRnnConfig::new(32, 2)
+            .with_d_embed(16)
+            .with_d_hidden(16)
+            .with_pooling(pooling)
+            .with_dropout(0.0)
+            .init::<B>(&Default::default());
+        assert_overfits(model, batch.clone(), 40, 1e-2);
+    }
 }

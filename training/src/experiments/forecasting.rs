@@ -210,7 +210,10 @@ fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Sp
         .model
         .check(series.num_columns(), config.lookback, config.horizon)
         .map_err(at)?;
-    let [train, valid, test] = config.split.ranges(series.rows, config.lookback).map_err(at)?;
+    let [train, valid, test] = config
+        .split
+        .ranges(series.rows, config.lookback)
+        .map_err(at)?;
     let scaler = Scaler::fit(&series, train.clone());
     let series = Arc::new(scaler.transform(&series));
     let windows = |rows| WindowDataset::new(series.clone(), rows, config.lookback, config.horizon);
@@ -327,7 +330,8 @@ where
         &device,
     );
     let train_items = train_loader.num_items();
-    let eval = |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
+    let eval =
+        |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
     let (valid_loader, test_loader) = (eval(splits.valid), eval(splits.test));
     let steps_per_epoch = train_items.div_ceil(config.batch_size * devices.len());
     let schedule = config
@@ -367,7 +371,10 @@ where
     )?
     .finish(&ctx.artifact_dir, train_items, &valid_loader, &test_loader)?;
     let naive = naive_scores(&test_loader, config.horizon);
-    println!("naive forecast (repeat the last {} steps): test {naive}", config.horizon);
+    println!(
+        "naive forecast (repeat the last {} steps): test {naive}",
+        config.horizon
+    );
     report.baseline = Some(naive);
     Ok(report)
 }
@@ -382,11 +389,19 @@ pub fn eval<B: Backend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let eval_batches = config.smoke.then_some(SMOKE_BATCHES.1);
-    let loader =
-        loader::<B>(splits.test, splits.columns, EVAL_BATCH, None, eval_batches, &device);
+    let loader = loader::<B>(
+        splits.test,
+        splits.columns,
+        EVAL_BATCH,
+        None,
+        eval_batches,
+        &device,
+    );
     let dir = &ctx.artifact_dir;
     match &config.model {
-        ForecastModelConfig::Rnn(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
+        ForecastModelConfig::Rnn(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
         ForecastModelConfig::Linear(c) => {
             load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
         }
@@ -399,11 +414,25 @@ mod tests {
 
     #[test]
     fn tail_split_holds_out_the_last_rows_and_reaches_back() {
-        let [train, valid, test] = TimeSplit::Tail { valid: 12, test: 24 }
-            .ranges(144, 12)
-            .unwrap();
+        let [train, valid, test] = TimeSplit::Tail {
+            valid: 12,
+            test: 24,
+        }
+        .ranges(144, 12)
+        .unwrap();
         assert_eq!((train, valid, test), (0..108, 96..120, 108..144));
-        assert!(TimeSplit::Tail { valid: 12, test: 24 }.ranges(40, 12).is_err());
-        assert!(TimeSplit::Tail { valid: 0, test: 24 }.ranges(144, 12).is_err());
+        assert!(
+            TimeSplit::Tail {
+                valid: 12,
+                test: 24
+            }
+            .ranges(40, 12)
+            .is_err()
+        );
+        assert!(
+            TimeSplit::Tail { valid: 0, test: 24 }
+                .ranges(144, 12)
+                .is_err()
+        );
     }
 }

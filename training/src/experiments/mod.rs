@@ -6,19 +6,23 @@
 
 pub mod forecasting;
 pub mod image_classification;
+pub mod language_model;
 pub mod node_classification;
+pub mod text_classification;
 
 use crate::schedule::ScheduleConfig;
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use forecasting::{ForecastExperimentConfig, ForecastModelConfig, TimeSplit};
 use image_classification::{ImageExperimentConfig, ImageModelConfig};
+use language_model::{LanguageExperimentConfig, LanguageModelConfig};
 use node_classification::{GraphExperimentConfig, GraphModelConfig};
 use pdl_models::{
-    BnCnnConfig, CellKind, ClassicCnnConfig, DLinearConfig, GatConfig, GcnConfig, LeNet5Config,
-    MlpConfig, RnnForecasterConfig, SageConfig,
+    BnCnnConfig, CellKind, CharRnnConfig, ClassicCnnConfig, DLinearConfig, GatConfig, GcnConfig,
+    LeNet5Config, MlpConfig, RnnForecasterConfig, SageConfig, SentenceRnnConfig,
 };
 use std::path::Path;
+use text_classification::{SentenceExperimentConfig, SentenceModelConfig};
 
 /// One row of the registry.
 #[derive(Debug)]
@@ -47,6 +51,10 @@ pub enum ExperimentConfig {
     Graph(GraphExperimentConfig),
     /// Forecasting a time series.
     Forecast(ForecastExperimentConfig),
+    /// A character-level language model.
+    Language(LanguageExperimentConfig),
+    /// Sentence classification.
+    Sentence(SentenceExperimentConfig),
 }
 
 /// Runs `$body` with `$c` bound to the config inside any [`ExperimentConfig`] variant, for what
@@ -57,6 +65,8 @@ macro_rules! each_config {
             ExperimentConfig::Image($c) => $body,
             ExperimentConfig::Graph($c) => $body,
             ExperimentConfig::Forecast($c) => $body,
+            ExperimentConfig::Language($c) => $body,
+            ExperimentConfig::Sentence($c) => $body,
         }
     };
 }
@@ -76,6 +86,18 @@ pub struct Overrides {
     pub early_stopping_patience: Option<usize>,
     /// `--smoke`.
     pub smoke: bool,
+}
+
+/// Applies the overrides every batched pipeline takes to config `$c`.
+macro_rules! batched {
+    ($c:ident, $o:ident) => {
+        $o.num_epochs.inspect(|&v| $c.num_epochs = v);
+        $o.batch_size.inspect(|&v| $c.batch_size = v);
+        $o.learning_rate.inspect(|&v| $c.learning_rate = v);
+        $o.seed.inspect(|&v| $c.seed = v);
+        $o.early_stopping_patience
+            .inspect(|&v| $c.early_stopping_patience = v);
+    };
 }
 
 impl ExperimentConfig {
@@ -100,13 +122,23 @@ impl ExperimentConfig {
                     .map_err(msg)
                     .with_context(|| wrong("forecasting"))?,
             ),
+            ExperimentConfig::Language(_) => ExperimentConfig::Language(
+                LanguageExperimentConfig::load(path)
+                    .map_err(msg)
+                    .with_context(|| wrong("language-model"))?,
+            ),
+            ExperimentConfig::Sentence(_) => ExperimentConfig::Sentence(
+                SentenceExperimentConfig::load(path)
+                    .map_err(msg)
+                    .with_context(|| wrong("sentence-classification"))?,
+            ),
         })
     }
 
     /// Writes the config as JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
         each_config!(self, c => c.save(path))
-        .with_context(|| format!("cannot write {}", path.display()))
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The experiment name stored in the config.
@@ -139,12 +171,7 @@ impl ExperimentConfig {
     pub fn apply(self, o: &Overrides) -> Result<Self> {
         let config = match self {
             ExperimentConfig::Image(mut c) => {
-                o.num_epochs.inspect(|&v| c.num_epochs = v);
-                o.batch_size.inspect(|&v| c.batch_size = v);
-                o.learning_rate.inspect(|&v| c.learning_rate = v);
-                o.seed.inspect(|&v| c.seed = v);
-                o.early_stopping_patience
-                    .inspect(|&v| c.early_stopping_patience = v);
+                batched!(c, o);
                 ExperimentConfig::Image(if o.smoke { c.into_smoke() } else { c })
             }
             ExperimentConfig::Graph(mut c) => {
@@ -163,13 +190,16 @@ impl ExperimentConfig {
                 ExperimentConfig::Graph(if o.smoke { c.into_smoke() } else { c })
             }
             ExperimentConfig::Forecast(mut c) => {
-                o.num_epochs.inspect(|&v| c.num_epochs = v);
-                o.batch_size.inspect(|&v| c.batch_size = v);
-                o.learning_rate.inspect(|&v| c.learning_rate = v);
-                o.seed.inspect(|&v| c.seed = v);
-                o.early_stopping_patience
-                    .inspect(|&v| c.early_stopping_patience = v);
+                batched!(c, o);
                 ExperimentConfig::Forecast(if o.smoke { c.into_smoke() } else { c })
+            }
+            ExperimentConfig::Language(mut c) => {
+                batched!(c, o);
+                ExperimentConfig::Language(if o.smoke { c.into_smoke() } else { c })
+            }
+            ExperimentConfig::Sentence(mut c) => {
+                batched!(c, o);
+                ExperimentConfig::Sentence(if o.smoke { c.into_smoke() } else { c })
             }
         };
         config.validate()?;
@@ -296,6 +326,22 @@ pub const EXPERIMENTS: &[Experiment] = &[
         expected: "measuring",
         preset: ett_linear,
     },
+    Experiment {
+        name: "shakespeare-lstm",
+        chapter: "RNN",
+        dataset: "Tiny Shakespeare",
+        model: "char-level LSTM, 1 layer of 512 (rnn/language.rs)",
+        expected: "measuring",
+        preset: shakespeare_lstm,
+    },
+    Experiment {
+        name: "sst2-lstm",
+        chapter: "RNN",
+        dataset: "SST-2",
+        model: "bidirectional LSTM, max pooling (rnn/sentence.rs)",
+        expected: "measuring",
+        preset: sst2_lstm,
+    },
 ];
 
 /// Looks an experiment up by name; the error lists the known names.
@@ -416,10 +462,16 @@ fn ett(name: &str, model: ForecastModelConfig) -> ForecastExperimentConfig {
     )
 }
 
-/// A recurrent encoder over the 7 ETT series, gradients clipped at norm 1 as is usual for
-/// recurrent nets (Pascanu et al. 2013).
+/// A recurrent encoder over the 7 ETT series, each window standardised by its own statistics
+/// (without this the LSTM's valid MSE stayed above 1.07 from epoch 3 while its train MSE fell to
+/// 0.28: the series drift away from the training part's level), gradients clipped at norm 1 as is
+/// usual for recurrent nets (Pascanu et al. 2013).
 fn ett_rnn(name: &str, cell: CellKind) -> ExperimentConfig {
-    let model = ForecastModelConfig::Rnn(RnnForecasterConfig::new(7, 96).with_cell(cell));
+    let model = ForecastModelConfig::Rnn(
+        RnnForecasterConfig::new(7, 96)
+            .with_cell(cell)
+            .with_instance_norm(true),
+    );
     ExperimentConfig::Forecast(ett(name, model).with_grad_clip_norm(Some(1.0)))
 }
 
@@ -431,10 +483,11 @@ fn ett_gru() -> ExperimentConfig {
     ett_rnn("ett-gru", CellKind::Gru)
 }
 
-/// Zeng et al. (2023): batch 32, Adam, lr 0.005 on ETTh1, at most 10 epochs, patience 3.
+/// Zeng et al. (2023): batch 32, Adam, at most 10 epochs, patience 3. Their ETTh1 script uses
+/// lr 0.005; 0.001 reached a lower valid MSE here (0.650 against 0.691), so it is the preset.
 fn ett_linear() -> ExperimentConfig {
     let model = ForecastModelConfig::Linear(DLinearConfig::new(96, 96));
-    ExperimentConfig::Forecast(ett("ett-linear", model).with_learning_rate(0.005))
+    ExperimentConfig::Forecast(ett("ett-linear", model))
 }
 
 /// The classic univariate exercise: a year of months in, the next month out, the last two years
@@ -451,7 +504,10 @@ fn airline_lstm() -> ExperimentConfig {
             "airline-lstm".into(),
             "airline".into(),
             vec![],
-            TimeSplit::Tail { valid: 12, test: 24 },
+            TimeSplit::Tail {
+                valid: 12,
+                test: 24,
+            },
             12,
             1,
             model,
@@ -462,6 +518,27 @@ fn airline_lstm() -> ExperimentConfig {
         .with_early_stopping_patience(0)
         .with_grad_clip_norm(Some(1.0)),
     )
+}
+
+/// Karpathy's char-rnn setting, sized for a 2-core CPU: one LSTM layer of 512, windows of 128
+/// characters, Adam with warm-up and cosine decay, gradients clipped at norm 5.
+fn shakespeare_lstm() -> ExperimentConfig {
+    let model = LanguageModelConfig::Rnn(CharRnnConfig::new(0));
+    ExperimentConfig::Language(
+        LanguageExperimentConfig::new("shakespeare-lstm".into(), "tinyshakespeare".into(), model)
+            .with_schedule(cosine()),
+    )
+}
+
+/// A bidirectional LSTM over word embeddings learnt from scratch, max-pooled (as InferSent),
+/// dropout 0.5.
+fn sst2_lstm() -> ExperimentConfig {
+    let model = SentenceModelConfig::Rnn(SentenceRnnConfig::new(0, 2));
+    ExperimentConfig::Sentence(SentenceExperimentConfig::new(
+        "sst2-lstm".into(),
+        "sst2".into(),
+        model,
+    ))
 }
 
 #[cfg(test)]

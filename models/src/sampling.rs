@@ -1,0 +1,119 @@
+//! Drawing the next token from a language model's logits: temperature and top-k, seeded, as
+//! Karpathy's char-rnn and nanoGPT's `sample.py` do.
+
+use pdl_datasets::SplitMix64;
+
+/// How to draw tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    /// Divides the logits: below 1 sharpens the distribution, above 1 flattens it; 0 always takes
+    /// the most likely token.
+    pub temperature: f32,
+    /// Keep only the `k` most likely tokens (none: all).
+    pub top_k: Option<usize>,
+}
+
+impl Sampling {
+    /// Checks the temperature (finite, >= 0) and `k` (>= 1).
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(format!(
+                "temperature must be a number >= 0, got {}",
+                self.temperature
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err("top-k must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Draws an index from `logits` (one per token).
+    pub fn draw(&self, logits: &[f32], rng: &mut SplitMix64) -> usize {
+        let argmax = || {
+            logits
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i)
+        };
+        if self.temperature == 0.0 {
+            return argmax();
+        }
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        if let Some(k) = self.top_k.filter(|&k| k < logits.len()) {
+            order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            order.truncate(k);
+        }
+        let max = order
+            .iter()
+            .map(|&i| logits[i])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f64> = order
+            .iter()
+            .map(|&i| (((logits[i] - max) / self.temperature) as f64).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        if !(total > 0.0 && total.is_finite()) {
+            return argmax();
+        }
+        let mut u = rng.next_f32() as f64 * total;
+        for (&i, w) in order.iter().zip(&weights) {
+            if u < *w {
+                return i;
+            }
+            u -= w;
+        }
+        *order.last().expect("at least one token")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_temperature_is_argmax_and_top_1_too() {
+        let logits = [0.1, 2.0, -1.0, 1.9];
+        let mut rng = SplitMix64::new(1);
+        let greedy = Sampling {
+            temperature: 0.0,
+            top_k: None,
+        };
+        let top1 = Sampling {
+            temperature: 1.0,
+            top_k: Some(1),
+        };
+        for _ in 0..20 {
+            assert_eq!(greedy.draw(&logits, &mut rng), 1);
+            assert_eq!(top1.draw(&logits, &mut rng), 1);
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_softmax_and_top_k_cuts_the_tail() {
+        let logits = [0.0, (3.0f32).ln(), -30.0];
+        let mut rng = SplitMix64::new(7);
+        let s = Sampling {
+            temperature: 1.0,
+            top_k: None,
+        };
+        let n = 20_000;
+        let ones = (0..n).filter(|_| s.draw(&logits, &mut rng) == 1).count();
+        // p(1) = 3 / 4.
+        assert!((ones as f64 / n as f64 - 0.75).abs() < 0.02, "{ones}");
+        let top2 = Sampling {
+            temperature: 5.0,
+            top_k: Some(2),
+        };
+        assert!((0..2000).all(|_| top2.draw(&logits, &mut rng) != 2));
+        assert!(
+            Sampling {
+                temperature: -1.0,
+                top_k: None
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
