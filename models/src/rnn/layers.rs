@@ -22,7 +22,7 @@ pub enum CellKind {
 /// (Burn has no Elman RNN), to compare against.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum CellSource {
-    /// [`super::scratch`]: fused gate matrices, the input projection hoisted out of the loop.
+    /// [`super::scratch`]: fused gate matrices, two matmuls a step.
     Scratch,
     /// Burn's own modules.
     Burn,
