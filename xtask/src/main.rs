@@ -26,6 +26,9 @@ enum Cmd {
     List(launch::PassThrough),
     /// Score a trained run on its test set: `cargo xtask eval runs/mnist-cnn`.
     Eval(launch::PassThrough),
+    /// Continue a prompt with a trained language model:
+    /// `cargo xtask generate runs/shakespeare-lstm --prompt "ROMEO:" --length 500`.
+    Generate(launch::PassThrough),
     /// Throughput per backend: `cargo xtask bench [--backend flex,ndarray] [--model gcn]`.
     Bench(launch::PassThrough),
 }
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
         Cmd::Train(a) => launch::pdl("train", a),
         Cmd::List(a) => launch::pdl("list", a),
         Cmd::Eval(a) => launch::pdl("eval", a),
+        Cmd::Generate(a) => launch::pdl("generate", a),
         Cmd::Bench(a) => launch::pdl("bench", a),
     }?;
     std::process::exit(status);
