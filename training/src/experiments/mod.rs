@@ -491,13 +491,17 @@ fn ett_linear() -> ExperimentConfig {
 }
 
 /// The classic univariate exercise: a year of months in, the next month out, the last two years
-/// held out to test and the year before them to validate.
+/// held out to test and the year before them to validate. The series grows fourfold over the
+/// twelve years, so the test months lie above everything the scaler saw; instance normalisation
+/// lets the LSTM follow the level (without it: test MSE 0.46-0.58 over seeds 42-44, worse than
+/// repeating the last month's 0.37; with it: 0.026-0.048, and a lower valid MSE too).
 fn airline_lstm() -> ExperimentConfig {
     let model = ForecastModelConfig::Rnn(
         RnnForecasterConfig::new(1, 1)
             .with_d_hidden(32)
             .with_num_layers(1)
-            .with_dropout(0.0),
+            .with_dropout(0.0)
+            .with_instance_norm(true),
     );
     ExperimentConfig::Forecast(
         ForecastExperimentConfig::new(
