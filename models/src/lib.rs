@@ -14,7 +14,10 @@
 //! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster, a char LM, a sentence classifier | RNN |
 //! | [`sampling`] | temperature and top-k sampling for generation | RNN, attention |
 //! | [`forecast`] | DLinear and the naive forecast, the baselines | RNN |
+//! | [`attention`] | scaled dot-product and multi-head attention, causal and padding masks, a KV cache | attention |
+//! | [`transformer`] | positional encodings, the pre-norm block, a sentence classifier, a char GPT, ViT | attention |
 
+pub mod attention;
 pub mod classification;
 pub mod cnn;
 pub mod forecast;
@@ -22,7 +25,12 @@ pub mod gnn;
 pub mod mlp;
 pub mod rnn;
 pub mod sampling;
+pub mod transformer;
 
+pub use attention::{
+    KvCache, MultiHeadAttention, MultiHeadAttentionConfig, causal_mask, padding_mask,
+    scaled_dot_product_attention,
+};
 pub use classification::ImageClassifier;
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
 pub use forecast::{DLinear, DLinearConfig, Forecaster};
@@ -31,4 +39,9 @@ pub use mlp::{Mlp, MlpConfig};
 pub use rnn::{
     CellKind, CellSource, CharRnn, CharRnnConfig, Pooling, RnnForecaster, RnnForecasterConfig,
     SentenceRnn, SentenceRnnConfig,
+};
+pub use transformer::{
+    CharGpt, CharGptConfig, PositionalEncoding, PositionalEncodingConfig, PositionalEncodingKind,
+    TransformerBlock, TransformerBlockConfig, TransformerClassifier, TransformerClassifierConfig,
+    Vit, VitConfig,
 };
