@@ -59,6 +59,10 @@ pub struct GenerateArgs {
     /// Backend to generate on.
     #[arg(long)]
     pub backend: Option<String>,
+    /// A Transformer recomputes the whole context at every step instead of reusing its cached
+    /// keys and values (to measure what the cache saves).
+    #[arg(long)]
+    pub no_kv_cache: bool,
 }
 
 /// Options of `pdl train`.
@@ -190,6 +194,7 @@ pub fn generate(args: &GenerateArgs) -> Result<language_model::Generated> {
             top_k: args.top_k,
         },
         seed: args.seed,
+        kv_cache: !args.no_kv_cache,
     };
     let backend = backend_from(args.backend.as_deref())?;
     run_on(

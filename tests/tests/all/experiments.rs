@@ -387,6 +387,7 @@ fn a_language_model_run_generates_text_from_its_own_files() {
             top_k: Some(10),
             seed,
             backend: Some("flex".into()),
+            no_kv_cache: false,
         })
     };
     let out = generate("ROMEO:", 1).unwrap();
@@ -420,6 +421,7 @@ fn a_language_model_run_generates_text_from_its_own_files() {
                 top_k: None,
                 seed: 0,
                 backend: None,
+                no_kv_cache: false,
             }
         })
         .unwrap_err(),
@@ -473,4 +475,32 @@ fn malformed_series_and_sentences_name_file_and_line() {
         ..args("sst2-lstm", data.path(), &runs.path().join("b"))
     });
     assert!(e.contains("dev.tsv") && e.contains("line 66"), "{e}");
+}
+
+#[test]
+fn a_gpt_generates_the_same_text_with_and_without_its_kv_cache() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("gpt");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("shakespeare-gpt", data.path(), &dir)
+    })
+    .unwrap();
+    let generate = |no_kv_cache| {
+        cli::generate(&cli::GenerateArgs {
+            artifact_dir: dir.clone(),
+            prompt: "JULIET:".into(),
+            length: 30,
+            temperature: 0.0,
+            top_k: None,
+            seed: 3,
+            backend: Some("flex".into()),
+            no_kv_cache,
+        })
+        .unwrap()
+    };
+    let (cached, uncached) = (generate(false), generate(true));
+    assert_eq!(cached.characters, 30);
+    assert_eq!(cached.text, uncached.text);
 }

@@ -20,7 +20,7 @@ use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
 use pdl_datasets::mnist::{ImageData, ImageDataset, ImageSource, Split, split_train_valid};
-use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig};
+use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig, VitConfig};
 use std::sync::Arc;
 
 /// The model of an image experiment.
@@ -34,6 +34,8 @@ pub enum ImageModelConfig {
     ClassicCnn(ClassicCnnConfig),
     /// A small batch-norm CNN.
     BnCnn(BnCnnConfig),
+    /// Vision Transformer.
+    Vit(VitConfig),
 }
 
 impl ImageModelConfig {
@@ -43,6 +45,7 @@ impl ImageModelConfig {
             Self::LeNet5(c) => c.validate(),
             Self::ClassicCnn(c) => c.validate(),
             Self::BnCnn(c) => c.validate(),
+            Self::Vit(c) => c.validate(),
         }
     }
 
@@ -54,6 +57,7 @@ impl ImageModelConfig {
             Self::LeNet5(_) => height == 28 && width == 28,
             Self::ClassicCnn(c) => c.image_size == height && c.image_size == width,
             Self::BnCnn(c) => c.image_size == height && c.image_size == width,
+            Self::Vit(c) => c.image_size == height && c.image_size == width,
         };
         if fits {
             return Ok(());
@@ -63,6 +67,7 @@ impl ImageModelConfig {
             Self::LeNet5(_) => "28x28 images".into(),
             Self::ClassicCnn(c) => format!("{0}x{0} images (image_size)", c.image_size),
             Self::BnCnn(c) => format!("{0}x{0} images (image_size)", c.image_size),
+            Self::Vit(c) => format!("{0}x{0} images (image_size)", c.image_size),
         };
         Err(format!(
             "the dataset's images are {height}x{width} but the model expects {wants}; set the \
@@ -222,6 +227,7 @@ pub fn train<B: AutodiffBackend>(
         ImageModelConfig::BnCnn(c) => {
             train_model(c.init::<B>(&device), config, ctx, splits, devices)
         }
+        ImageModelConfig::Vit(c) => train_model(c.init::<B>(&device), config, ctx, splits, devices),
     }
 }
 
@@ -310,5 +316,6 @@ pub fn eval<B: Backend>(
         ImageModelConfig::BnCnn(c) => {
             load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
         }
+        ImageModelConfig::Vit(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
     }
 }

@@ -23,8 +23,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::text::chars::{self, CharBatch, CharBatcher, CharVocab, CharWindowDataset};
 use pdl_datasets::text::load_text;
-use pdl_models::CharRnnConfig;
 use pdl_models::sampling::Sampling;
+use pdl_models::{CharGptConfig, CharRnnConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,6 +37,8 @@ pub const VOCAB_FILE: &str = "vocab.txt";
 pub enum LanguageModelConfig {
     /// Embedding, recurrent stack, linear head.
     Rnn(CharRnnConfig),
+    /// A decoder-only Transformer with causal self-attention.
+    Gpt(CharGptConfig),
 }
 
 impl LanguageModelConfig {
@@ -46,12 +48,21 @@ impl LanguageModelConfig {
                 vocab_size,
                 ..c.clone()
             }),
+            Self::Gpt(c) => Self::Gpt(CharGptConfig {
+                vocab_size,
+                ..c.clone()
+            }),
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, seq_len: usize) -> Result<(), String> {
         match self.with_vocab(1) {
             Self::Rnn(c) => c.validate(),
+            Self::Gpt(c) if seq_len > c.block_size => Err(format!(
+                "seq_len {seq_len} is longer than the model's block_size {}",
+                c.block_size
+            )),
+            Self::Gpt(c) => c.validate(),
         }
     }
 }
@@ -117,7 +128,7 @@ impl LanguageExperimentConfig {
         }
         super::check_training(self.num_epochs, self.learning_rate, 0.0).or_else(bad)?;
         self.schedule.validate().or_else(bad)?;
-        self.model.validate().or_else(bad)
+        self.model.validate(self.seq_len).or_else(bad)
     }
 
     /// Applies `--smoke`.
@@ -197,6 +208,9 @@ pub fn train<B: AutodiffBackend>(
     B::seed(&device, config.seed);
     match config.model.with_vocab(vocab.len()) {
         LanguageModelConfig::Rnn(c) => {
+            train_model(c.init::<B>(&device), config, ctx, (train, valid), devices)
+        }
+        LanguageModelConfig::Gpt(c) => {
             train_model(c.init::<B>(&device), config, ctx, (train, valid), devices)
         }
     }
@@ -308,6 +322,9 @@ pub fn eval<B: Backend>(
         LanguageModelConfig::Rnn(c) => {
             load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
         }
+        LanguageModelConfig::Gpt(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
     }
 }
 
@@ -322,6 +339,9 @@ pub struct GenerateRequest {
     pub sampling: Sampling,
     /// Seed of the draws.
     pub seed: u64,
+    /// A Transformer reuses its cached keys and values (false: recompute the whole context at
+    /// every step, to measure what the cache saves). Recurrent models always carry their state.
+    pub kv_cache: bool,
 }
 
 /// Generated text and how fast it came.
@@ -331,7 +351,7 @@ pub struct Generated {
     pub text: String,
     /// Characters generated (the prompt not counted).
     pub characters: usize,
-    /// Seconds generating took, the prompt's reading included.
+    /// Seconds generating took, the prompt's reading included (loading the model not).
     pub seconds: f64,
 }
 
@@ -364,23 +384,31 @@ pub fn generate<B: Backend>(
             path.display()
         );
     }
-    let started = std::time::Instant::now();
-    let ids = match config.model.with_vocab(vocab.len()) {
-        LanguageModelConfig::Rnn(c) => c
-            .init::<B>(&device)
-            .load_file(&path, &crate::learner::Recorder::new(), &device)
-            .with_context(|| format!("{}: not a model for this config", path.display()))?
-            .generate(
-                &prompt,
-                request.length,
-                request.sampling,
-                request.seed,
-                &device,
-            ),
+    let recorder = crate::learner::Recorder::new();
+    let not_this = || format!("{}: not a model for this config", path.display());
+    let (length, sampling, seed) = (request.length, request.sampling, request.seed);
+    let (ids, seconds) = match config.model.with_vocab(vocab.len()) {
+        LanguageModelConfig::Rnn(c) => {
+            let model = c.init::<B>(&device).load_file(&path, &recorder, &device);
+            let model = model.with_context(not_this)?;
+            let started = std::time::Instant::now();
+            let ids = model.generate(&prompt, length, sampling, seed, &device);
+            (ids, started.elapsed().as_secs_f64())
+        }
+        LanguageModelConfig::Gpt(c) => {
+            let model = c.init::<B>(&device).load_file(&path, &recorder, &device);
+            let model = model.with_context(not_this)?;
+            let started = std::time::Instant::now();
+            let ids = match request.kv_cache {
+                true => model.generate(&prompt, length, sampling, seed, &device),
+                false => model.generate_uncached(&prompt, length, sampling, seed, &device),
+            };
+            (ids, started.elapsed().as_secs_f64())
+        }
     };
     Ok(Generated {
         text: format!("{}{}", request.prompt, vocab.decode(&ids)),
         characters: ids.len(),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
     })
 }

@@ -18,8 +18,9 @@ use image_classification::{ImageExperimentConfig, ImageModelConfig};
 use language_model::{LanguageExperimentConfig, LanguageModelConfig};
 use node_classification::{GraphExperimentConfig, GraphModelConfig};
 use pdl_models::{
-    BnCnnConfig, CellKind, CharRnnConfig, ClassicCnnConfig, DLinearConfig, GatConfig, GcnConfig,
-    LeNet5Config, MlpConfig, RnnForecasterConfig, SageConfig, SentenceRnnConfig,
+    BnCnnConfig, CellKind, CharGptConfig, CharRnnConfig, ClassicCnnConfig, DLinearConfig,
+    GatConfig, GcnConfig, LeNet5Config, MlpConfig, RnnForecasterConfig, SageConfig,
+    SentenceRnnConfig, TransformerClassifierConfig, VitConfig,
 };
 use std::path::Path;
 use text_classification::{SentenceExperimentConfig, SentenceModelConfig};
@@ -342,6 +343,30 @@ pub const EXPERIMENTS: &[Experiment] = &[
         expected: "measuring",
         preset: sst2_lstm,
     },
+    Experiment {
+        name: "sst2-transformer",
+        chapter: "attention",
+        dataset: "SST-2",
+        model: "Transformer encoder, 2 blocks of 128 (transformer.rs)",
+        expected: "not measured yet",
+        preset: sst2_transformer,
+    },
+    Experiment {
+        name: "shakespeare-gpt",
+        chapter: "attention",
+        dataset: "Tiny Shakespeare",
+        model: "char GPT, 4 blocks of 192, weight-tied (transformer.rs)",
+        expected: "not measured yet",
+        preset: shakespeare_gpt,
+    },
+    Experiment {
+        name: "mnist-vit",
+        chapter: "attention",
+        dataset: "MNIST",
+        model: "ViT, 7x7 patches, 6 blocks of 64 (transformer.rs)",
+        expected: "not measured yet",
+        preset: mnist_vit,
+    },
 ];
 
 /// Looks an experiment up by name; the error lists the known names.
@@ -545,6 +570,48 @@ fn sst2_lstm() -> ExperimentConfig {
         "sst2".into(),
         model,
     ))
+}
+
+/// The SST-2 setting of `sst2-lstm` with a Transformer encoder in place of the LSTM, warm-up and
+/// cosine decay as Transformers need.
+fn sst2_transformer() -> ExperimentConfig {
+    let model = SentenceModelConfig::Transformer(TransformerClassifierConfig::new(0, 2));
+    ExperimentConfig::Sentence(
+        SentenceExperimentConfig::new("sst2-transformer".into(), "sst2".into(), model)
+            .with_learning_rate(5e-4)
+            .with_schedule(ScheduleConfig::WarmupCosine {
+                warmup_fraction: 0.05,
+                min_lr_fraction: 0.0,
+            }),
+    )
+}
+
+/// nanoGPT's "baby GPT" on Tiny Shakespeare, smaller to fit a CPU: context 128, 4 blocks of
+/// width 192, 6 heads; Adam at 1e-3 with warm-up and cosine decay, gradients clipped at norm 1.
+fn shakespeare_gpt() -> ExperimentConfig {
+    let model = LanguageModelConfig::Gpt(CharGptConfig::new(0));
+    ExperimentConfig::Language(
+        LanguageExperimentConfig::new("shakespeare-gpt".into(), "tinyshakespeare".into(), model)
+            .with_num_epochs(4)
+            .with_learning_rate(1e-3)
+            .with_grad_clip_norm(Some(1.0))
+            .with_schedule(cosine()),
+    )
+}
+
+/// A small ViT on MNIST: AdamW with weight decay 0.05, warm-up and cosine decay, batch 128.
+fn mnist_vit() -> ExperimentConfig {
+    let model = ImageModelConfig::Vit(VitConfig::mnist());
+    ExperimentConfig::Image(
+        ImageExperimentConfig::new("mnist-vit".into(), "mnist".into(), model)
+            .with_num_epochs(15)
+            .with_batch_size(128)
+            .with_weight_decay(0.05)
+            .with_schedule(ScheduleConfig::WarmupCosine {
+                warmup_fraction: 0.05,
+                min_lr_fraction: 0.0,
+            }),
+    )
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use pdl_datasets::SplitMix64;
 use pdl_datasets::text::sst2::{
     self, LabelledSentence, SentenceBatch, SentenceBatcher, SentenceDataset, WordVocab, tokenize,
 };
-use pdl_models::SentenceRnnConfig;
+use pdl_models::{SentenceRnnConfig, TransformerClassifierConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,6 +37,8 @@ pub const VOCAB_FILE: &str = "vocab.txt";
 pub enum SentenceModelConfig {
     /// Embedding, (bidirectional) recurrent stack, masked pooling, linear head.
     Rnn(SentenceRnnConfig),
+    /// Embedding, positions, Transformer encoder, masked mean pooling, linear head.
+    Transformer(TransformerClassifierConfig),
 }
 
 impl SentenceModelConfig {
@@ -47,12 +49,22 @@ impl SentenceModelConfig {
                 num_classes,
                 ..c.clone()
             }),
+            Self::Transformer(c) => Self::Transformer(TransformerClassifierConfig {
+                vocab_size,
+                num_classes,
+                ..c.clone()
+            }),
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, max_len: usize) -> Result<(), String> {
         match self.sized(2, 2) {
             Self::Rnn(c) => c.validate(),
+            Self::Transformer(c) if max_len > c.max_len => Err(format!(
+                "max_len {max_len} is longer than the positions the model covers ({})",
+                c.max_len
+            )),
+            Self::Transformer(c) => c.validate(),
         }
     }
 }
@@ -134,7 +146,7 @@ impl SentenceExperimentConfig {
         super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
             .or_else(bad)?;
         self.schedule.validate().or_else(bad)?;
-        self.model.validate().or_else(bad)
+        self.model.validate(self.max_len).or_else(bad)
     }
 
     /// Applies `--smoke`.
@@ -222,6 +234,9 @@ pub fn train<B: AutodiffBackend>(
         SentenceModelConfig::Rnn(c) => {
             train_model(c.init::<B>(&device), config, ctx, splits, devices)
         }
+        SentenceModelConfig::Transformer(c) => {
+            train_model(c.init::<B>(&device), config, ctx, splits, devices)
+        }
     }
 }
 
@@ -304,6 +319,9 @@ pub fn eval<B: Backend>(
     let dir = &ctx.artifact_dir;
     match config.model.sized(saved.len(), config.num_classes) {
         SentenceModelConfig::Rnn(c) => {
+            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
+        }
+        SentenceModelConfig::Transformer(c) => {
             load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
         }
     }
