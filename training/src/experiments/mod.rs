@@ -300,7 +300,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "RNN",
         dataset: "airline passengers",
         model: "LSTM forecaster, 1 layer of 32 (rnn/layers.rs)",
-        expected: "measuring",
+        expected: "test MSE 0.032 (naive 0.370), 200 epochs, 5 s",
         preset: airline_lstm,
     },
     Experiment {
@@ -308,7 +308,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "RNN",
         dataset: "ETTh1",
         model: "LSTM forecaster, 2 layers of 64 (rnn/layers.rs)",
-        expected: "measuring",
+        expected: "test MSE 0.444 (naive 0.605), 4 epochs, 2 min",
         preset: ett_lstm,
     },
     Experiment {
@@ -316,7 +316,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "RNN",
         dataset: "ETTh1",
         model: "GRU forecaster, 2 layers of 64 (rnn/layers.rs)",
-        expected: "measuring",
+        expected: "test MSE 0.441 (naive 0.605), 6 epochs, 3 min",
         preset: ett_gru,
     },
     Experiment {
@@ -324,7 +324,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "RNN",
         dataset: "ETTh1",
         model: "DLinear (forecast.rs)",
-        expected: "measuring",
+        expected: "test MSE 0.396 (naive 0.605), 9 epochs, 15 s",
         preset: ett_linear,
     },
     Experiment {
@@ -332,7 +332,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "RNN",
         dataset: "Tiny Shakespeare",
         model: "char-level LSTM, 1 layer of 512 (rnn/language.rs)",
-        expected: "measuring",
+        expected: "valid 1.572 nats/char (2.27 bits), 9 epochs, 29 min",
         preset: shakespeare_lstm,
     },
     Experiment {
