@@ -94,7 +94,7 @@ impl TimeSplit {
         match *self {
             TimeSplit::Ett => ett_splits(rows, lookback),
             TimeSplit::Tail { valid, test } => {
-                let train_end = rows.checked_sub(valid + test).unwrap_or(0);
+                let train_end = rows.saturating_sub(valid + test);
                 if train_end <= lookback || valid == 0 || test == 0 {
                     return Err(format!(
                         "{rows} rows cannot hold {valid} valid and {test} test rows after a \
