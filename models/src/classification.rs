@@ -49,6 +49,16 @@ pub fn classification_output<B: Backend>(
     ClassificationOutput::new(loss, logits, targets)
 }
 
+/// Mean cross-entropy of a language model's logits `[batch, seq_len, vocab]` against the next
+/// tokens `[batch, seq_len]`: every step of every sequence is one example.
+pub fn next_token_output<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> ClassificationOutput<B> {
+    let [b, t, v] = logits.dims();
+    classification_output(logits.reshape([b * t, v]), targets.reshape([b * t]))
+}
+
 /// Implements the Learner's `TrainStep` (forward, loss, backward) and `InferenceStep` (forward,
 /// loss) for a model through a classifier trait's `forward_training` and `forward_classification`
 /// on a batch type:

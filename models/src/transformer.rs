@@ -17,7 +17,9 @@
 use crate::attention::{
     KvCache, MultiHeadAttention, MultiHeadAttentionConfig, causal_mask, padding_mask,
 };
-use crate::classification::{ImageClassifier, check_dropout, classification_output};
+use crate::classification::{
+    ImageClassifier, check_dropout, classification_output, next_token_output,
+};
 use crate::sampling::Sampling;
 use burn::module::{Initializer, Param};
 use burn::nn::{
@@ -556,9 +558,7 @@ impl<B: Backend> CharGpt<B> {
 
     /// Cross-entropy of every step's prediction against the next character.
     pub fn forward_classification(&self, batch: CharBatch<B>) -> ClassificationOutput<B> {
-        let logits = self.forward(batch.inputs);
-        let [b, t, v] = logits.dims();
-        classification_output(logits.reshape([b * t, v]), batch.targets.reshape([b * t]))
+        next_token_output(self.forward(batch.inputs), batch.targets)
     }
 
     /// The same as [`Self::forward_classification`]: what a training step minimises.

@@ -48,6 +48,25 @@ pub struct FitOptions {
     pub restore_best: bool,
 }
 
+impl FitOptions {
+    /// The options of a run in `ctx` (its resume point and renderer) with a config's epochs,
+    /// patience and restore-best choice.
+    pub fn for_run(
+        ctx: &crate::artifacts::RunContext,
+        num_epochs: usize,
+        early_stopping_patience: usize,
+        restore_best: bool,
+    ) -> Self {
+        Self {
+            num_epochs,
+            early_stopping_patience,
+            resume_from: ctx.resume_from,
+            plain: ctx.plain,
+            restore_best,
+        }
+    }
+}
+
 /// What training left behind.
 pub struct Fitted<M> {
     /// The trained model, without autodiff.

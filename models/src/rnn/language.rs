@@ -4,7 +4,7 @@
 //! time, carrying the recurrent state across calls so each step costs one cell update.
 
 use super::layers::{CellKind, CellSource, LayerState, Recurrent, RecurrentConfig};
-use crate::classification::{check_dropout, classification_output};
+use crate::classification::{check_dropout, next_token_output};
 use crate::sampling::Sampling;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -102,8 +102,7 @@ impl<B: Backend> CharRnn<B> {
     /// Cross-entropy of every step's prediction against the next character.
     pub fn forward_classification(&self, batch: CharBatch<B>) -> ClassificationOutput<B> {
         let (logits, _) = self.forward(batch.inputs, None);
-        let [b, t, v] = logits.dims();
-        classification_output(logits.reshape([b * t, v]), batch.targets.reshape([b * t]))
+        next_token_output(logits, batch.targets)
     }
 
     /// The same as [`Self::forward_classification`]: what a training step minimises.

@@ -272,13 +272,12 @@ where
     let optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init();
-    let options = FitOptions {
-        num_epochs: config.num_epochs,
-        early_stopping_patience: config.early_stopping_patience,
-        resume_from: ctx.resume_from,
-        plain: ctx.plain,
-        restore_best: false,
-    };
+    let options = FitOptions::for_run(
+        ctx,
+        config.num_epochs,
+        config.early_stopping_patience,
+        false,
+    );
 
     println!("{model}");
     fit(

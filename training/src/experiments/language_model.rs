@@ -16,9 +16,7 @@ use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::data::dataset::transform::PartialDataset;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::AdamConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::text::chars::{self, CharBatch, CharBatcher, CharVocab, CharWindowDataset};
@@ -268,16 +266,13 @@ where
     let schedule = config
         .schedule
         .init(config.learning_rate, steps_per_epoch * config.num_epochs);
-    let optim = AdamConfig::new()
-        .with_grad_clipping(config.grad_clip_norm.map(GradientClippingConfig::Norm))
-        .init();
-    let options = FitOptions {
-        num_epochs: config.num_epochs,
-        early_stopping_patience: config.early_stopping_patience,
-        resume_from: ctx.resume_from,
-        plain: ctx.plain,
-        restore_best: config.restore_best,
-    };
+    let optim = super::adam(0.0, config.grad_clip_norm).init();
+    let options = FitOptions::for_run(
+        ctx,
+        config.num_epochs,
+        config.early_stopping_patience,
+        config.restore_best,
+    );
     println!(
         "{model}\ntext: {train_chars} train / {valid_chars} valid characters; {train_items} random \
          windows of {} per epoch",

@@ -229,6 +229,18 @@ pub fn check_training(
     Ok(())
 }
 
+/// Adam as the sequence pipelines configure it: L2 weight decay added to the gradients when
+/// positive, and the gradients rescaled to at most `grad_clip_norm` (global L2 norm) when set.
+pub(crate) fn adam(weight_decay: f64, grad_clip_norm: Option<f32>) -> burn::optim::AdamConfig {
+    use burn::grad_clipping::GradientClippingConfig;
+    use burn::optim::decay::WeightDecayConfig;
+    burn::optim::AdamConfig::new()
+        .with_weight_decay(
+            (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)),
+        )
+        .with_grad_clipping(grad_clip_norm.map(GradientClippingConfig::Norm))
+}
+
 /// Every experiment, in course order.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {

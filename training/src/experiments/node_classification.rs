@@ -231,13 +231,12 @@ where
         .init();
     let valid_loader = loader::<B::InnerBackend>(&graph, &split.valid, &device);
     let test_loader = loader::<B::InnerBackend>(&graph, &split.test, &device);
-    let options = FitOptions {
-        num_epochs: config.num_epochs,
-        early_stopping_patience: config.early_stopping_patience,
-        resume_from: ctx.resume_from,
-        plain: ctx.plain,
-        restore_best: config.restore_best,
-    };
+    let options = FitOptions::for_run(
+        ctx,
+        config.num_epochs,
+        config.early_stopping_patience,
+        config.restore_best,
+    );
     println!(
         "{model}\ngraph: {} nodes, {} edges, {} features, {} classes; {} train / {} valid / {} \
          test nodes",

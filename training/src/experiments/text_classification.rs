@@ -14,10 +14,7 @@ use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
-use burn::optim::AdamConfig;
-use burn::optim::decay::WeightDecayConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::SplitMix64;
@@ -273,19 +270,13 @@ where
     let schedule = config
         .schedule
         .init(config.learning_rate, steps_per_epoch * config.num_epochs);
-    let optim = AdamConfig::new()
-        .with_weight_decay(
-            (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)),
-        )
-        .with_grad_clipping(config.grad_clip_norm.map(GradientClippingConfig::Norm))
-        .init();
-    let options = FitOptions {
-        num_epochs: config.num_epochs,
-        early_stopping_patience: config.early_stopping_patience,
-        resume_from: ctx.resume_from,
-        plain: ctx.plain,
-        restore_best: config.restore_best,
-    };
+    let optim = super::adam(config.weight_decay, config.grad_clip_norm).init();
+    let options = FitOptions::for_run(
+        ctx,
+        config.num_epochs,
+        config.early_stopping_patience,
+        config.restore_best,
+    );
     fit(
         &ctx.artifact_dir,
         model,
