@@ -352,7 +352,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "RNN",
         dataset: "SST-2",
         model: "bidirectional LSTM, max pooling (rnn/sentence.rs)",
-        expected: "measuring",
+        expected: "84.1% dev acc, 10 epochs, 30 min",
         preset: sst2_lstm,
     },
     Experiment {
