@@ -360,7 +360,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "attention",
         dataset: "SST-2",
         model: "Transformer encoder, 2 blocks of 128 (transformer.rs)",
-        expected: "not measured yet",
+        expected: "80.4% dev acc, 8 epochs, 36 min",
         preset: sst2_transformer,
     },
     Experiment {
