@@ -1,7 +1,28 @@
 //! Drawing the next token from a language model's logits: temperature and top-k, seeded, as
 //! Karpathy's char-rnn and nanoGPT's `sample.py` do.
 
+use burn::prelude::*;
 use pdl_datasets::SplitMix64;
+
+/// `ids` as a `[1, len]` batch, for a language model to read.
+pub fn ids<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
+}
+
+/// Draws the next id from the last step of `[1, t, vocab]` logits.
+pub fn draw_last<B: Backend>(
+    logits: Tensor<B, 3>,
+    sampling: &Sampling,
+    rng: &mut SplitMix64,
+) -> u32 {
+    let [_, t, v] = logits.dims();
+    let last = logits
+        .slice([0..1, t - 1..t, 0..v])
+        .into_data()
+        .convert::<f32>();
+    sampling.draw(&last.to_vec::<f32>().expect("f32 logits"), rng) as u32
+}
 
 /// How to draw tokens.
 #[derive(Debug, Clone, Copy)]

@@ -20,7 +20,7 @@ use crate::attention::{
 use crate::classification::{
     ImageClassifier, check_dropout, classification_output, next_token_output,
 };
-use crate::sampling::Sampling;
+use crate::sampling::{Sampling, draw_last, ids};
 use burn::module::{Initializer, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -665,22 +665,6 @@ impl<B: Backend> CharGpt<B> {
 }
 
 crate::classifier_steps!(CharGpt, CharGpt, pdl_datasets::text::chars::CharBatch);
-
-/// `ids` as a `[1, len]` batch.
-fn ids<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
-    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
-}
-
-/// Draws the next id from the last step of `[1, t, vocab]` logits.
-fn draw_last<B: Backend>(logits: Tensor<B, 3>, sampling: &Sampling, rng: &mut SplitMix64) -> u32 {
-    let [_, t, v] = logits.dims();
-    let last = logits
-        .slice([0..1, t - 1..t, 0..v])
-        .into_data()
-        .convert::<f32>();
-    sampling.draw(&last.to_vec::<f32>().expect("f32 logits"), rng) as u32
-}
 
 /// Configuration of a [`Vit`].
 #[derive(Config, Debug)]

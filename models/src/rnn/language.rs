@@ -5,7 +5,7 @@
 
 use super::layers::{CellKind, CellSource, LayerState, Recurrent, RecurrentConfig};
 use crate::classification::{check_dropout, next_token_output};
-use crate::sampling::Sampling;
+use crate::sampling::{Sampling, draw_last, ids};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::train::ClassificationOutput;
@@ -125,19 +125,13 @@ impl<B: Backend> CharRnn<B> {
             !prompt.is_empty(),
             "the prompt needs at least one character"
         );
-        let ids = |ids: &[u32]| {
-            let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-            Tensor::<B, 2, Int>::from_data(TensorData::new(data, [1, ids.len()]), device)
-        };
         let mut rng = SplitMix64::new(seed);
-        let (mut logits, mut states) = self.forward(ids(prompt), None);
+        let (mut logits, mut states) = self.forward(ids(prompt, device), None);
         let mut out = Vec::with_capacity(length);
         for _ in 0..length {
-            let [_, t, v] = logits.dims();
-            let last = logits.slice([0..1, t - 1..t, 0..v]).into_data();
-            let next = sampling.draw(&last.to_vec::<f32>().expect("f32 logits"), &mut rng) as u32;
+            let next = draw_last(logits, &sampling, &mut rng);
             out.push(next);
-            (logits, states) = self.forward(ids(&[next]), Some(states));
+            (logits, states) = self.forward(ids(&[next], device), Some(states));
         }
         out
     }
