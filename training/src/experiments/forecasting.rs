@@ -14,9 +14,8 @@ use crate::learner::{FitOptions, Tally, TaskOutput, fit, load_and_evaluate};
 use crate::schedule::ScheduleConfig;
 use anyhow::{Result, bail};
 use burn::config::Config;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataloader::DataLoader;
 use burn::data::dataset::Dataset;
-use burn::data::dataset::transform::PartialDataset;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, RegressionOutput, TrainStep};
@@ -246,18 +245,8 @@ fn loader<B: Backend>(
     smoke_batches: Option<usize>,
     device: &B::Device,
 ) -> Arc<dyn DataLoader<B, WindowBatch<B>>> {
-    let n = match smoke_batches {
-        Some(batches) => dataset.len().min(batches * batch_size),
-        None => dataset.len(),
-    };
-    let builder = DataLoaderBuilder::new(WindowBatcher { columns })
-        .batch_size(batch_size)
-        .set_device(device.clone());
-    let builder = match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    };
-    builder.build(PartialDataset::new(dataset, 0, n))
+    let batcher = WindowBatcher { columns };
+    super::loader(batcher, dataset, batch_size, shuffle, smoke_batches, device)
 }
 
 /// The naive forecast's scores over `loader`: the last `horizon` steps of each look-back repeated.

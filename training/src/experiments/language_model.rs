@@ -13,9 +13,7 @@ use crate::learner::{FitOptions, fit, load_and_evaluate};
 use crate::schedule::ScheduleConfig;
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::data::dataset::Dataset;
-use burn::data::dataset::transform::PartialDataset;
+use burn::data::dataloader::DataLoader;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
@@ -180,15 +178,7 @@ fn loader<B: Backend>(
     batches: Option<usize>,
     device: &B::Device,
 ) -> Arc<dyn DataLoader<B, CharBatch<B>>> {
-    let n = batches.map_or(dataset.len(), |b| dataset.len().min(b * batch_size));
-    let builder = DataLoaderBuilder::new(CharBatcher)
-        .batch_size(batch_size)
-        .set_device(device.clone());
-    let builder = match shuffle {
-        Some(seed) => builder.shuffle(seed),
-        None => builder,
-    };
-    builder.build(PartialDataset::new(dataset, 0, n))
+    super::loader(CharBatcher, dataset, batch_size, shuffle, batches, device)
 }
 
 /// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores the valid text.

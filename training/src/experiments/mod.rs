@@ -229,6 +229,35 @@ pub fn check_training(
     Ok(())
 }
 
+/// A data loader over at most `max_batches` batches of `dataset` (all of it when none: `--smoke`
+/// runs pass a few), shuffled with `shuffle`'s seed when given.
+pub(crate) fn loader<B, I, O, D, T>(
+    batcher: T,
+    dataset: D,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    max_batches: Option<usize>,
+    device: &B::Device,
+) -> std::sync::Arc<dyn burn::data::dataloader::DataLoader<B, O>>
+where
+    B: burn::tensor::backend::Backend,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+    D: burn::data::dataset::Dataset<I> + 'static,
+    T: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
+{
+    use burn::data::dataset::transform::PartialDataset;
+    let n = max_batches.map_or(dataset.len(), |b| dataset.len().min(b * batch_size));
+    let builder = burn::data::dataloader::DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .set_device(device.clone());
+    let builder = match shuffle {
+        Some(seed) => builder.shuffle(seed),
+        None => builder,
+    };
+    builder.build(PartialDataset::new(dataset, 0, n))
+}
+
 /// Adam as the sequence pipelines configure it: L2 weight decay added to the gradients when
 /// positive, and the gradients rescaled to at most `grad_clip_norm` (global L2 norm) when set.
 pub(crate) fn adam(weight_decay: f64, grad_clip_norm: Option<f32>) -> burn::optim::AdamConfig {
