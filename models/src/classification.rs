@@ -93,4 +93,25 @@ macro_rules! image_classifier_steps {
     ($model:ident) => {
         $crate::classifier_steps!($model, ImageClassifier, pdl_datasets::batcher::ImageBatch);
     };
+    // A model whose forward runs `conv::Conv2d`, which needs a `ConvBackend`.
+    ($model:ident, conv) => {
+        impl<B: $crate::conv::ConvAutodiffBackend> burn::train::TrainStep for $model<B> {
+            type Input = pdl_datasets::batcher::ImageBatch<B>;
+            type Output = burn::train::ClassificationOutput<B>;
+
+            fn step(&self, batch: Self::Input) -> burn::train::TrainOutput<Self::Output> {
+                let item = ImageClassifier::forward_training(self, batch);
+                burn::train::TrainOutput::new(self, item.loss.backward(), item)
+            }
+        }
+
+        impl<B: $crate::conv::ConvBackend> burn::train::InferenceStep for $model<B> {
+            type Input = pdl_datasets::batcher::ImageBatch<B>;
+            type Output = burn::train::ClassificationOutput<B>;
+
+            fn step(&self, batch: Self::Input) -> Self::Output {
+                ImageClassifier::forward_classification(self, batch)
+            }
+        }
+    };
 }

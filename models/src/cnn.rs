@@ -12,10 +12,10 @@
 //!   ReLU -> 2x2 max-pool. Experiment `mnist-bn-cnn`.
 
 use crate::classification::{ImageClassifier, check_dropout};
+use crate::conv::{Conv2d, Conv2dConfig, ConvBackend, ConvImplementation};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
     activation::{Activation, ActivationConfig},
-    conv::{Conv2d, Conv2dConfig},
     pool::{MaxPool2d, MaxPool2dConfig},
 };
 use burn::prelude::*;
@@ -34,6 +34,9 @@ pub struct LeNet5Config {
     /// Adam and is what d2l's exercises move to.
     #[config(default = "ActivationConfig::Relu")]
     pub activation: ActivationConfig,
+    /// Whose convolution the layers run: this project's fast backward (none, the default) or
+    /// Burn's, to compare. An `Option` so that runs saved before the switch existed still load.
+    pub conv: Option<ConvImplementation>,
 }
 
 impl LeNet5Config {
@@ -62,8 +65,11 @@ impl LeNet5Config {
         LeNet5 {
             conv1: Conv2dConfig::new([1, 6], [5, 5])
                 .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .with_implementation(self.conv.unwrap_or(ConvImplementation::Pdl))
                 .init(device),
-            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
+            conv2: Conv2dConfig::new([6, 16], [5, 5])
+                .with_implementation(self.conv.unwrap_or(ConvImplementation::Pdl))
+                .init(device),
             pool: max_pool_2x2(),
             fc1: LinearConfig::new(16 * 5 * 5, 120).init(device),
             fc2: LinearConfig::new(120, 84).init(device),
@@ -85,7 +91,7 @@ pub struct LeNet5<B: Backend> {
     activation: Activation<B>,
 }
 
-impl<B: Backend> LeNet5<B> {
+impl<B: ConvBackend> LeNet5<B> {
     /// # Shapes
     /// - images: `[batch, 1, 28, 28]`
     /// - output: `[batch, num_classes]`
@@ -120,6 +126,9 @@ pub struct ClassicCnnConfig {
     /// Side of the (square) input images.
     #[config(default = 28)]
     pub image_size: usize,
+    /// Whose convolution the layers run: this project's fast backward (none, the default) or
+    /// Burn's, to compare. An `Option` so that runs saved before the switch existed still load.
+    pub conv: Option<ConvImplementation>,
 }
 
 impl ClassicCnnConfig {
@@ -155,8 +164,12 @@ impl ClassicCnnConfig {
         let [c1, c2] = self.channels;
         let side = (self.image_size - 4) / 2; // two valid 3x3 convs, then a 2x2 pool
         ClassicCnn {
-            conv1: Conv2dConfig::new([1, c1], [3, 3]).init(device),
-            conv2: Conv2dConfig::new([c1, c2], [3, 3]).init(device),
+            conv1: Conv2dConfig::new([1, c1], [3, 3])
+                .with_implementation(self.conv.unwrap_or(ConvImplementation::Pdl))
+                .init(device),
+            conv2: Conv2dConfig::new([c1, c2], [3, 3])
+                .with_implementation(self.conv.unwrap_or(ConvImplementation::Pdl))
+                .init(device),
             pool: max_pool_2x2(),
             dropout_conv: DropoutConfig::new(self.dropout_conv).init(),
             fc1: LinearConfig::new(c2 * side * side, self.d_hidden).init(device),
@@ -178,7 +191,7 @@ pub struct ClassicCnn<B: Backend> {
     fc2: Linear<B>,
 }
 
-impl<B: Backend> ClassicCnn<B> {
+impl<B: ConvBackend> ClassicCnn<B> {
     /// Two valid 3x3 convolutions with ReLU, a 2x2 max-pool, then two fully connected layers;
     /// with the `mnist()` sizes (`c1 = 32`, `c2 = 64`, `s = 28`, `d_hidden = 128`) the comments read
     /// `[batch, 32, 26, 26]`, `[batch, 64, 24, 24]`, `[batch, 64, 12, 12]`, `[batch, 128]`.
@@ -210,6 +223,9 @@ pub struct BnCnnConfig {
     /// Side of the (square) input images.
     #[config(default = 28)]
     pub image_size: usize,
+    /// Whose convolution the layers run: this project's fast backward (none, the default) or
+    /// Burn's, to compare. An `Option` so that runs saved before the switch existed still load.
+    pub conv: Option<ConvImplementation>,
 }
 
 impl BnCnnConfig {
@@ -257,6 +273,7 @@ impl BnCnnConfig {
                 conv: Conv2dConfig::new([in_channels, out], [3, 3])
                     .with_padding(PaddingConfig2d::Same)
                     .with_bias(false)
+                    .with_implementation(self.conv.unwrap_or(ConvImplementation::Pdl))
                     .init(device),
                 norm: BatchNormConfig::new(out).init(device),
             });
@@ -288,7 +305,7 @@ pub struct BnCnn<B: Backend> {
     head: Linear<B>,
 }
 
-impl<B: Backend> BnCnn<B> {
+impl<B: ConvBackend> BnCnn<B> {
     /// # Shapes
     /// - images: `[batch, 1, image_size, image_size]`
     /// - output: `[batch, num_classes]`
@@ -302,27 +319,27 @@ impl<B: Backend> BnCnn<B> {
     }
 }
 
-impl<B: Backend> ImageClassifier<B> for LeNet5<B> {
+impl<B: ConvBackend> ImageClassifier<B> for LeNet5<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
 }
 
-impl<B: Backend> ImageClassifier<B> for ClassicCnn<B> {
+impl<B: ConvBackend> ImageClassifier<B> for ClassicCnn<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
 }
 
-impl<B: Backend> ImageClassifier<B> for BnCnn<B> {
+impl<B: ConvBackend> ImageClassifier<B> for BnCnn<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
 }
 
-crate::image_classifier_steps!(LeNet5);
-crate::image_classifier_steps!(ClassicCnn);
-crate::image_classifier_steps!(BnCnn);
+crate::image_classifier_steps!(LeNet5, conv);
+crate::image_classifier_steps!(ClassicCnn, conv);
+crate::image_classifier_steps!(BnCnn, conv);
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
+//! | [`conv`] | a 2-D convolution with a fast custom backward (a forward conv and a matmul), switchable to Burn's | CNN |
 //! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
 //! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster, a char LM, a sentence classifier | RNN |
 //! | [`sampling`] | temperature and top-k sampling for generation | RNN, attention |
@@ -20,6 +21,7 @@
 pub mod attention;
 pub mod classification;
 pub mod cnn;
+pub mod conv;
 pub mod forecast;
 pub mod gnn;
 pub mod mlp;
@@ -33,6 +35,7 @@ pub use attention::{
 };
 pub use classification::ImageClassifier;
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
+pub use conv::{ConvAutodiffBackend, ConvBackend, ConvImplementation};
 pub use forecast::{DLinear, DLinearConfig, Forecaster};
 pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
 pub use mlp::{Mlp, MlpConfig};
@@ -41,7 +44,7 @@ pub use rnn::{
     SentenceRnn, SentenceRnnConfig,
 };
 pub use transformer::{
-    CharGpt, CharGptConfig, PositionalEncoding, PositionalEncodingConfig, PositionalEncodingKind,
-    TransformerBlock, TransformerBlockConfig, TransformerClassifier, TransformerClassifierConfig,
-    Vit, VitConfig,
+    CharGpt, CharGptConfig, MlpActivation, PositionalEncoding, PositionalEncodingConfig,
+    PositionalEncodingKind, TransformerBlock, TransformerBlockConfig, TransformerClassifier,
+    TransformerClassifierConfig, Vit, VitConfig,
 };

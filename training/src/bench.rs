@@ -1,5 +1,7 @@
 //! `pdl bench`: training and inference throughput of the classic MNIST net (pytorch/examples
-//! `mnist/main.py`) on each compiled backend, the figure the README's backend table quotes.
+//! `mnist/main.py`) on each compiled backend, the figure the README's backend table quotes;
+//! `--model gpt`: characters/s of `shakespeare-gpt` generation with and without its KV cache;
+//! `--model gcn`: see `bench_gnn`.
 //!
 //! Training: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
 //! two warm-up steps. Inference: batches of 1000 through `forward` without autodiff. The images are
@@ -13,12 +15,14 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainStep;
 use clap::Args;
 use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
-use pdl_models::ClassicCnnConfig;
+use pdl_models::ConvAutodiffBackend;
+use pdl_models::sampling::Sampling;
+use pdl_models::transformer::CharGptConfig;
+use pdl_models::{ClassicCnnConfig, ConvImplementation};
 use std::time::{Duration, Instant};
 
 /// What `pdl bench` measures.
@@ -29,6 +33,8 @@ pub enum BenchModel {
     Cnn,
     /// One full-graph GCN training epoch on a large synthetic graph: time and peak memory.
     Gcn,
+    /// Characters/s of `shakespeare-gpt` generation, with and without the KV cache.
+    Gpt,
 }
 
 /// Options of `pdl bench`.
@@ -46,9 +52,16 @@ pub struct BenchArgs {
     /// GCN: features per node.
     #[arg(long, default_value_t = 128)]
     pub features: usize,
+    /// GPT: characters to generate per timing (the first `block_size - 1` fill the context, the
+    /// rest slide it).
+    #[arg(long, default_value_t = 512)]
+    pub length: usize,
     /// GCN: timed epochs (after one warm-up epoch).
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
+    /// CNN: whose convolution to time, `pdl` (the custom backward), `burn`, or both (the default).
+    #[arg(long, value_delimiter = ',', default_values = ["burn", "pdl"])]
+    pub conv: Vec<String>,
     /// Backends to measure (default: every compiled CPU backend).
     #[arg(long, value_delimiter = ',')]
     pub backend: Vec<String>,
@@ -102,15 +115,18 @@ fn steps_per_second(budget: Duration, mut step: impl FnMut()) -> f64 {
 
 struct BenchTask {
     budget: Duration,
+    conv: ConvImplementation,
 }
 
 impl BackendTask for BenchTask {
     type Output = Throughput;
 
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
+    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
         B::seed(device, 0);
-        let mut model = ClassicCnnConfig::mnist().init::<B>(device);
+        let mut model = ClassicCnnConfig::mnist()
+            .with_conv(Some(self.conv))
+            .init::<B>(device);
         let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
         let train_batch = batch::<B>(TRAIN_BATCH, 1, device);
         let train = steps_per_second(self.budget, || {
@@ -128,15 +144,24 @@ impl BackendTask for BenchTask {
     }
 }
 
-/// Measures one backend.
-pub fn measure(kind: BackendKind, seconds: f64) -> Result<Throughput> {
+/// Measures one backend with one convolution.
+pub fn measure(kind: BackendKind, conv: ConvImplementation, seconds: f64) -> Result<Throughput> {
     run_on(
         kind,
         &DeviceSpec::Count(1),
         BenchTask {
             budget: Duration::from_secs_f64(seconds.max(0.0)),
+            conv,
         },
     )
+}
+
+fn parse_conv(name: &str) -> Result<ConvImplementation> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "pdl" => Ok(ConvImplementation::Pdl),
+        "burn" => Ok(ConvImplementation::Burn),
+        other => anyhow::bail!("unknown --conv '{other}': choose pdl or burn"),
+    }
 }
 
 /// `pdl bench`: prints a table row per backend.
@@ -155,6 +180,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|b| BackendKind::parse(b))
             .collect::<Result<Vec<_>>>()?
     };
+    if args.model == BenchModel::Gpt {
+        return bench_generation(kinds, args.length);
+    }
     if args.model == BenchModel::Gcn {
         let size = crate::bench_gnn::GraphBenchSize {
             nodes: args.nodes,
@@ -171,9 +199,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "classic MNIST net (pytorch/examples), {} threads available",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let convs = args
+        .conv
+        .iter()
+        .map(|c| parse_conv(c))
+        .collect::<Result<Vec<_>>>()?;
     println!(
-        "{:<8}  {:>22}  {:>24}",
+        "{:<8}  {:<5}  {:>22}  {:>24}",
         "backend",
+        "conv",
         format!("train img/s (b={TRAIN_BATCH})"),
         format!("infer img/s (b={INFER_BATCH})")
     );
@@ -182,12 +216,124 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         _ => String::new(),
     };
     for kind in kinds {
-        let t = measure(kind, args.seconds)?;
+        for &conv in &convs {
+            let t = measure(kind, conv, args.seconds)?;
+            println!(
+                "{:<8}  {:<5}  {:>22}  {:>24}",
+                kind.name(),
+                format!("{conv:?}").to_lowercase(),
+                format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
+                format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Generation speed, characters/s.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerationSpeed {
+    /// Filling the context (`block_size - 1` characters after a one-character prompt), cached.
+    pub fill_cached: f64,
+    /// The same without the cache: every character is a full pass over the context so far.
+    pub fill_uncached: f64,
+    /// `length` characters, past the block size for the most part, cached.
+    pub long_cached: f64,
+    /// The same without the cache.
+    pub long_uncached: f64,
+}
+
+/// The `shakespeare-gpt` preset's architecture over Tiny Shakespeare's 65 characters.
+fn gpt_preset() -> Result<CharGptConfig> {
+    match (crate::experiments::find("shakespeare-gpt")?.preset)() {
+        crate::experiments::ExperimentConfig::Language(c) => match c.model {
+            crate::experiments::language_model::LanguageModelConfig::Gpt(g) => Ok(CharGptConfig {
+                vocab_size: 65,
+                ..g
+            }),
+            other => anyhow::bail!("shakespeare-gpt is not a GPT: {other:?}"),
+        },
+        other => anyhow::bail!("shakespeare-gpt is not a language model: {other:?}"),
+    }
+}
+
+struct GenerationTask {
+    config: CharGptConfig,
+    length: usize,
+}
+
+impl BackendTask for GenerationTask {
+    type Output = GenerationSpeed;
+
+    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> GenerationSpeed {
+        let device = &devices[0];
+        B::seed(device, 0);
+        // Random weights: the speed does not depend on them, and no trained run is needed.
+        let model = self.config.init::<B::InnerBackend>(device);
+        let sampling = Sampling {
+            temperature: 1.0,
+            top_k: None,
+        };
+        let prompt = [0u32];
+        let rate = |length: usize, cached: bool| {
+            let started = Instant::now();
+            let out = if cached {
+                model.generate(&prompt, length, sampling, 1, device)
+            } else {
+                model.generate_uncached(&prompt, length, sampling, 1, device)
+            };
+            out.len() as f64 / started.elapsed().as_secs_f64()
+        };
+        rate(8, true); // warm-up
+        let fill = self.config.block_size.saturating_sub(1).max(1);
+        GenerationSpeed {
+            fill_cached: rate(fill, true),
+            fill_uncached: rate(fill, false),
+            long_cached: rate(self.length, true),
+            long_uncached: rate(self.length, false),
+        }
+    }
+}
+
+/// `pdl bench --model gpt`: a row per backend.
+fn bench_generation(kinds: Vec<BackendKind>, length: usize) -> Result<()> {
+    if length == 0 {
+        anyhow::bail!("--length must be at least 1");
+    }
+    let config = gpt_preset()?;
+    println!(
+        "shakespeare-gpt generation (random weights, {} blocks of {}, context {}), characters/s, \
+         one sequence, temperature 1",
+        config.n_layers, config.d_model, config.block_size
+    );
+    let fill = config.block_size.saturating_sub(1).max(1);
+    println!(
+        "{:<8}  {:>28}  {:>28}",
+        "backend",
+        format!("first {fill}: cached / uncached"),
+        format!("first {length}: cached / uncached"),
+    );
+    for kind in kinds {
+        let task = GenerationTask {
+            config: config.clone(),
+            length,
+        };
+        let s = run_on(kind, &DeviceSpec::Count(1), task)?;
         println!(
-            "{:<8}  {:>22}  {:>24}",
+            "{:<8}  {:>28}  {:>28}",
             kind.name(),
-            format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
-            format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),
+            format!(
+                "{:.0} / {:.0} ({:.1}x)",
+                s.fill_cached,
+                s.fill_uncached,
+                s.fill_cached / s.fill_uncached
+            ),
+            format!(
+                "{:.0} / {:.0} ({:.1}x)",
+                s.long_cached,
+                s.long_uncached,
+                s.long_cached / s.long_uncached
+            ),
         );
     }
     Ok(())

@@ -8,8 +8,8 @@ use crate::experiments::{
     language_model, node_classification, text_classification,
 };
 use anyhow::{Result, bail};
-use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
+use pdl_models::ConvAutodiffBackend;
 use std::path::PathBuf;
 
 /// pdl: the architectures of Principles of Deep Learning, trained on real data with Burn.
@@ -217,7 +217,7 @@ struct GenerateTask<'a> {
 impl BackendTask for GenerateTask<'_> {
     type Output = Result<language_model::Generated>;
 
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         language_model::generate::<B::InnerBackend>(
             self.config,
             self.dir,
@@ -602,7 +602,7 @@ struct TrainTask<'a> {
 impl BackendTask for TrainTask<'_> {
     type Output = Result<RunReport>;
 
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         match self.config {
             ExperimentConfig::Image(c) => image_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Graph(c) => node_classification::train::<B>(c, self.ctx, devices),
@@ -667,7 +667,7 @@ struct EvalTask<'a> {
 impl BackendTask for EvalTask<'_> {
     type Output = Result<Scores>;
 
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let device = devices[0].clone();
         match self.config {
             ExperimentConfig::Image(c) => {

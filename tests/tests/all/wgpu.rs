@@ -120,3 +120,9 @@ fn mnist_cnn_smoke_runs_on_wgpu() {
     .unwrap();
     assert_eq!(trained.report.test.count, 64);
 }
+
+#[test]
+fn the_custom_conv_backward_equals_burns_on_wgpu() {
+    pdl_models::conv::check_gradients::<burn::backend::Autodiff<Wgpu>>(&Default::default())
+        .unwrap();
+}

@@ -20,7 +20,10 @@ use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
 use pdl_datasets::mnist::{ImageData, ImageDataset, ImageSource, Split, split_train_valid};
-use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig, VitConfig};
+use pdl_models::{
+    BnCnnConfig, ClassicCnnConfig, ConvAutodiffBackend, ConvBackend, LeNet5Config, MlpConfig,
+    VitConfig,
+};
 use std::sync::Arc;
 
 /// The model of an image experiment.
@@ -207,7 +210,7 @@ fn eval_loader<B: Backend>(
 }
 
 /// Trains the configured model, saves `model.mpk`, and scores it on valid and test.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: ConvAutodiffBackend>(
     config: &ImageExperimentConfig,
     ctx: &RunContext,
     devices: Vec<B::Device>,
@@ -295,7 +298,7 @@ where
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
 /// test set.
-pub fn eval<B: Backend>(
+pub fn eval<B: ConvBackend>(
     config: &ImageExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
