@@ -12,9 +12,12 @@
 //! - bias: `dL/db[o] = sum_{n, i, j} g[n, o, i, j]`, one sum.
 //! - weight: `dL/dw[o, c, u, v] = sum_{n, i, j} g[n, o, i, j] x~[n, c, s i + d u, s j + d v]`.
 //!   Unfolding `x~` into its patches (im2col: Chellapilla, Puri & Simard 2006, "High Performance
-//!   Convolutional Neural Networks for Document Processing") gives `X: [batch * L, c_in * k * k]`,
-//!   one row per output position, and the sum is one matrix product `G X` with
-//!   `G: [c_out, batch * L]`.
+//!   Convolutional Neural Networks for Document Processing") gives per image `X_n: [L, c_in k k]`,
+//!   one row per output position, and the sum is `sum_n G_n X_n` with `G_n: [c_out, L]`: one
+//!   batched matmul and a sum over the batch. At stride 1 even the unfolding's copy is skipped: for
+//!   a fixed tap `(u, v)` the patch entries of all positions are one contiguous run of the
+//!   flattened padded image, if `g` is widened with zero columns to the padded width, so each tap
+//!   is a batched matmul against a strided view (`weight_gradient_by_offsets`).
 //! - input: `dL/dx[n, c, h, w] = sum_{o, u, v} w[o, c, u, v] g^[n, o, h + p - d u, w + p - d v]`,
 //!   where `g^` is `g` with `s - 1` zeros between its rows and columns. Substituting
 //!   `u' = k - 1 - u` makes this a stride-1 convolution of `g^`, zero-padded by `d (k - 1) - p`

@@ -597,11 +597,12 @@ impl<B: Backend> CharGpt<B> {
 
     /// Continues `prompt` (ids, at least one) by `length` characters drawn with `sampling`
     /// (seeded), with a KV cache per layer: the prompt (its last `block_size` ids) is read once,
-    /// then each new character is one query against the caches. When the context would pass
-    /// `block_size`, it is cropped to its last `block_size` ids and the caches are rebuilt from
-    /// them (the positions are absolute, so cached keys cannot slide): past `block_size` every
-    /// step costs a full pass, as in [`Self::generate_uncached`], whose output this equals (up to
-    /// floating-point rounding in the logits).
+    /// then each new character is one query against the caches. Once the context fills
+    /// `block_size`, it slides: every step reads its last `block_size` ids in one full pass, as
+    /// [`Self::generate_uncached`] does, without caches. The positions are absolute, so a key
+    /// cached at position `p` is wrong once its token moves to `p - 1`: no cache survives a slide.
+    /// The output equals [`Self::generate_uncached`]'s (up to floating-point rounding in the
+    /// logits).
     pub fn generate(
         &self,
         prompt: &[u32],
@@ -626,12 +627,14 @@ impl<B: Backend> CharGpt<B> {
             if out.len() == length {
                 break;
             }
-            (logits, caches) = if cached < self.block_size {
+            if cached < self.block_size {
                 cached += 1;
-                self.forward_cached(ids(&[next], device), Some(caches))
+                (logits, caches) = self.forward_cached(ids(&[next], device), Some(caches));
             } else {
-                self.forward_cached(self.window(&context, device), None)
-            };
+                // The context is full and slides: the caches can never be reused again, and
+                // building them would only slow the full pass down.
+                logits = self.forward(self.window(&context, device));
+            }
         }
         out
     }

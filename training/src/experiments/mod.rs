@@ -397,7 +397,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "attention",
         dataset: "Tiny Shakespeare",
         model: "char GPT, 4 blocks of 128, context 64, weight-tied (transformer.rs)",
-        expected: "not measured yet",
+        expected: "valid 1.62 nats/char in 27 min (flex, 2 cores)",
         preset: shakespeare_gpt,
     },
     Experiment {
@@ -405,7 +405,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
         chapter: "attention",
         dataset: "MNIST",
         model: "ViT, 7x7 patches, 6 blocks of 64 (transformer.rs)",
-        expected: "not measured yet",
+        expected: "99.0% test after 15 epochs",
         preset: mnist_vit,
     },
 ];
