@@ -1137,9 +1137,54 @@ pub fn check_case<B: AutodiffBackend + ConvBackend>(
     case: &ConvCase,
     device: &B::Device,
 ) -> Result<(), String> {
-    let Some([height_out, width_out]) = case.output_size() else {
+    let (Some(pdl), Some(burn)) = (
+        run_implementation::<B>(case, ConvImplementation::Pdl, device),
+        run_implementation::<B>(case, ConvImplementation::Burn, device),
+    ) else {
         return Ok(());
     };
+    compare_runs(case, pdl, burn)
+}
+
+/// Checks that [`ConvImplementation::Pdl`] computes the same on backend `B` as on backend `R`
+/// (the reference) for one layer, as [`check_case`] compares it with Burn's: for a backend whose
+/// own convolution gradient is the odd one out.
+///
+/// # Errors
+/// The first quantity that differs, with the first differing element.
+pub fn check_case_against<B, R>(
+    case: &ConvCase,
+    device: &B::Device,
+    reference: &R::Device,
+) -> Result<(), String>
+where
+    B: AutodiffBackend + ConvBackend,
+    R: AutodiffBackend + ConvBackend,
+{
+    let (Some(ours), Some(theirs)) = (
+        run_implementation::<B>(case, ConvImplementation::Pdl, device),
+        run_implementation::<R>(case, ConvImplementation::Pdl, reference),
+    ) else {
+        return Ok(());
+    };
+    compare_runs(case, ours, theirs)
+}
+
+fn compare_runs(case: &ConvCase, pdl: ConvRun, burn: ConvRun) -> Result<(), String> {
+    compare(case, "output", Some(pdl.output), Some(burn.output))?;
+    compare(case, "input gradient", pdl.input, burn.input)?;
+    compare(case, "weight gradient", pdl.weight, burn.weight)?;
+    compare(case, "bias gradient", pdl.bias, burn.bias)
+}
+
+/// One layer of `case` with fixed pseudo-random weights, input and upstream gradient (the same
+/// values on every backend), run by `implementation`; `None` when the output would be empty.
+fn run_implementation<B: AutodiffBackend + ConvBackend>(
+    case: &ConvCase,
+    implementation: ConvImplementation,
+    device: &B::Device,
+) -> Option<ConvRun> {
+    let [height_out, width_out] = case.output_size()?;
     let [channels_in, channels_out] = case.channels;
     let [height, width] = case.size;
     let mut rng = SplitMix64::new(2024);
@@ -1156,23 +1201,12 @@ pub fn check_case<B: AutodiffBackend + ConvBackend>(
         [case.batch, channels_out, height_out, width_out],
         device,
     );
-
-    let pdl = run_case(
-        &conv.clone().with_implementation(ConvImplementation::Pdl),
-        x.clone(),
-        upstream.clone(),
-        case.input_grad,
-    );
-    let burn = run_case(
-        &conv.with_implementation(ConvImplementation::Burn),
+    Some(run_case(
+        &conv.with_implementation(implementation),
         x,
         upstream,
         case.input_grad,
-    );
-    compare(case, "output", Some(pdl.output), Some(burn.output))?;
-    compare(case, "input gradient", pdl.input, burn.input)?;
-    compare(case, "weight gradient", pdl.weight, burn.weight)?;
-    compare(case, "bias gradient", pdl.bias, burn.bias)
+    ))
 }
 
 /// What one implementation computed for a [`ConvCase`].

@@ -121,8 +121,23 @@ fn mnist_cnn_smoke_runs_on_wgpu() {
     assert_eq!(trained.report.test.count, 64);
 }
 
+/// Where Burn's own wgpu gradient disagrees with ours (measured: a 1x1 kernel at stride 2 with
+/// padding 1, where its `conv_transpose2d` leaves out input pixels the kernel does reach), ours
+/// must equal ndarray's, on which Burn's and ours agree.
 #[test]
 fn the_custom_conv_backward_equals_burns_on_wgpu() {
-    pdl_models::conv::check_gradients::<burn::backend::Autodiff<Wgpu>>(&Default::default())
-        .unwrap();
+    use burn::backend::Autodiff;
+    use pdl_models::conv::{check_case, check_case_against, conv_cases};
+    let (gpu, cpu) = (Default::default(), Default::default());
+    let mut burn_differs = Vec::new();
+    for case in conv_cases() {
+        if let Err(e) = check_case::<Autodiff<Wgpu>>(&case, &gpu) {
+            check_case::<Autodiff<NdArray>>(&case, &cpu).unwrap();
+            check_case_against::<Autodiff<Wgpu>, Autodiff<NdArray>>(&case, &gpu, &cpu).unwrap();
+            burn_differs.push(e);
+        }
+    }
+    // Burn's wgpu convolution gradient is right nearly everywhere: a grid where it differs on
+    // many cases would point at this test, not at Burn.
+    assert!(burn_differs.len() <= 2, "{burn_differs:#?}");
 }
