@@ -177,29 +177,9 @@ impl<B: Backend> Backward<B, 3> for PdlConv2dWithBias {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, options) = ops.state;
-        // Retrieved whether needed or not: each retrieval releases the checkpointer's hold on
-        // the tensor, as in burn-autodiff's own ops.
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
-
-        let wanted = Wanted {
-            input: node_x.is_some(),
-            weight: node_weight.is_some(),
-            bias: node_bias.is_some(),
-        };
-        let computed = conv2d_gradients::<B>(x, weight, grad, &options, wanted);
-        if let (Some(node), Some(grad)) = (node_x, computed.input) {
-            grads.register::<B>(node.id, grad);
-        }
-        if let (Some(node), Some(grad)) = (node_weight, computed.weight) {
-            grads.register::<B>(node.id, grad);
-        }
-        if let (Some(node), Some(grad)) = (node_bias, computed.bias) {
-            grads.register::<B>(node.id, grad);
-        }
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        conv2d_backward::<B>(parents, grad, ops.state, grads, checkpointer);
     }
 }
 
@@ -213,23 +193,38 @@ impl<B: Backend> Backward<B, 2> for PdlConv2dNoBias {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, options) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+        let [x, weight] = ops.parents.map(|node| node.map(|node| node.id));
+        conv2d_backward::<B>([x, weight, None], grad, ops.state, grads, checkpointer);
+    }
+}
 
-        let wanted = Wanted {
-            input: node_x.is_some(),
-            weight: node_weight.is_some(),
-            bias: false,
-        };
-        let computed = conv2d_gradients::<B>(x, weight, grad, &options, wanted);
-        if let (Some(node), Some(grad)) = (node_x, computed.input) {
-            grads.register::<B>(node.id, grad);
-        }
-        if let (Some(node), Some(grad)) = (node_weight, computed.weight) {
-            grads.register::<B>(node.id, grad);
+/// The backward step of either op: computes the gradients of the tracked parents `[x, weight,
+/// bias]` (none for an untracked one) from the output gradient `grad` and registers them.
+fn conv2d_backward<B: Backend>(
+    [node_x, node_weight, node_bias]: [Option<NodeId>; 3],
+    grad: FloatTensor<B>,
+    (x_state, weight_state, options): (NodeId, NodeId, ConvOptions<2>),
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+) {
+    // Retrieved whether needed or not: each retrieval releases the checkpointer's hold on the
+    // tensor, as in burn-autodiff's own ops.
+    let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+    let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
+    let wanted = Wanted {
+        input: node_x.is_some(),
+        weight: node_weight.is_some(),
+        bias: node_bias.is_some(),
+    };
+    let computed = conv2d_gradients::<B>(x, weight, grad, &options, wanted);
+    for (node, grad) in [
+        (node_x, computed.input),
+        (node_weight, computed.weight),
+        (node_bias, computed.bias),
+    ] {
+        if let (Some(node), Some(grad)) = (node, grad) {
+            grads.register::<B>(node, grad);
         }
     }
 }

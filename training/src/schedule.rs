@@ -49,6 +49,22 @@ impl ScheduleConfig {
         Ok(())
     }
 
+    /// The scheduler for `num_epochs` epochs over `train_items` examples in batches of
+    /// `batch_size` on `devices` devices. With several devices Burn gives each a slice of the
+    /// data and takes one optimiser step per round of one batch each, so an epoch has fewer
+    /// steps.
+    pub fn init_for_epochs(
+        &self,
+        peak_lr: f64,
+        train_items: usize,
+        batch_size: usize,
+        devices: usize,
+        num_epochs: usize,
+    ) -> Schedule {
+        let steps_per_epoch = train_items.div_ceil(batch_size * devices.max(1));
+        self.init(peak_lr, steps_per_epoch * num_epochs)
+    }
+
     /// The scheduler for `total_steps` optimiser steps peaking at `peak_lr`.
     pub fn init(&self, peak_lr: f64, total_steps: usize) -> Schedule {
         let (warmup, min_lr) = match self {

@@ -319,10 +319,13 @@ where
     let eval =
         |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
     let (valid_loader, test_loader) = (eval(splits.valid), eval(splits.test));
-    let steps_per_epoch = train_items.div_ceil(config.batch_size * devices.len());
-    let schedule = config
-        .schedule
-        .init(config.learning_rate, steps_per_epoch * config.num_epochs);
+    let schedule = config.schedule.init_for_epochs(
+        config.learning_rate,
+        train_items,
+        config.batch_size,
+        devices.len(),
+        config.num_epochs,
+    );
     let optim = super::adam(config.weight_decay, config.grad_clip_norm).init();
     let options = FitOptions::for_run(
         ctx,

@@ -254,12 +254,13 @@ where
 {
     let device = devices[0].clone();
     let train_items = splits.train.len();
-    // With several devices Burn gives each a slice of the data and takes one optimiser step per
-    // round of one batch each, so an epoch has fewer steps.
-    let steps_per_epoch = train_items.div_ceil(config.batch_size * devices.len());
-    let schedule = config
-        .schedule
-        .init(config.learning_rate, steps_per_epoch * config.num_epochs);
+    let schedule = config.schedule.init_for_epochs(
+        config.learning_rate,
+        train_items,
+        config.batch_size,
+        devices.len(),
+        config.num_epochs,
+    );
     let mut batcher = ImageBatcher::new(splits.mean, splits.std);
     if config.augment {
         batcher = batcher.with_augment(Augment::mnist(), config.seed);

@@ -252,10 +252,13 @@ where
     let valid_loader =
         loader::<B::InnerBackend>(valid_set, config.batch_size, None, eval_batches, &device);
     let train_items = train_loader.num_items();
-    let steps_per_epoch = train_items.div_ceil(config.batch_size * devices.len());
-    let schedule = config
-        .schedule
-        .init(config.learning_rate, steps_per_epoch * config.num_epochs);
+    let schedule = config.schedule.init_for_epochs(
+        config.learning_rate,
+        train_items,
+        config.batch_size,
+        devices.len(),
+        config.num_epochs,
+    );
     let optim = super::adam(0.0, config.grad_clip_norm).init();
     let options = FitOptions::for_run(
         ctx,
