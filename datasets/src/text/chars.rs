@@ -186,6 +186,20 @@ impl CharWindowDataset {
         })
     }
 
+    /// Every window that fits, one per start `0, 1, ..., len - seq_len - 1`. For training through
+    /// a sampler that draws fresh windows every epoch (`SamplerDataset` with replacement), as
+    /// nanoGPT draws its batches: a fixed set of windows, reshuffled, is seen at the same offsets
+    /// every epoch, and a small model memorises those sooner.
+    pub fn every(tokens: Arc<Vec<u32>>, seq_len: usize) -> Result<Self, String> {
+        check(&tokens, seq_len)?;
+        let starts = (0..tokens.len() - seq_len).collect();
+        Ok(Self {
+            tokens,
+            seq_len,
+            starts,
+        })
+    }
+
     /// The windows starting at `0, seq_len, 2 seq_len, ...`: their inputs do not overlap and
     /// their targets cover every id but the first up to the last `(len - 1) % seq_len`, which no
     /// full window reaches. For validation.
@@ -370,6 +384,15 @@ mod tests {
             CharWindowDataset::sequential(tokens(6), 5).unwrap().len(),
             1
         );
+    }
+
+    #[test]
+    fn every_window_that_fits_once() {
+        let ds = CharWindowDataset::every(tokens(10), 8).unwrap();
+        let firsts: Vec<u32> = (0..ds.len()).map(|i| ds.get(i).unwrap().input[0]).collect();
+        assert_eq!(firsts, [0, 1]);
+        assert_eq!(ds.get(1).unwrap().target.last(), Some(&9));
+        assert!(CharWindowDataset::every(tokens(8), 8).is_err());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //!
 //! Data: a UTF-8 text (Tiny Shakespeare, or any file), its first 90% to train and last 10% to
 //! validate, a character vocabulary from the training part (saved as `vocab.txt` beside the
-//! model). Training draws random windows of `seq_len + 1` characters; validation reads the valid
+//! model). Training draws fresh random windows of `seq_len + 1` characters every epoch; validation reads the valid
 //! text in consecutive windows. Loop: next-character cross-entropy through
-//! [`crate::learner::fit`], Adam, gradient clipping, warm-up and cosine decay. Scores: the mean
+//! [`crate::learner::fit`], Adam (AdamW when weight decay is set), gradient clipping, warm-up and cosine decay. Scores: the mean
 //! loss in nats per character (bits: divide by ln 2), and next-character accuracy. The "test"
 //! score is the valid text's, as char-rnn and nanoGPT report it: the split has no third part.
 
@@ -14,10 +14,16 @@ use crate::schedule::ScheduleConfig;
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
+use burn::data::dataset::Dataset;
+use burn::data::dataset::transform::{SamplerDataset, SamplerDatasetOptions};
+use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Module};
+use burn::optim::AdamWConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
-use pdl_datasets::text::chars::{self, CharBatch, CharBatcher, CharVocab, CharWindowDataset};
+use pdl_datasets::text::chars::{
+    self, CharBatch, CharBatcher, CharVocab, CharWindow, CharWindowDataset,
+};
 use pdl_datasets::text::load_text;
 use pdl_models::sampling::Sampling;
 use pdl_models::{CharGptConfig, CharRnnConfig};
@@ -91,6 +97,10 @@ pub struct LanguageExperimentConfig {
     /// Learning-rate schedule over all steps.
     #[config(default = "ScheduleConfig::Constant")]
     pub schedule: ScheduleConfig,
+    /// AdamW's decoupled weight decay (none: 0, which is plain Adam). An `Option` so that configs
+    /// saved before it existed still load.
+    #[config(default = "None")]
+    pub weight_decay: Option<f64>,
     /// Rescale the gradients to at most this global L2 norm (none: no clipping).
     #[config(default = "Some(5.0)")]
     pub grad_clip_norm: Option<f32>,
@@ -122,7 +132,12 @@ impl LanguageExperimentConfig {
         {
             return bad(format!("grad_clip_norm must be > 0, got {norm}"));
         }
-        super::check_training(self.num_epochs, self.learning_rate, 0.0).or_else(bad)?;
+        super::check_training(
+            self.num_epochs,
+            self.learning_rate,
+            self.weight_decay.unwrap_or(0.0),
+        )
+        .or_else(bad)?;
         self.schedule.validate().or_else(bad)?;
         self.model.validate(self.seq_len).or_else(bad)
     }
@@ -172,7 +187,7 @@ fn windows(
 }
 
 fn loader<B: Backend>(
-    dataset: CharWindowDataset,
+    dataset: impl Dataset<CharWindow> + 'static,
     batch_size: usize,
     shuffle: Option<u64>,
     batches: Option<usize>,
@@ -228,11 +243,20 @@ where
         0 => (train_chars / config.seq_len).max(1),
         n => n,
     };
-    let train_set = windows(
-        CharWindowDataset::random(Arc::new(train), config.seq_len, count, config.seed),
+    // Fresh random windows every epoch: the sampler draws a start for every item it is asked
+    // for, from one seeded generator, so a run is repeatable and no two epochs see the same set.
+    let every = windows(
+        CharWindowDataset::every(Arc::new(train), config.seq_len),
         "train",
         config,
     )?;
+    let train_set = SamplerDataset::new(
+        every,
+        SamplerDatasetOptions::default()
+            .with_replacement()
+            .with_fixed_size(count)
+            .with_seed(config.seed),
+    );
     let valid_set = windows(
         CharWindowDataset::sequential(Arc::new(valid), config.seq_len),
         "valid",
@@ -259,7 +283,10 @@ where
         devices.len(),
         config.num_epochs,
     );
-    let optim = super::adam(0.0, config.grad_clip_norm).init();
+    let optim = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay.unwrap_or(0.0) as f32)
+        .with_grad_clipping(config.grad_clip_norm.map(GradientClippingConfig::Norm))
+        .init();
     let options = FitOptions::for_run(
         ctx,
         config.num_epochs,
