@@ -64,6 +64,14 @@ use pdl_datasets::SplitMix64;
 /// keeps the default (its own forward `conv2d`), and `Autodiff<B>` overrides it with the custom
 /// autodiff op.
 pub trait ConvBackend: Backend {
+    /// Whether the input gradient's convolution reads a tensor padded by hand rather than asking
+    /// `conv2d` to pad. True where the backend's padded convolution is the slower of the two:
+    /// ndarray's SIMD convolution runs its padded border through a scalar path, and the same
+    /// convolution on a tensor padded by hand took 22 against 56 ms (the classic net's second
+    /// layer, batch 64, the copy included); flex pads inside its own kernels, and the copy made
+    /// its training step ~10% slower.
+    const PAD_BY_HAND: bool = false;
+
     /// A 2-D convolution, `conv2d` with the same arguments and result.
     ///
     /// # Shapes
@@ -86,7 +94,9 @@ pub trait ConvBackend: Backend {
 #[cfg(feature = "flex")]
 impl ConvBackend for burn::backend::Flex {}
 #[cfg(any(feature = "ndarray", test))]
-impl ConvBackend for burn::backend::NdArray {}
+impl ConvBackend for burn::backend::NdArray {
+    const PAD_BY_HAND: bool = true;
+}
 #[cfg(feature = "wgpu")]
 impl ConvBackend for burn::backend::Wgpu {}
 #[cfg(feature = "cuda")]
@@ -98,9 +108,9 @@ pub trait ConvAutodiffBackend: AutodiffBackend<InnerBackend: ConvBackend> + Conv
 
 impl<B: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend> ConvAutodiffBackend for B {}
 
-/// Any autodiff backend, not only one over a [`ConvBackend`]: the op below uses nothing but the
-/// inner backend's `conv2d`, `unfold4d`, `matmul` and tensor ops.
-impl<B: Backend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
+/// Any autodiff backend over a [`ConvBackend`]: the op below uses nothing but the inner backend's
+/// `conv2d`, `unfold4d`, `matmul` and tensor ops, and its [`ConvBackend::PAD_BY_HAND`].
+impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     fn conv2d_fast(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -167,7 +177,7 @@ struct PdlConv2dWithBias;
 #[derive(Debug)]
 struct PdlConv2dNoBias;
 
-impl<B: Backend> Backward<B, 3> for PdlConv2dWithBias {
+impl<B: ConvBackend> Backward<B, 3> for PdlConv2dWithBias {
     /// The checkpointed `x` and `weight`, and the forward's options.
     type State = (NodeId, NodeId, ConvOptions<2>);
 
@@ -183,7 +193,7 @@ impl<B: Backend> Backward<B, 3> for PdlConv2dWithBias {
     }
 }
 
-impl<B: Backend> Backward<B, 2> for PdlConv2dNoBias {
+impl<B: ConvBackend> Backward<B, 2> for PdlConv2dNoBias {
     /// The checkpointed `x` and `weight`, and the forward's options.
     type State = (NodeId, NodeId, ConvOptions<2>);
 
@@ -201,7 +211,7 @@ impl<B: Backend> Backward<B, 2> for PdlConv2dNoBias {
 
 /// The backward step of either op: computes the gradients of the tracked parents `[x, weight,
 /// bias]` (none for an untracked one) from the output gradient `grad` and registers them.
-fn conv2d_backward<B: Backend>(
+fn conv2d_backward<B: ConvBackend>(
     [node_x, node_weight, node_bias]: [Option<NodeId>; 3],
     grad: FloatTensor<B>,
     (x_state, weight_state, options): (NodeId, NodeId, ConvOptions<2>),
@@ -252,7 +262,7 @@ struct ConvGradients<B: Backend> {
 /// - x: `[batch, channels_in, height, width]`
 /// - weight: `[channels_out, channels_in, kernel_height, kernel_width]`
 /// - grad: `[batch, channels_out, height_out, width_out]`
-fn conv2d_gradients<B: Backend>(
+fn conv2d_gradients<B: ConvBackend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     grad: FloatTensor<B>,
@@ -290,7 +300,7 @@ fn conv2d_gradients<B: Backend>(
 /// - weight: `[channels_out, channels_in, kernel_height, kernel_width]`
 /// - grad: `[batch, channels_out, height_out, width_out]`
 /// - output: `x_shape`
-fn input_gradient<B: Backend>(
+fn input_gradient<B: ConvBackend>(
     x_shape: Shape,
     weight: FloatTensor<B>,
     grad: FloatTensor<B>,
@@ -321,15 +331,21 @@ fn input_gradient<B: Backend>(
             ],
         )
     };
-    let spread = if rows.fills() && cols.fills() {
-        // Stride 1 and the kept rows span the axis: the convolution pads them itself
-        // (`padding <= reach`, the usual case), or the forward's extra padding was cropped.
+    // Padding the convolution leaves to `conv2d`; the rest is written out below.
+    let conv_padding = match B::PAD_BY_HAND {
+        true => [0, 0],
+        false => [rows.conv_padding, cols.conv_padding],
+    };
+    let (rows, cols) = (rows.by_hand(B::PAD_BY_HAND), cols.by_hand(B::PAD_BY_HAND));
+    let spread = if rows.fills() && cols.fills() && rows.conv_padding + cols.conv_padding == 0 {
+        // Stride 1, the kept rows span the axis, and nothing to pad by hand: the gradient as it
+        // is (the convolution pads it itself, `padding <= reach`, the usual case; or the
+        // forward's extra padding was cropped).
         kept
     } else {
-        // One stepped assignment both dilates by the stride and pads by what the convolution
-        // below cannot pad symmetrically.
+        // One stepped assignment dilates by the stride and pads what is padded by hand.
         let zeros = B::float_zeros(
-            Shape::new([batch, channels_out, rows.len, cols.len]),
+            Shape::new([batch, channels_out, rows.padded_len(), cols.padded_len()]),
             &device,
             dtype,
         );
@@ -351,25 +367,20 @@ fn input_gradient<B: Backend>(
         spread,
         kernel,
         None,
-        ConvOptions::new(
-            [1, 1],
-            [rows.conv_padding, cols.conv_padding],
-            options.dilation,
-            1,
-        ),
+        ConvOptions::new([1, 1], conv_padding, options.dilation, 1),
     )
 }
 
 /// Where one spatial axis of the output gradient lands in the tensor that [`input_gradient`]'s
 /// convolution reads. Output position `o` goes to index `lead + o * stride` of an axis of length
 /// `input + reach - 2 * conv_padding`, where `reach = dilation * (kernel - 1)` and `lead =
-/// min(reach - padding, 0)`; the convolution pads `conv_padding = max(reach - padding, 0)` on both
-/// sides itself.
+/// min(reach - padding, 0)`; `conv_padding = max(reach - padding, 0)` zeros then pad that axis on
+/// both sides (by `conv2d`, or written out by [`input_gradient`]: [`ConvBackend::PAD_BY_HAND`]).
 #[derive(Debug, Clone, Copy)]
 struct Placement {
-    /// Length of the zero-filled tensor along this axis.
+    /// Length of the axis before `conv_padding`.
     len: usize,
-    /// Zero padding left to the convolution, on both sides.
+    /// Zero padding on both sides (0 once [`Placement::by_hand`] left it to `conv2d`).
     conv_padding: usize,
     /// Output positions `first..last` land inside; the others fall in cropped padding.
     first: usize,
@@ -433,14 +444,29 @@ impl Placement {
         Slice::from(self.first..self.last)
     }
 
-    /// Where they land: every `stride`-th index from `offset`.
+    /// The placement as written by hand: with the convolution's padding (`padded`: moved into
+    /// the tensor) or without it (left to `conv2d`).
+    fn by_hand(self, padded: bool) -> Self {
+        match padded {
+            true => self,
+            false => Self {
+                conv_padding: 0,
+                ..self
+            },
+        }
+    }
+
+    /// The axis's length with `conv_padding` zeros written out on both sides.
+    fn padded_len(&self) -> usize {
+        self.len + 2 * self.conv_padding
+    }
+
+    /// Where they land in the axis of [`Placement::padded_len`]: every `stride`-th index from
+    /// `conv_padding + offset`.
     fn target(&self) -> Slice {
-        let end = self.offset + (self.last - self.first - 1) * self.stride + 1;
-        Slice::new(
-            self.offset as isize,
-            Some(end as isize),
-            self.stride as isize,
-        )
+        let start = self.conv_padding + self.offset;
+        let end = start + (self.last - self.first - 1) * self.stride + 1;
+        Slice::new(start as isize, Some(end as isize), self.stride as isize)
     }
 }
 
