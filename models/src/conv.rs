@@ -331,13 +331,10 @@ fn input_gradient<B: ConvBackend>(
             ],
         )
     };
-    // Padding the convolution leaves to `conv2d`; the rest is written out below.
-    let conv_padding = match B::PAD_BY_HAND {
-        true => [0, 0],
-        false => [rows.conv_padding, cols.conv_padding],
-    };
-    let (rows, cols) = (rows.by_hand(B::PAD_BY_HAND), cols.by_hand(B::PAD_BY_HAND));
-    let spread = if rows.fills() && cols.fills() && rows.conv_padding + cols.conv_padding == 0 {
+    // The zeros written out here on each side of each axis; `conv2d` pads the rest.
+    let written = |axis: &Placement| if B::PAD_BY_HAND { axis.conv_padding } else { 0 };
+    let (row_pad, col_pad) = (written(&rows), written(&cols));
+    let spread = if rows.fills() && cols.fills() && row_pad + col_pad == 0 {
         // Stride 1, the kept rows span the axis, and nothing to pad by hand: the gradient as it
         // is (the convolution pads it itself, `padding <= reach`, the usual case; or the
         // forward's extra padding was cropped).
@@ -345,7 +342,12 @@ fn input_gradient<B: ConvBackend>(
     } else {
         // One stepped assignment dilates by the stride and pads what is padded by hand.
         let zeros = B::float_zeros(
-            Shape::new([batch, channels_out, rows.padded_len(), cols.padded_len()]),
+            Shape::new([
+                batch,
+                channels_out,
+                rows.len + 2 * row_pad,
+                cols.len + 2 * col_pad,
+            ]),
             &device,
             dtype,
         );
@@ -354,8 +356,8 @@ fn input_gradient<B: ConvBackend>(
             &[
                 Slice::from(0..batch),
                 Slice::from(0..channels_out),
-                rows.target(),
-                cols.target(),
+                rows.target(row_pad),
+                cols.target(col_pad),
             ],
             kept,
         )
@@ -367,7 +369,12 @@ fn input_gradient<B: ConvBackend>(
         spread,
         kernel,
         None,
-        ConvOptions::new([1, 1], conv_padding, options.dilation, 1),
+        ConvOptions::new(
+            [1, 1],
+            [rows.conv_padding - row_pad, cols.conv_padding - col_pad],
+            options.dilation,
+            1,
+        ),
     )
 }
 
@@ -380,7 +387,7 @@ fn input_gradient<B: ConvBackend>(
 struct Placement {
     /// Length of the axis before `conv_padding`.
     len: usize,
-    /// Zero padding on both sides (0 once [`Placement::by_hand`] left it to `conv2d`).
+    /// Zero padding on both sides.
     conv_padding: usize,
     /// Output positions `first..last` land inside; the others fall in cropped padding.
     first: usize,
@@ -444,27 +451,10 @@ impl Placement {
         Slice::from(self.first..self.last)
     }
 
-    /// The placement as written by hand: with the convolution's padding (`padded`: moved into
-    /// the tensor) or without it (left to `conv2d`).
-    fn by_hand(self, padded: bool) -> Self {
-        match padded {
-            true => self,
-            false => Self {
-                conv_padding: 0,
-                ..self
-            },
-        }
-    }
-
-    /// The axis's length with `conv_padding` zeros written out on both sides.
-    fn padded_len(&self) -> usize {
-        self.len + 2 * self.conv_padding
-    }
-
-    /// Where they land in the axis of [`Placement::padded_len`]: every `stride`-th index from
-    /// `conv_padding + offset`.
-    fn target(&self) -> Slice {
-        let start = self.conv_padding + self.offset;
+    /// Where they land once `written` zeros lead the axis: every `stride`-th index from
+    /// `written + offset`.
+    fn target(&self, written: usize) -> Slice {
+        let start = written + self.offset;
         let end = start + (self.last - self.first - 1) * self.stride + 1;
         Slice::new(start as isize, Some(end as isize), self.stride as isize)
     }
