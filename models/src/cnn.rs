@@ -13,6 +13,8 @@
 
 use crate::classification::{ImageClassifier, check_dropout};
 use crate::conv::{Conv2d, Conv2dConfig, ConvBackend, ConvImplementation};
+use crate::dropout::dropout;
+use crate::pool::max_pool2d;
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
     activation::{Activation, ActivationConfig},
@@ -97,8 +99,8 @@ impl<B: ConvBackend> LeNet5<B> {
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let act = &self.activation;
-        let x = self.pool.forward(act.forward(self.conv1.forward(images))); // [batch, 6, 14, 14]
-        let x = self.pool.forward(act.forward(self.conv2.forward(x))); // [batch, 16, 5, 5]
+        let x = max_pool2d(&self.pool, act.forward(self.conv1.forward(images))); // [batch, 6, 14, 14]
+        let x = max_pool2d(&self.pool, act.forward(self.conv2.forward(x))); // [batch, 16, 5, 5]
         let x = act.forward(self.fc1.forward(x.flatten(1, 3))); // [batch, 120]
         let x = act.forward(self.fc2.forward(x)); // [batch, 84]
         self.fc3.forward(x)
@@ -202,9 +204,9 @@ impl<B: ConvBackend> ClassicCnn<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = burn::tensor::activation::relu(self.conv1.forward(images)); // [batch, c1, s-2, s-2]
         let x = burn::tensor::activation::relu(self.conv2.forward(x)); // [batch, c2, s-4, s-4]
-        let x = self.dropout_conv.forward(self.pool.forward(x)); // [batch, c2, (s-4)/2, (s-4)/2]
+        let x = dropout(&self.dropout_conv, max_pool2d(&self.pool, x)); // [batch, c2, (s-4)/2, (s-4)/2]
         let x = burn::tensor::activation::relu(self.fc1.forward(x.flatten(1, 3))); // [batch, d_hidden]
-        self.fc2.forward(self.dropout_fc.forward(x))
+        self.fc2.forward(dropout(&self.dropout_fc, x))
     }
 }
 
@@ -313,9 +315,9 @@ impl<B: ConvBackend> BnCnn<B> {
         let mut x = images;
         for stage in &self.stages {
             let y = stage.norm.forward(stage.conv.forward(x)); // [batch, channels, side, side]
-            x = self.pool.forward(burn::tensor::activation::relu(y)); // [batch, channels, side/2, side/2]
+            x = max_pool2d(&self.pool, burn::tensor::activation::relu(y)); // [batch, channels, side/2, side/2]
         }
-        self.head.forward(self.dropout.forward(x.flatten(1, 3)))
+        self.head.forward(dropout(&self.dropout, x.flatten(1, 3)))
     }
 }
 

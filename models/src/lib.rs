@@ -10,7 +10,9 @@
 //! |---|---|---|
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
-//! | [`conv`] | a 2-D convolution with a fast custom backward (a forward conv and a matmul), switchable to Burn's | CNN |
+//! | [`conv`] | a 2-D convolution with a fast custom backward (a forward conv and a matmul; im2col on the CPU), switchable to Burn's | CNN |
+//! | [`pool`] | max pooling with a host kernel for the CPU backends, on Burn's `MaxPool2d` | CNN |
+//! | [`dropout`] | dropout with host-drawn masks for the CPU backends, on Burn's `Dropout` | CNN |
 //! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
 //! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster, a char LM, a sentence classifier | RNN |
 //! | [`sampling`] | temperature and top-k sampling for generation | RNN, attention |
@@ -22,9 +24,11 @@ pub mod attention;
 pub mod classification;
 pub mod cnn;
 pub mod conv;
+pub mod dropout;
 pub mod forecast;
 pub mod gnn;
 pub mod mlp;
+pub mod pool;
 pub mod rnn;
 pub mod sampling;
 pub mod transformer;

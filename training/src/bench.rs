@@ -124,6 +124,7 @@ impl BackendTask for BenchTask {
     fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
         B::seed(device, 0);
+        pdl_models::dropout::seed(0);
         let mut model = ClassicCnnConfig::mnist()
             .with_conv(Some(self.conv))
             .init::<B>(device);

@@ -1,10 +1,17 @@
-//! `pdl_models::conv`'s custom backward equals Burn's conv2d on the flex backend, over the grid
-//! of shapes the models crate also runs on ndarray (and `wgpu.rs` on wgpu).
+//! The CNN layers' fast paths equal Burn's ops on the flex backend: `pdl_models::conv`'s custom
+//! backward and host forward over the grid of shapes the models crate also runs on ndarray (and
+//! `wgpu.rs` on wgpu), and `pdl_models::pool`'s host max pooling over its grid of windows.
 
 use burn::backend::{Autodiff, Flex};
 use pdl_models::conv::check_gradients;
+use pdl_models::pool::check_pool;
 
 #[test]
 fn the_custom_conv_backward_equals_burns_on_flex() {
     check_gradients::<Autodiff<Flex>>(&Default::default()).unwrap();
+}
+
+#[test]
+fn the_host_max_pool_equals_burns_on_flex() {
+    check_pool::<Autodiff<Flex>>(&Default::default()).unwrap();
 }

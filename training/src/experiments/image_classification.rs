@@ -219,6 +219,7 @@ pub fn train<B: ConvAutodiffBackend>(
     let splits = load_splits(config, ctx)?;
     let device = devices[0].clone();
     B::seed(&device, config.seed);
+    pdl_models::dropout::seed(config.seed);
     match &config.model {
         ImageModelConfig::Mlp(c) => train_model(c.init::<B>(&device), config, ctx, splits, devices),
         ImageModelConfig::LeNet5(c) => {

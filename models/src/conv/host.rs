@@ -1,0 +1,632 @@
+//! The weight gradient for the CPU backends: im2col as plain loops over the tensors' values on the
+//! host, then one backend matmul per chunk of images.
+//!
+//! `dL/dw` is `G X` (module docs). Laid out for one matmul over a chunk of images, with
+//! `K = images * height_out * width_out` output positions and `taps = channels_in * k_h * k_w`:
+//!
+//! - [`Layout::TapRows`]: `cols: [taps, K]` (taps ordered `(c, u, v)`, one row per tap) times the
+//!   output gradient as `[K, c_out]` gives `dL/dw^T: [taps, c_out]`;
+//! - [`Layout::PositionRows`]: the output gradient as `[c_out, K]` times `cols^T: [K, taps]` (taps
+//!   ordered `(u, v, c)`, one row per output position) gives `dL/dw: [c_out, k_h, k_w, c_in]`.
+//!
+//! Both put every output position of every image in the chunk into the matmul's inner dimension,
+//! so the backend's gemm sees one large, well-shaped product instead of a small one per image and
+//! tap. Which one depends on the memory layout the forward left the tensors in: `TapRows` copies
+//! runs along input rows and suits channels-first tensors (flex keeps NCHW); `PositionRows` copies
+//! runs along channels and suits channels-last ones (ndarray's convolution returns NHWC), and each
+//! wants the output gradient in the layout it is most likely already in. Burn's `unfold4d`, by
+//! contrast, gathers every patch entry through a one-hot convolution.
+//!
+//! Only the layout moves through the host; every multiply-add is the backend's matmul. It is for
+//! the CPU backends, whose tensors already live in host memory (see
+//! [`ConvBackend::HOST_KERNELS`]): a GPU backend would copy both tensors across the bus.
+
+use super::ConvBackend;
+use burn::prelude::*;
+use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::{TensorData, TensorMetadata};
+use std::ops::Range;
+
+/// A tensor's `f32` values as the host sees them: element `[i_0, i_1, ...]` is
+/// `values[sum_k i_k strides[k]]`. What [`ConvBackend::with_values`] lends.
+#[derive(Debug, Clone, Copy)]
+pub struct HostValues<'a, const D: usize> {
+    /// The values, starting at element `[0, 0, ...]`.
+    pub values: &'a [f32],
+    /// Elements between neighbours along each axis.
+    pub strides: [usize; D],
+    /// The tensor's shape.
+    pub dims: [usize; D],
+}
+
+impl<'a, const D: usize> HostValues<'a, D> {
+    /// Row-major values of shape `dims`.
+    pub fn contiguous(values: &'a [f32], dims: [usize; D]) -> Self {
+        let mut strides = [1; D];
+        for axis in (0..D.saturating_sub(1)).rev() {
+            strides[axis] = strides[axis + 1] * dims[axis + 1];
+        }
+        Self {
+            values,
+            strides,
+            dims,
+        }
+    }
+
+    /// Values laid out with `strides` (in elements, any sign), `offset` elements into `storage`;
+    /// `None` when a stride is negative or the last element falls outside `storage`.
+    pub fn strided(
+        storage: &'a [f32],
+        offset: usize,
+        strides: &[isize],
+        dims: &[usize],
+    ) -> Option<Self> {
+        let dims: [usize; D] = dims.try_into().ok()?;
+        let strides: [isize; D] = strides.try_into().ok()?;
+        let mut unsigned = [0; D];
+        let mut last = offset;
+        for axis in 0..D {
+            unsigned[axis] = usize::try_from(strides[axis]).ok()?;
+            last += dims[axis].saturating_sub(1) * unsigned[axis];
+        }
+        if dims.contains(&0) || last >= storage.len() {
+            return None;
+        }
+        Some(Self {
+            values: &storage[offset..],
+            strides: unsigned,
+            dims,
+        })
+    }
+}
+
+/// `data`'s values, lent to `f` as a row-major [`HostValues`]; `None` unless they are `f32`.
+pub(super) fn lend_data<R, const D: usize>(
+    data: &TensorData,
+    f: impl FnOnce(HostValues<'_, D>) -> R,
+) -> Option<R> {
+    let dims: [usize; D] = data.shape.as_slice().try_into().ok()?;
+    let values = data.as_slice::<f32>().ok()?;
+    Some(f(HostValues::contiguous(values, dims)))
+}
+
+/// Bytes of patches gathered per matmul. Small enough that a chunk's patches stay in the cache
+/// between being written and being read by the matmul, and that ndarray's gemm gets a moderate
+/// inner dimension (the classic net's second layer, batch 64: 27 ms as 8 matmuls against 80 ms as
+/// one); large enough that each matmul is still large.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// How [`weight_gradient`] lays out its matmul (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `cols [taps, K]` times the gradient as `[K, c_out]`.
+    TapRows,
+    /// The gradient as `[c_out, K]` times `cols^T [K, taps]`.
+    PositionRows,
+}
+
+impl Layout {
+    /// The layout with less scattered copying for an input and output gradient laid out with
+    /// these strides. The patches are the larger copy (`taps` against `c_out` values per
+    /// position), so they count double.
+    fn choose(x: &HostValues<'_, 4>, grad: &HostValues<'_, 4>) -> Self {
+        let [_, channels_in, _, _] = x.dims;
+        let [_, channels_out, height_out, width_out] = grad.dims;
+        // PositionRows copies runs along channels; TapRows runs along rows.
+        let channels_last = x.strides[1] == 1 || channels_in == 1;
+        let rows = x.strides[3] == 1;
+        // PositionRows reads each gradient channel's map whole; TapRows each position's channels.
+        let maps = grad.strides[3] == 1 && (height_out == 1 || grad.strides[2] == width_out);
+        let positions = grad.strides[1] == 1 || channels_out == 1;
+        let cost =
+            |patches: bool, gradient: bool| 2 * usize::from(!patches) + usize::from(!gradient);
+        if cost(channels_last, maps) < cost(rows, positions) {
+            Self::PositionRows
+        } else {
+            Self::TapRows
+        }
+    }
+}
+
+/// `dL/dw` of a one-group convolution by im2col on the host, or `None` when the backend does not
+/// lend the tensors' values as `f32` (the caller then takes the generic path).
+///
+/// # Shapes
+/// - x: `[batch, channels_in, height, width]`, unpadded
+/// - grad: `[batch, channels_out, height_out, width_out]`
+/// - output: `weight_shape`, `[channels_out, channels_in, kernel_height, kernel_width]`
+pub(super) fn weight_gradient<B: ConvBackend>(
+    x: &FloatTensor<B>,
+    grad: &FloatTensor<B>,
+    weight_shape: &Shape,
+    options: &ConvOptions<2>,
+) -> Option<FloatTensor<B>> {
+    let [channels_out, channels_in, kernel_height, kernel_width] = weight_shape.dims();
+    let device = B::float_device(x);
+    let taps = channels_in * kernel_height * kernel_width;
+    let weight = B::with_values(x, |x: HostValues<'_, 4>| {
+        B::with_values(grad, |grad: HostValues<'_, 4>| {
+            let [batch, _, height_out, width_out] = grad.dims;
+            let patches = Patches {
+                x,
+                size_out: [height_out, width_out],
+                kernel: [kernel_height, kernel_width],
+                options,
+            };
+            let layout = Layout::choose(&x, &grad);
+            let per_image = height_out * width_out;
+            let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
+            // `[taps, c_out]` (TapRows) or `[c_out, kernel_height, kernel_width, c_in]`.
+            let mut sum = vec![0.0f32; taps * channels_out];
+            for first in (0..batch).step_by(per_chunk) {
+                let images = first..(first + per_chunk).min(batch);
+                let positions = images.len() * per_image;
+                let product = match layout {
+                    Layout::TapRows => B::host_matmul(
+                        patches.tap_rows(images.clone()),
+                        // [images, h_out, w_out, c_out]
+                        permuted(&grad, images, [0, 2, 3, 1]),
+                        [taps, positions, channels_out],
+                    ),
+                    Layout::PositionRows => B::host_matmul(
+                        // [c_out, images, h_out, w_out]
+                        permuted(&grad, images.clone(), [1, 0, 2, 3]),
+                        patches.position_rows(images),
+                        [channels_out, positions, taps],
+                    ),
+                };
+                sum.iter_mut().zip(product).for_each(|(s, p)| *s += p);
+            }
+            // Into `[c_out, c_in, kernel_height, kernel_width]`.
+            let per_channel = kernel_height * kernel_width;
+            let mut weight = vec![0.0f32; taps * channels_out];
+            for (o, row) in weight.chunks_exact_mut(taps).enumerate() {
+                for (t, value) in row.iter_mut().enumerate() {
+                    *value = match layout {
+                        Layout::TapRows => sum[t * channels_out + o],
+                        Layout::PositionRows => {
+                            let (c, tap) = (t / per_channel, t % per_channel);
+                            sum[o * taps + tap * channels_in + c]
+                        }
+                    };
+                }
+            }
+            weight
+        })
+    })
+    .flatten()?;
+    Some(B::float_from_data(
+        TensorData::new(weight, weight_shape.clone()),
+        &device,
+    ))
+}
+
+/// `a b` for row-major `a: [m, k]` and `b: [k, n]` through the backend's matmul: the default of
+/// [`ConvBackend::host_matmul`].
+pub(super) fn matmul_through<B: Backend>(
+    a: Vec<f32>,
+    b: Vec<f32>,
+    [m, k, n]: [usize; 3],
+) -> Vec<f32> {
+    let device = Default::default();
+    let product = B::float_matmul(
+        B::float_from_data(TensorData::new(a, [m, k]), &device),
+        B::float_from_data(TensorData::new(b, [k, n]), &device),
+    );
+    burn::tensor::read_sync(B::float_into_data(product))
+        .ok()
+        .and_then(|data| data.into_vec::<f32>().ok())
+        .expect("a CPU backend reads back the f32 matmul it computed")
+}
+
+/// The input's patches: what im2col needs.
+struct Patches<'a> {
+    /// `[batch, channels_in, height, width]`, unpadded.
+    x: HostValues<'a, 4>,
+    /// `[height_out, width_out]`.
+    size_out: [usize; 2],
+    /// `[kernel_height, kernel_width]`.
+    kernel: [usize; 2],
+    options: &'a ConvOptions<2>,
+}
+
+impl Patches<'_> {
+    /// `cols` of [`Layout::TapRows`] for `images`: row `(c, u, v)`, column `(image, i, j)` holds
+    /// `x[image, c, s i + d u - p, s j + d v - p]`, zero where that falls in the padding.
+    ///
+    /// # Shapes
+    /// - output: `[channels_in * kernel_height * kernel_width, images * height_out * width_out]`
+    fn tap_rows(&self, images: Range<usize>) -> Vec<f32> {
+        let [_, channels_in, height, width] = self.x.dims;
+        let [height_out, width_out] = self.size_out;
+        let [kernel_height, kernel_width] = self.kernel;
+        let strides = self.x.strides;
+        // Written in order, never zeroed first: at 4-byte entries, zeroing the buffer would cost
+        // as much memory traffic as filling it.
+        let mut cols = Vec::with_capacity(
+            channels_in * kernel_height * kernel_width * images.len() * height_out * width_out,
+        );
+        for c in 0..channels_in {
+            for u in 0..kernel_height {
+                let along_rows = Span::new(self.options, 0, u, height, height_out);
+                for v in 0..kernel_width {
+                    let along_cols = Span::new(self.options, 1, v, width, width_out);
+                    let step = along_cols.stride * strides[3];
+                    let inside = along_cols.outputs.len();
+                    for image in images.clone() {
+                        for i in 0..height_out {
+                            if !along_rows.outputs.contains(&i) {
+                                zeros(&mut cols, width_out);
+                                continue;
+                            }
+                            let start = image * strides[0]
+                                + c * strides[1]
+                                + along_rows.input(i) * strides[2]
+                                + along_cols.start * strides[3];
+                            zeros(&mut cols, along_cols.outputs.start);
+                            extend_run(&mut cols, self.x.values, start, step, inside);
+                            zeros(&mut cols, width_out - along_cols.outputs.end);
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    /// `cols^T` of [`Layout::PositionRows`] for `images`: row `(image, i, j)`, column `(u, v, c)`
+    /// holds `x[image, c, s i + d u - p, s j + d v - p]`, zero where that falls in the padding.
+    ///
+    /// # Shapes
+    /// - output: `[images * height_out * width_out, kernel_height * kernel_width * channels_in]`
+    fn position_rows(&self, images: Range<usize>) -> Vec<f32> {
+        let [_, channels_in, height, width] = self.x.dims;
+        let [height_out, width_out] = self.size_out;
+        let [kernel_height, kernel_width] = self.kernel;
+        let strides = self.x.strides;
+        let along_rows: Vec<Span> = (0..kernel_height)
+            .map(|u| Span::new(self.options, 0, u, height, height_out))
+            .collect();
+        let along_cols: Vec<Span> = (0..kernel_width)
+            .map(|v| Span::new(self.options, 1, v, width, width_out))
+            .collect();
+        let mut cols = Vec::with_capacity(
+            images.len() * height_out * width_out * kernel_height * kernel_width * channels_in,
+        );
+        for image in images {
+            for i in 0..height_out {
+                for j in 0..width_out {
+                    for rows_span in &along_rows {
+                        for cols_span in &along_cols {
+                            if !(rows_span.outputs.contains(&i) && cols_span.outputs.contains(&j)) {
+                                zeros(&mut cols, channels_in);
+                                continue;
+                            }
+                            let start = image * strides[0]
+                                + rows_span.input(i) * strides[2]
+                                + cols_span.input(j) * strides[3];
+                            extend_run(&mut cols, self.x.values, start, strides[1], channels_in);
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+}
+
+/// Appends `len` zeros.
+fn zeros(out: &mut Vec<f32>, len: usize) {
+    out.resize(out.len() + len, 0.0);
+}
+
+/// Appends `len` values `source[start]`, `source[start + step]`, ...
+fn extend_run(out: &mut Vec<f32>, source: &[f32], start: usize, step: usize, len: usize) {
+    if step == 1 || len == 1 {
+        out.extend_from_slice(&source[start..start + len]);
+    } else {
+        out.extend(source[start..].iter().step_by(step).take(len));
+    }
+}
+
+/// One kernel tap's view of one axis: the outputs whose input index `s o + d tap - p` falls inside
+/// the image, and where.
+struct Span {
+    /// Outputs that read inside the image; the others read padding (zeros).
+    outputs: Range<usize>,
+    /// Input index of output `outputs.start`.
+    start: usize,
+    /// The convolution's stride along the axis.
+    stride: usize,
+}
+
+impl Span {
+    fn new(
+        options: &ConvOptions<2>,
+        axis: usize,
+        tap: usize,
+        size: usize,
+        size_out: usize,
+    ) -> Self {
+        let stride = options.stride[axis];
+        // Input index of output 0, which may lie in the padding before the image.
+        let offset = (options.dilation[axis] * tap) as isize - options.padding[axis] as isize;
+        let first = if offset >= 0 {
+            0
+        } else {
+            offset.unsigned_abs().div_ceil(stride)
+        };
+        // Outputs `o` with `offset + s o <= size - 1`.
+        let room = size as isize - 1 - offset;
+        let end = if room >= 0 {
+            (room as usize / stride + 1).min(size_out)
+        } else {
+            0
+        };
+        let outputs = first..end.max(first);
+        let start = (offset + (first * stride) as isize).max(0) as usize;
+        Self {
+            outputs,
+            start,
+            stride,
+        }
+    }
+
+    /// Input index of output `o` (one of `outputs`).
+    fn input(&self, o: usize) -> usize {
+        self.start + (o - self.outputs.start) * self.stride
+    }
+}
+
+/// Images `images` of a 4-D tensor, row-major with its axes in the order `order` (axis 0, the
+/// images, restricted to `images`).
+///
+/// # Shapes
+/// - tensor: `[batch, d1, d2, d3]`
+/// - output: the axes of `[images.len(), d1, d2, d3]` permuted by `order`, flattened
+fn permuted(tensor: &HostValues<'_, 4>, images: Range<usize>, order: [usize; 4]) -> Vec<f32> {
+    let mut dims = tensor.dims;
+    dims[0] = images.len();
+    let origin = images.start * tensor.strides[0];
+    let [n0, n1, n2, n3] = order.map(|axis| dims[axis]);
+    let [s0, s1, s2, s3] = order.map(|axis| tensor.strides[axis]);
+    let values = tensor.values;
+    if s3 == 1 || n3 == 1 {
+        // Runs along the last axis: appended in order.
+        let mut out = Vec::with_capacity(n0 * n1 * n2 * n3);
+        for a in 0..n0 {
+            for b in 0..n1 {
+                for c in 0..n2 {
+                    extend_run(&mut out, values, origin + a * s0 + b * s1 + c * s2, s3, n3);
+                }
+            }
+        }
+        return out;
+    }
+    // A transpose of the last two axes, in 8x8 tiles: eight reads along the source's rows, eight
+    // writes along the output's, each tile held in registers.
+    const TILE: usize = 8;
+    let mut out = vec![0.0f32; n0 * n1 * n2 * n3];
+    for (a, block) in out.chunks_exact_mut(n1 * n2 * n3).enumerate() {
+        for (b, plane) in block.chunks_exact_mut(n2 * n3).enumerate() {
+            let base = origin + a * s0 + b * s1;
+            for c0 in (0..n2).step_by(TILE) {
+                for d0 in (0..n3).step_by(TILE) {
+                    let (cs, ds) = ((n2 - c0).min(TILE), (n3 - d0).min(TILE));
+                    if cs == TILE && ds == TILE && s2 == 1 {
+                        let mut tile = [[0.0f32; TILE]; TILE];
+                        for (d, row) in tile.iter_mut().enumerate() {
+                            let start = base + c0 + (d0 + d) * s3;
+                            row.copy_from_slice(&values[start..start + TILE]);
+                        }
+                        for c in 0..TILE {
+                            let target = &mut plane[(c0 + c) * n3 + d0..][..TILE];
+                            for (d, t) in target.iter_mut().enumerate() {
+                                *t = tile[d][c];
+                            }
+                        }
+                    } else {
+                        for c in c0..c0 + cs {
+                            for d in d0..d0 + ds {
+                                plane[c * n3 + d] = values[base + c * s2 + d * s3];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A one-group convolution by im2col on the host and one backend matmul per chunk of images:
+/// `y = W cols + b`, with `W: [c_out, taps]` the kernel as a matrix and `cols: [taps, K]` as in
+/// [`Layout::TapRows`]. `None` when the backend does not lend the tensors' values as `f32`.
+///
+/// # Shapes
+/// - x: `[batch, channels_in, height, width]`, padded by `options.padding` on both sides
+/// - weight: `[channels_out, channels_in, kernel_height, kernel_width]`
+/// - bias: `[channels_out]`
+/// - output: `[batch, channels_out, height_out, width_out]`
+// Only flex runs it (see `ConvBackend for Flex`): ndarray's own convolution is faster there.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(super) fn conv2d<B: ConvBackend>(
+    x: &FloatTensor<B>,
+    weight: &FloatTensor<B>,
+    bias: Option<&FloatTensor<B>>,
+    options: &ConvOptions<2>,
+) -> Option<FloatTensor<B>> {
+    let [channels_out, channels_in, kernel_height, kernel_width] = weight.shape().dims();
+    let [batch, _, height, width] = x.shape().dims();
+    let size_out = |axis: usize, size: usize, kernel: usize| {
+        let span = options.dilation[axis] * (kernel - 1) + 1;
+        (size + 2 * options.padding[axis])
+            .checked_sub(span)
+            .map(|room| room / options.stride[axis] + 1)
+    };
+    let height_out = size_out(0, height, kernel_height)?;
+    let width_out = size_out(1, width, kernel_width)?;
+    let taps = channels_in * kernel_height * kernel_width;
+    let per_image = height_out * width_out;
+    let device = B::float_device(x);
+    // The kernel as `[channels_out, taps]`, row-major.
+    let kernel = B::with_values(weight, |weight: HostValues<'_, 4>| {
+        let mut kernel = Vec::with_capacity(taps * channels_out);
+        for o in 0..channels_out {
+            for c in 0..channels_in {
+                for u in 0..kernel_height {
+                    let start =
+                        o * weight.strides[0] + c * weight.strides[1] + u * weight.strides[2];
+                    extend_run(
+                        &mut kernel,
+                        weight.values,
+                        start,
+                        weight.strides[3],
+                        kernel_width,
+                    );
+                }
+            }
+        }
+        kernel
+    })?;
+    let bias = match bias {
+        Some(bias) => B::with_values(bias, |bias: HostValues<'_, 1>| {
+            (0..channels_out)
+                .map(|o| bias.values[o * bias.strides[0]])
+                .collect::<Vec<f32>>()
+        })?,
+        None => vec![0.0; channels_out],
+    };
+    let output = B::with_values(x, |x: HostValues<'_, 4>| {
+        let patches = Patches {
+            x,
+            size_out: [height_out, width_out],
+            kernel: [kernel_height, kernel_width],
+            options,
+        };
+        let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
+        let mut output = vec![0.0f32; batch * channels_out * per_image];
+        for first in (0..batch).step_by(per_chunk) {
+            let images = first..(first + per_chunk).min(batch);
+            let positions = images.len() * per_image;
+            let cols = patches.tap_rows(images.clone());
+            // [c_out, images * per_image]
+            let product = B::host_matmul(kernel.clone(), cols, [channels_out, taps, positions]);
+            // `[c_out, images, per_image]` into `[images, c_out, per_image]`, plus the bias.
+            let target = &mut output[first * channels_out * per_image..];
+            for (o, (&b, channel)) in bias.iter().zip(product.chunks_exact(positions)).enumerate() {
+                let images = target.chunks_exact_mut(channels_out * per_image);
+                for (image, source) in images.zip(channel.chunks_exact(per_image)) {
+                    let run = &mut image[o * per_image..(o + 1) * per_image];
+                    for (t, v) in run.iter_mut().zip(source) {
+                        *t = v + b;
+                    }
+                }
+            }
+        }
+        output
+    })?;
+    Some(B::float_from_data(
+        TensorData::new(output, [batch, channels_out, height_out, width_out]),
+        &device,
+    ))
+}
+
+/// `dL/dx` by col2im on the host: the patch gradients `dcols = W^T G: [taps, K]` from one backend
+/// matmul per chunk of images, each added back onto the input position it was read from. No
+/// spread or padded copy of the output gradient, whatever the stride, padding or dilation.
+/// `None` when the backend does not lend the tensors' values as `f32`.
+///
+/// # Shapes
+/// - x_shape: `[batch, channels_in, height, width]`, unpadded
+/// - weight: `[channels_out, channels_in, kernel_height, kernel_width]`
+/// - grad: `[batch, channels_out, height_out, width_out]`
+/// - output: `x_shape`
+pub(super) fn input_gradient<B: ConvBackend>(
+    x_shape: &Shape,
+    weight: &FloatTensor<B>,
+    grad: &FloatTensor<B>,
+    options: &ConvOptions<2>,
+) -> Option<FloatTensor<B>> {
+    let [batch, channels_in, height, width] = x_shape.dims();
+    let [channels_out, _, kernel_height, kernel_width] = weight.shape().dims();
+    let taps = channels_in * kernel_height * kernel_width;
+    let device = B::float_device(grad);
+    // The kernel as `[taps, channels_out]`, row-major.
+    let kernel_t = B::with_values(weight, |weight: HostValues<'_, 4>| {
+        let mut kernel_t = Vec::with_capacity(taps * channels_out);
+        let per_channel = kernel_height * kernel_width;
+        for t in 0..taps {
+            let (c, u, v) = (
+                t / per_channel,
+                t % per_channel / kernel_width,
+                t % kernel_width,
+            );
+            let start = c * weight.strides[1] + u * weight.strides[2] + v * weight.strides[3];
+            extend_run(
+                &mut kernel_t,
+                weight.values,
+                start,
+                weight.strides[0],
+                channels_out,
+            );
+        }
+        kernel_t
+    })?;
+    let dx = B::with_values(grad, |grad: HostValues<'_, 4>| {
+        let [_, _, height_out, width_out] = grad.dims;
+        let per_image = height_out * width_out;
+        let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
+        let mut dx = vec![0.0f32; batch * channels_in * height * width];
+        let rows: Vec<Span> = (0..kernel_height)
+            .map(|u| Span::new(options, 0, u, height, height_out))
+            .collect();
+        let cols: Vec<Span> = (0..kernel_width)
+            .map(|v| Span::new(options, 1, v, width, width_out))
+            .collect();
+        for first in (0..batch).step_by(per_chunk) {
+            let images = first..(first + per_chunk).min(batch);
+            let positions = images.len() * per_image;
+            let grad_t = permuted(&grad, images.clone(), [1, 0, 2, 3]); // [c_out, images, h_out, w_out]
+            // [taps, images * h_out * w_out]
+            let patches = B::host_matmul(kernel_t.clone(), grad_t, [taps, channels_out, positions]);
+            let mut patch_rows = patches.chunks_exact(positions);
+            for c in 0..channels_in {
+                for along_rows in &rows {
+                    for along_cols in &cols {
+                        let Some(patch_row) = patch_rows.next() else {
+                            unreachable!("the product has a row per tap");
+                        };
+                        let len = along_cols.outputs.len();
+                        for (k, image) in images.clone().enumerate() {
+                            let plane = (image * channels_in + c) * height * width;
+                            for i in along_rows.outputs.clone() {
+                                let first =
+                                    k * per_image + i * width_out + along_cols.outputs.start;
+                                let values = &patch_row[first..first + len];
+                                let row = plane + along_rows.input(i) * width;
+                                let row = &mut dx[row + along_cols.start..row + width];
+                                if along_cols.stride == 1 {
+                                    // Contiguous both sides: a loop the compiler vectorises.
+                                    for (t, v) in row[..len].iter_mut().zip(values) {
+                                        *t += *v;
+                                    }
+                                } else {
+                                    let targets = row.iter_mut().step_by(along_cols.stride);
+                                    for (t, v) in targets.zip(values) {
+                                        *t += *v;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    })?;
+    Some(B::float_from_data(
+        TensorData::new(dx, x_shape.clone()),
+        &device,
+    ))
+}
