@@ -59,7 +59,8 @@ pub struct BenchArgs {
     /// GCN: timed epochs (after one warm-up epoch).
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    /// CNN: whose convolution to time, `pdl` (the custom backward), `burn`, or both (the default).
+    /// CNN: whose convolution to time, `pdl` (the custom backward), `burn`, or both (the default);
+    /// max pooling and dropout are pdl's either way.
     #[arg(long, value_delimiter = ',', default_values = ["burn", "pdl"])]
     pub conv: Vec<String>,
     /// Backends to measure (default: every compiled CPU backend).

@@ -1,25 +1,30 @@
-//! The weight gradient for the CPU backends: im2col as plain loops over the tensors' values on the
-//! host, then one backend matmul per chunk of images.
+//! The convolution's kernels for the CPU backends: im2col and col2im as plain loops over the
+//! tensors' values on the host, around one matmul per chunk of images
+//! ([`ConvBackend::host_matmul`], the backend's own gemm). With `K = images * height_out *
+//! width_out` output positions of a chunk and `taps = channels_in * k_h * k_w`:
 //!
-//! `dL/dw` is `G X` (module docs). Laid out for one matmul over a chunk of images, with
-//! `K = images * height_out * width_out` output positions and `taps = channels_in * k_h * k_w`:
+//! - [`weight_gradient`], `dL/dw = G X`, in one of two layouts:
+//!   - [`Layout::TapRows`]: `cols: [taps, K]` (taps ordered `(c, u, v)`, one row per tap) times
+//!     the output gradient as `[K, c_out]` gives `dL/dw^T: [taps, c_out]`;
+//!   - [`Layout::PositionRows`]: the output gradient as `[c_out, K]` times `cols^T: [K, taps]`
+//!     (taps ordered `(u, v, c)`, one row per output position) gives `[c_out, k_h, k_w, c_in]`.
 //!
-//! - [`Layout::TapRows`]: `cols: [taps, K]` (taps ordered `(c, u, v)`, one row per tap) times the
-//!   output gradient as `[K, c_out]` gives `dL/dw^T: [taps, c_out]`;
-//! - [`Layout::PositionRows`]: the output gradient as `[c_out, K]` times `cols^T: [K, taps]` (taps
-//!   ordered `(u, v, c)`, one row per output position) gives `dL/dw: [c_out, k_h, k_w, c_in]`.
+//!   `TapRows` copies runs along input rows and suits channels-first tensors (flex keeps NCHW);
+//!   `PositionRows` copies runs along channels and suits channels-last ones (ndarray's
+//!   convolution returns NHWC). Each wants the output gradient in the layout it is most likely
+//!   already in.
+//! - [`input_gradient`], `dL/dx`: `kernel^T: [taps, c_out]` times the output gradient as
+//!   `[c_out, K]` gives each patch entry's gradient, and col2im adds each back onto the input
+//!   position it was read from: no spread or padded copy of the gradient whatever the stride.
+//! - [`conv2d`], the forward pass (flex only; ndarray's own convolution is faster):
+//!   `kernel: [c_out, taps]` times `cols`, plus the bias.
 //!
-//! Both put every output position of every image in the chunk into the matmul's inner dimension,
-//! so the backend's gemm sees one large, well-shaped product instead of a small one per image and
-//! tap. Which one depends on the memory layout the forward left the tensors in: `TapRows` copies
-//! runs along input rows and suits channels-first tensors (flex keeps NCHW); `PositionRows` copies
-//! runs along channels and suits channels-last ones (ndarray's convolution returns NHWC), and each
-//! wants the output gradient in the layout it is most likely already in. Burn's `unfold4d`, by
-//! contrast, gathers every patch entry through a one-hot convolution.
-//!
-//! Only the layout moves through the host; every multiply-add is the backend's matmul. It is for
-//! the CPU backends, whose tensors already live in host memory (see
-//! [`ConvBackend::HOST_KERNELS`]): a GPU backend would copy both tensors across the bus.
+//! Every output position of every image in the chunk is in one matmul, so the gemm sees one
+//! large, well-shaped product instead of a small one per image and tap, and Burn's `unfold4d`
+//! (which gathers every patch entry through a one-hot convolution) is never called. Only the
+//! layout moves through the host; every multiply-add is the gemm's. It is for the CPU backends,
+//! whose tensors already live in host memory ([`ConvBackend::HOST_KERNELS`]): a GPU backend
+//! would copy both tensors across the bus.
 
 use super::ConvBackend;
 use burn::prelude::*;
@@ -439,7 +444,8 @@ fn permuted(tensor: &HostValues<'_, 4>, images: Range<usize>, order: [usize; 4])
     out
 }
 
-/// A one-group convolution by im2col on the host and one backend matmul per chunk of images:
+/// A one-group convolution by im2col on the host and one [`ConvBackend::host_matmul`] per chunk
+/// of images:
 /// `y = W cols + b`, with `W: [c_out, taps]` the kernel as a matrix and `cols: [taps, K]` as in
 /// [`Layout::TapRows`]. `None` when the backend does not lend the tensors' values as `f32`.
 ///
@@ -532,8 +538,8 @@ pub(super) fn conv2d<B: ConvBackend>(
     ))
 }
 
-/// `dL/dx` by col2im on the host: the patch gradients `dcols = W^T G: [taps, K]` from one backend
-/// matmul per chunk of images, each added back onto the input position it was read from. No
+/// `dL/dx` by col2im on the host: the patch gradients `dcols = W^T G: [taps, K]` from one
+/// [`ConvBackend::host_matmul`] per chunk of images, each added back onto the input position it was read from. No
 /// spread or padded copy of the output gradient, whatever the stride, padding or dilation.
 /// `None` when the backend does not lend the tensors' values as `f32`.
 ///

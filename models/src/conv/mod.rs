@@ -142,10 +142,10 @@ impl ConvBackend for burn::backend::Flex {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        if options.groups == 1 {
-            if let Some(y) = host::conv2d::<Self>(&x, &weight, bias.as_ref(), &options) {
-                return y;
-            }
+        if options.groups == 1
+            && let Some(y) = host::conv2d::<Self>(&x, &weight, bias.as_ref(), &options)
+        {
+            return y;
         }
         Self::conv2d(x, weight, bias, options)
     }
