@@ -206,6 +206,49 @@ pub(super) fn weight_gradient<B: ConvBackend>(
     ))
 }
 
+/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by the `gemm` crate (flex's gemm).
+#[cfg(feature = "flex")]
+pub(super) fn gemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "host_matmul: shapes and lengths differ"
+    );
+    let mut c = vec![0.0f32; m * n];
+    // Threads only pay off on a large product (flex's own threshold).
+    let parallelism = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `a`, `b` and `c` hold `m k`, `k n` and `m n` values, row-major with the strides
+    // passed (column stride first), so every element gemm reads or writes is in bounds, and `c`
+    // is not aliased.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    c
+}
+
 /// `a b` for row-major `a: [m, k]` and `b: [k, n]` through the backend's matmul: the default of
 /// [`ConvBackend::host_matmul`].
 pub(super) fn matmul_through<B: Backend>(
