@@ -14,7 +14,7 @@
 //! Burn's autodiff then gives `dL/dx = m dL/dy`. Elsewhere it is Burn's dropout.
 //!
 //! The host draws come from one process-wide stream, seeded by [`seed`] (the training pipelines
-//! call it with the run's seed beside `Backend::seed`), so a run repeats.
+//! seed it with the backend through [`crate::seed`]), so a run repeats.
 
 use crate::conv::ConvBackend;
 use burn::nn::Dropout;

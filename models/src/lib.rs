@@ -52,3 +52,10 @@ pub use transformer::{
     PositionalEncodingKind, TransformerBlock, TransformerBlockConfig, TransformerClassifier,
     TransformerClassifierConfig, Vit, VitConfig,
 };
+
+/// Seeds every random draw of a run: the backend's generator (initial weights, Burn's own
+/// dropout, sampling) and the host dropout masks of [`dropout`], so that a run repeats.
+pub fn seed<B: burn::tensor::backend::Backend>(device: &B::Device, seed: u64) {
+    B::seed(device, seed);
+    dropout::seed(seed);
+}

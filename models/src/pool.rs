@@ -290,29 +290,9 @@ impl<B: ConvBackend> Backward<B, 1> for PdlMaxPool2d {
         let (picks, x_shape) = ops.state;
         let device = B::float_device(&grad);
         let spread = B::with_values(&grad, |grad: HostValues<'_, 4>| {
-            let [batch, channels, height_out, width_out] = grad.dims;
             let mut dx = vec![0.0f32; x_shape.num_elements()];
-            if grad.strides == HostValues::contiguous(grad.values, grad.dims).strides {
-                for (value, &pick) in grad.values.iter().zip(picks.iter()) {
-                    dx[pick as usize] += value;
-                }
-                return dx;
-            }
-            let mut picks = picks.iter();
-            for n in 0..batch {
-                for c in 0..channels {
-                    for i in 0..height_out {
-                        for j in 0..width_out {
-                            let at = n * grad.strides[0]
-                                + c * grad.strides[1]
-                                + i * grad.strides[2]
-                                + j * grad.strides[3];
-                            if let Some(&pick) = picks.next() {
-                                dx[pick as usize] += grad.values[at];
-                            }
-                        }
-                    }
-                }
+            for (value, &pick) in grad.row_major().iter().zip(picks.iter()) {
+                dx[pick as usize] += value;
             }
             dx
         })

@@ -124,8 +124,7 @@ impl BackendTask for BenchTask {
 
     fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
-        B::seed(device, 0);
-        pdl_models::dropout::seed(0);
+        pdl_models::seed::<B>(device, 0);
         let mut model = ClassicCnnConfig::mnist()
             .with_conv(Some(self.conv))
             .init::<B>(device);
@@ -269,7 +268,7 @@ impl BackendTask for GenerationTask {
 
     fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> GenerationSpeed {
         let device = &devices[0];
-        B::seed(device, 0);
+        pdl_models::seed::<B>(device, 0);
         // Random weights: the speed does not depend on them, and no trained run is needed.
         let model = self.config.init::<B::InnerBackend>(device);
         let sampling = Sampling {

@@ -67,7 +67,7 @@ impl BackendTask for Task {
         let batch = GraphBatch::<B>::new(&graph, &all, device);
         let edges = graph.num_edges();
         drop(graph);
-        B::seed(device, 0);
+        pdl_models::seed::<B>(device, 0);
         let mut model = GcnConfig::new(size.features, 10).init::<B>(device);
         let mut optim = AdamConfig::new().init();
         let mut epoch = || {

@@ -30,6 +30,7 @@ use super::ConvBackend;
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{TensorData, TensorMetadata};
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// A tensor's `f32` values as the host sees them: element `[i_0, i_1, ...]` is
@@ -85,6 +86,17 @@ impl<'a, const D: usize> HostValues<'a, D> {
     }
 }
 
+impl<'a> HostValues<'a, 4> {
+    /// The values in row-major order: lent as they lie when they already are, copied otherwise.
+    pub(crate) fn row_major(&self) -> Cow<'a, [f32]> {
+        if self.strides == Self::contiguous(self.values, self.dims).strides {
+            Cow::Borrowed(&self.values[..self.dims.iter().product()])
+        } else {
+            Cow::Owned(permuted(self, 0..self.dims[0], [0, 1, 2, 3]))
+        }
+    }
+}
+
 /// `data`'s values, lent to `f` as a row-major [`HostValues`]; `None` unless they are `f32`.
 pub(super) fn lend_data<R, const D: usize>(
     data: &TensorData,
@@ -100,6 +112,15 @@ pub(super) fn lend_data<R, const D: usize>(
 /// inner dimension (the classic net's second layer, batch 64: 27 ms as 8 matmuls against 80 ms as
 /// one); large enough that each matmul is still large.
 const CHUNK_BYTES: usize = 4 << 20;
+
+/// The images of a batch in chunks whose patches (`taps` values per output position,
+/// `per_image` positions per image) fill about [`CHUNK_BYTES`]: at least one image per chunk.
+fn image_chunks(batch: usize, taps: usize, per_image: usize) -> impl Iterator<Item = Range<usize>> {
+    let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
+    (0..batch)
+        .step_by(per_chunk)
+        .map(move |first| first..(first + per_chunk).min(batch))
+}
 
 /// How [`weight_gradient`] lays out its matmul (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,11 +181,10 @@ pub(super) fn weight_gradient<B: ConvBackend>(
             };
             let layout = Layout::choose(&x, &grad);
             let per_image = height_out * width_out;
-            let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
-            // `[taps, c_out]` (TapRows) or `[c_out, kernel_height, kernel_width, c_in]`.
+            // `[c_in, kernel_height, kernel_width, c_out]` (TapRows) or
+            // `[c_out, kernel_height, kernel_width, c_in]` (PositionRows).
             let mut sum = vec![0.0f32; taps * channels_out];
-            for first in (0..batch).step_by(per_chunk) {
-                let images = first..(first + per_chunk).min(batch);
+            for images in image_chunks(batch, taps, per_image) {
                 let positions = images.len() * per_image;
                 let product = match layout {
                     Layout::TapRows => B::host_matmul(
@@ -183,20 +203,17 @@ pub(super) fn weight_gradient<B: ConvBackend>(
                 sum.iter_mut().zip(product).for_each(|(s, p)| *s += p);
             }
             // Into `[c_out, c_in, kernel_height, kernel_width]`.
-            let per_channel = kernel_height * kernel_width;
-            let mut weight = vec![0.0f32; taps * channels_out];
-            for (o, row) in weight.chunks_exact_mut(taps).enumerate() {
-                for (t, value) in row.iter_mut().enumerate() {
-                    *value = match layout {
-                        Layout::TapRows => sum[t * channels_out + o],
-                        Layout::PositionRows => {
-                            let (c, tap) = (t / per_channel, t % per_channel);
-                            sum[o * taps + tap * channels_in + c]
-                        }
-                    };
-                }
-            }
-            weight
+            let (dims, order) = match layout {
+                Layout::TapRows => (
+                    [channels_in, kernel_height, kernel_width, channels_out],
+                    [3, 0, 1, 2],
+                ),
+                Layout::PositionRows => (
+                    [channels_out, kernel_height, kernel_width, channels_in],
+                    [0, 3, 1, 2],
+                ),
+            };
+            permuted(&HostValues::contiguous(&sum, dims), 0..dims[0], order)
         })
     })
     .flatten()?;
@@ -244,6 +261,39 @@ pub(super) fn gemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
             false,
             false,
             parallelism,
+        );
+    }
+    c
+}
+
+/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by `matrixmultiply` (ndarray's gemm).
+#[cfg(any(feature = "ndarray", test))]
+pub(super) fn sgemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "host_matmul: shapes and lengths differ"
+    );
+    let mut c = vec![0.0f32; m * n];
+    let (k_stride, n_stride) = (k as isize, n as isize);
+    // SAFETY: `a`, `b` and `c` hold `m k`, `k n` and `m n` values, row-major with the strides
+    // passed (row stride first), so every element sgemm reads or writes is in bounds, and `c` is
+    // not aliased.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k_stride,
+            1,
+            b.as_ptr(),
+            n_stride,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n_stride,
+            1,
         );
     }
     c
@@ -426,11 +476,11 @@ impl Span {
     }
 }
 
-/// Images `images` of a 4-D tensor, row-major with its axes in the order `order` (axis 0, the
-/// images, restricted to `images`).
+/// The entries of a 4-D tensor whose first index is in `images` (a chunk of a batch, or all of
+/// the first axis), row-major with its axes in the order `order`.
 ///
 /// # Shapes
-/// - tensor: `[batch, d1, d2, d3]`
+/// - tensor: `[d0, d1, d2, d3]`
 /// - output: the axes of `[images.len(), d1, d2, d3]` permuted by `order`, flattened
 fn permuted(tensor: &HostValues<'_, 4>, images: Range<usize>, order: [usize; 4]) -> Vec<f32> {
     let mut dims = tensor.dims;
@@ -520,23 +570,7 @@ pub(super) fn conv2d<B: ConvBackend>(
     let device = B::float_device(x);
     // The kernel as `[channels_out, taps]`, row-major.
     let kernel = B::with_values(weight, |weight: HostValues<'_, 4>| {
-        let mut kernel = Vec::with_capacity(taps * channels_out);
-        for o in 0..channels_out {
-            for c in 0..channels_in {
-                for u in 0..kernel_height {
-                    let start =
-                        o * weight.strides[0] + c * weight.strides[1] + u * weight.strides[2];
-                    extend_run(
-                        &mut kernel,
-                        weight.values,
-                        start,
-                        weight.strides[3],
-                        kernel_width,
-                    );
-                }
-            }
-        }
-        kernel
+        permuted(&weight, 0..channels_out, [0, 1, 2, 3])
     })?;
     let bias = match bias {
         Some(bias) => B::with_values(bias, |bias: HostValues<'_, 1>| {
@@ -553,12 +587,11 @@ pub(super) fn conv2d<B: ConvBackend>(
             kernel: [kernel_height, kernel_width],
             options,
         };
-        let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
         let mut output = vec![0.0f32; batch * channels_out * per_image];
-        for first in (0..batch).step_by(per_chunk) {
-            let images = first..(first + per_chunk).min(batch);
+        for images in image_chunks(batch, taps, per_image) {
             let positions = images.len() * per_image;
-            let cols = patches.tap_rows(images.clone());
+            let first = images.start;
+            let cols = patches.tap_rows(images);
             // [c_out, images * per_image]
             let product = B::host_matmul(kernel.clone(), cols, [channels_out, taps, positions]);
             // `[c_out, images, per_image]` into `[images, c_out, per_image]`, plus the bias.
@@ -601,31 +634,13 @@ pub(super) fn input_gradient<B: ConvBackend>(
     let [channels_out, _, kernel_height, kernel_width] = weight.shape().dims();
     let taps = channels_in * kernel_height * kernel_width;
     let device = B::float_device(grad);
-    // The kernel as `[taps, channels_out]`, row-major.
+    // The kernel as `[taps, channels_out]`, row-major (taps ordered `(c, u, v)`).
     let kernel_t = B::with_values(weight, |weight: HostValues<'_, 4>| {
-        let mut kernel_t = Vec::with_capacity(taps * channels_out);
-        let per_channel = kernel_height * kernel_width;
-        for t in 0..taps {
-            let (c, u, v) = (
-                t / per_channel,
-                t % per_channel / kernel_width,
-                t % kernel_width,
-            );
-            let start = c * weight.strides[1] + u * weight.strides[2] + v * weight.strides[3];
-            extend_run(
-                &mut kernel_t,
-                weight.values,
-                start,
-                weight.strides[0],
-                channels_out,
-            );
-        }
-        kernel_t
+        permuted(&weight, 0..channels_out, [1, 2, 3, 0])
     })?;
     let dx = B::with_values(grad, |grad: HostValues<'_, 4>| {
         let [_, _, height_out, width_out] = grad.dims;
         let per_image = height_out * width_out;
-        let per_chunk = (CHUNK_BYTES / (taps * per_image * size_of::<f32>()).max(1)).max(1);
         let mut dx = vec![0.0f32; batch * channels_in * height * width];
         let rows: Vec<Span> = (0..kernel_height)
             .map(|u| Span::new(options, 0, u, height, height_out))
@@ -633,8 +648,7 @@ pub(super) fn input_gradient<B: ConvBackend>(
         let cols: Vec<Span> = (0..kernel_width)
             .map(|v| Span::new(options, 1, v, width, width_out))
             .collect();
-        for first in (0..batch).step_by(per_chunk) {
-            let images = first..(first + per_chunk).min(batch);
+        for images in image_chunks(batch, taps, per_image) {
             let positions = images.len() * per_image;
             let grad_t = permuted(&grad, images.clone(), [1, 0, 2, 3]); // [c_out, images, h_out, w_out]
             // [taps, images * h_out * w_out]

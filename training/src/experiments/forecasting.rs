@@ -272,7 +272,7 @@ pub fn train<B: AutodiffBackend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let device = devices[0].clone();
-    B::seed(&device, config.seed);
+    pdl_models::seed::<B>(&device, config.seed);
     match &config.model {
         ForecastModelConfig::Rnn(c) => {
             train_model(c.init::<B>(&device), config, ctx, splits, devices)

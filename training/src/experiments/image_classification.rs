@@ -218,8 +218,7 @@ pub fn train<B: ConvAutodiffBackend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let device = devices[0].clone();
-    B::seed(&device, config.seed);
-    pdl_models::dropout::seed(config.seed);
+    pdl_models::seed::<B>(&device, config.seed);
     match &config.model {
         ImageModelConfig::Mlp(c) => train_model(c.init::<B>(&device), config, ctx, splits, devices),
         ImageModelConfig::LeNet5(c) => {

@@ -208,7 +208,7 @@ pub fn train<B: AutodiffBackend>(
     std::fs::write(&path, vocab.as_string())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let device = devices[0].clone();
-    B::seed(&device, config.seed);
+    pdl_models::seed::<B>(&device, config.seed);
     match config.model.with_vocab(vocab.len()) {
         LanguageModelConfig::Rnn(c) => {
             train_model(c.init::<B>(&device), config, ctx, (train, valid), devices)

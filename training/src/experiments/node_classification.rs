@@ -189,7 +189,7 @@ pub fn train<B: AutodiffBackend>(
     }
     let (graph, split) = load_graph(config, ctx)?;
     let device = devices[0].clone();
-    B::seed(&device, config.seed);
+    pdl_models::seed::<B>(&device, config.seed);
     match &config.model {
         GraphModelConfig::Gcn(c) => {
             train_model(c.init::<B>(&device), config, ctx, graph, split, device)

@@ -226,7 +226,7 @@ pub fn train<B: AutodiffBackend>(
     let splits = load_splits(config, ctx)?;
     splits.vocab.save(&ctx.artifact_dir.join(VOCAB_FILE))?;
     let device = devices[0].clone();
-    B::seed(&device, config.seed);
+    pdl_models::seed::<B>(&device, config.seed);
     match config.model.sized(splits.vocab.len(), config.num_classes) {
         SentenceModelConfig::Rnn(c) => {
             train_model(c.init::<B>(&device), config, ctx, splits, devices)
