@@ -1,10 +1,12 @@
-//! What every classifier shares: cross-entropy on its logits, and the two-line `TrainStep` /
-//! `InferenceStep` impls the Learner needs (a macro, because the orphan rule wants them beside
-//! each type and they are the same for all of them).
+//! What every classifier shares: cross-entropy on its logits, and [`train_output`], the one line
+//! under each model's `impl TrainStep` (written out beside the model, where the orphan rule wants
+//! it and a reader can find it).
 
+use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
-use burn::train::ClassificationOutput;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, TrainOutput};
 use pdl_datasets::batcher::ImageBatch;
 
 /// A model mapping `[batch, channels, height, width]` images to `[batch, num_classes]` logits.
@@ -21,11 +23,6 @@ pub trait ImageClassifier<B: Backend> {
     fn forward_classification(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
         let logits = self.logits(batch.images);
         classification_output(logits, batch.targets)
-    }
-
-    /// What a training step minimises; the same as [`Self::forward_classification`] here.
-    fn forward_training(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
-        self.forward_classification(batch)
     }
 }
 
@@ -59,59 +56,33 @@ pub fn next_token_output<B: Backend>(
     classification_output(logits.reshape([b * t, v]), targets.reshape([b * t]))
 }
 
-/// Implements the Learner's `TrainStep` (forward, loss, backward) and `InferenceStep` (forward,
-/// loss) for a model through a classifier trait's `forward_training` and `forward_classification`
-/// on a batch type:
-/// `classifier_steps!(Gcn, NodeClassifier, pdl_datasets::graph::GraphBatch)`.
-#[macro_export]
-macro_rules! classifier_steps {
-    ($model:ident, $classifier:ident, $($batch:ident)::+) => {
-        impl<B: burn::tensor::backend::AutodiffBackend> burn::train::TrainStep for $model<B> {
-            type Input = $($batch)::+<B>;
-            type Output = burn::train::ClassificationOutput<B>;
-
-            fn step(&self, batch: Self::Input) -> burn::train::TrainOutput<Self::Output> {
-                let item = $classifier::forward_training(self, batch);
-                burn::train::TrainOutput::new(self, item.loss.backward(), item)
-            }
-        }
-
-        impl<B: burn::tensor::backend::Backend> burn::train::InferenceStep for $model<B> {
-            type Input = $($batch)::+<B>;
-            type Output = burn::train::ClassificationOutput<B>;
-
-            fn step(&self, batch: Self::Input) -> Self::Output {
-                $classifier::forward_classification(self, batch)
-            }
-        }
-    };
+/// A training step's result for the Learner: the gradients of `output`'s loss, and the output
+/// itself for the metrics.
+pub fn train_output<B, M, O>(model: &M, output: O) -> TrainOutput<O>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: HasLoss<B>,
+{
+    let grads = output.loss().backward();
+    TrainOutput::new(model, grads, output)
 }
 
-/// [`classifier_steps!`] for an [`ImageClassifier`] on [`ImageBatch`]es.
-#[macro_export]
-macro_rules! image_classifier_steps {
-    ($model:ident) => {
-        $crate::classifier_steps!($model, ImageClassifier, pdl_datasets::batcher::ImageBatch);
-    };
-    // A model whose forward runs `conv::Conv2d`, which needs a `ConvBackend`.
-    ($model:ident, conv) => {
-        impl<B: $crate::conv::ConvAutodiffBackend> burn::train::TrainStep for $model<B> {
-            type Input = pdl_datasets::batcher::ImageBatch<B>;
-            type Output = burn::train::ClassificationOutput<B>;
+/// A step's output that carries the loss to minimise: Burn's classification and regression
+/// outputs.
+pub trait HasLoss<B: Backend> {
+    /// The mean loss over the batch, `[1]`.
+    fn loss(&self) -> Tensor<B, 1>;
+}
 
-            fn step(&self, batch: Self::Input) -> burn::train::TrainOutput<Self::Output> {
-                let item = ImageClassifier::forward_training(self, batch);
-                burn::train::TrainOutput::new(self, item.loss.backward(), item)
-            }
-        }
+impl<B: Backend> HasLoss<B> for ClassificationOutput<B> {
+    fn loss(&self) -> Tensor<B, 1> {
+        self.loss.clone()
+    }
+}
 
-        impl<B: $crate::conv::ConvBackend> burn::train::InferenceStep for $model<B> {
-            type Input = pdl_datasets::batcher::ImageBatch<B>;
-            type Output = burn::train::ClassificationOutput<B>;
-
-            fn step(&self, batch: Self::Input) -> Self::Output {
-                ImageClassifier::forward_classification(self, batch)
-            }
-        }
-    };
+impl<B: Backend> HasLoss<B> for burn::train::RegressionOutput<B> {
+    fn loss(&self) -> Tensor<B, 1> {
+        self.loss.clone()
+    }
 }

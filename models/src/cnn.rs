@@ -11,16 +11,18 @@
 //! - [`BnCnn`]: a small modern CNN, each stage conv3x3 -> batch norm (Ioffe & Szegedy 2015) ->
 //!   ReLU -> 2x2 max-pool. Experiment `mnist-bn-cnn`.
 
-use crate::classification::{ImageClassifier, check_dropout};
-use crate::conv::{Conv2d, Conv2dConfig, ConvBackend, ConvImplementation};
-use crate::dropout::dropout;
-use crate::pool::max_pool2d;
+use crate::classification::{ImageClassifier, check_dropout, train_output};
 use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
+    BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d,
     activation::{Activation, ActivationConfig},
-    pool::{MaxPool2d, MaxPool2dConfig},
 };
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use pdl_datasets::batcher::ImageBatch;
+use pdl_kernels::{
+    Conv2d, Conv2dConfig, ConvImplementation, Dropout, DropoutConfig, MaxPool2d, MaxPool2dConfig,
+};
 
 fn max_pool_2x2() -> MaxPool2d {
     MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
@@ -93,14 +95,14 @@ pub struct LeNet5<B: Backend> {
     activation: Activation<B>,
 }
 
-impl<B: ConvBackend> LeNet5<B> {
+impl<B: Backend> LeNet5<B> {
     /// # Shapes
     /// - images: `[batch, 1, 28, 28]`
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let act = &self.activation;
-        let x = max_pool2d(&self.pool, act.forward(self.conv1.forward(images))); // [batch, 6, 14, 14]
-        let x = max_pool2d(&self.pool, act.forward(self.conv2.forward(x))); // [batch, 16, 5, 5]
+        let x = self.pool.forward(act.forward(self.conv1.forward(images))); // [batch, 6, 14, 14]
+        let x = self.pool.forward(act.forward(self.conv2.forward(x))); // [batch, 16, 5, 5]
         let x = act.forward(self.fc1.forward(x.flatten(1, 3))); // [batch, 120]
         let x = act.forward(self.fc2.forward(x)); // [batch, 84]
         self.fc3.forward(x)
@@ -193,7 +195,7 @@ pub struct ClassicCnn<B: Backend> {
     fc2: Linear<B>,
 }
 
-impl<B: ConvBackend> ClassicCnn<B> {
+impl<B: Backend> ClassicCnn<B> {
     /// Two valid 3x3 convolutions with ReLU, a 2x2 max-pool, then two fully connected layers;
     /// with the `mnist()` sizes (`c1 = 32`, `c2 = 64`, `s = 28`, `d_hidden = 128`) the comments read
     /// `[batch, 32, 26, 26]`, `[batch, 64, 24, 24]`, `[batch, 64, 12, 12]`, `[batch, 128]`.
@@ -204,9 +206,9 @@ impl<B: ConvBackend> ClassicCnn<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = burn::tensor::activation::relu(self.conv1.forward(images)); // [batch, c1, s-2, s-2]
         let x = burn::tensor::activation::relu(self.conv2.forward(x)); // [batch, c2, s-4, s-4]
-        let x = dropout(&self.dropout_conv, max_pool2d(&self.pool, x)); // [batch, c2, (s-4)/2, (s-4)/2]
+        let x = self.dropout_conv.forward(self.pool.forward(x)); // [batch, c2, (s-4)/2, (s-4)/2]
         let x = burn::tensor::activation::relu(self.fc1.forward(x.flatten(1, 3))); // [batch, d_hidden]
-        self.fc2.forward(dropout(&self.dropout_fc, x))
+        self.fc2.forward(self.dropout_fc.forward(x))
     }
 }
 
@@ -307,7 +309,7 @@ pub struct BnCnn<B: Backend> {
     head: Linear<B>,
 }
 
-impl<B: ConvBackend> BnCnn<B> {
+impl<B: Backend> BnCnn<B> {
     /// # Shapes
     /// - images: `[batch, 1, image_size, image_size]`
     /// - output: `[batch, num_classes]`
@@ -315,33 +317,83 @@ impl<B: ConvBackend> BnCnn<B> {
         let mut x = images;
         for stage in &self.stages {
             let y = stage.norm.forward(stage.conv.forward(x)); // [batch, channels, side, side]
-            x = max_pool2d(&self.pool, burn::tensor::activation::relu(y)); // [batch, channels, side/2, side/2]
+            x = self.pool.forward(burn::tensor::activation::relu(y)); // [batch, channels, side/2, side/2]
         }
-        self.head.forward(dropout(&self.dropout, x.flatten(1, 3)))
+        self.head.forward(self.dropout.forward(x.flatten(1, 3)))
     }
 }
 
-impl<B: ConvBackend> ImageClassifier<B> for LeNet5<B> {
+impl<B: Backend> ImageClassifier<B> for LeNet5<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
 }
 
-impl<B: ConvBackend> ImageClassifier<B> for ClassicCnn<B> {
+impl<B: Backend> ImageClassifier<B> for ClassicCnn<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
 }
 
-impl<B: ConvBackend> ImageClassifier<B> for BnCnn<B> {
+impl<B: Backend> ImageClassifier<B> for BnCnn<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
     }
 }
 
-crate::image_classifier_steps!(LeNet5, conv);
-crate::image_classifier_steps!(ClassicCnn, conv);
-crate::image_classifier_steps!(BnCnn, conv);
+impl<B: AutodiffBackend> TrainStep for LeNet5<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_classification(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for LeNet5<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for ClassicCnn<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_classification(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for ClassicCnn<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for BnCnn<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_classification(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for BnCnn<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
 
 #[cfg(test)]
 mod tests {

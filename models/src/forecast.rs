@@ -8,10 +8,13 @@
 //!   `ett-linear`.
 //! - [`repeat_last_window`]: the naive forecast, the last `horizon` steps of the look-back repeated.
 
+use crate::classification::train_output;
 use burn::nn::loss::{MseLoss, Reduction};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::train::RegressionOutput;
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::timeseries::WindowBatch;
 
 /// A model mapping a look-back window to a forecast of the horizon, for every series at once.
@@ -39,39 +42,29 @@ pub fn regression_output<B: Backend>(
     RegressionOutput::new(loss, predicted, targets)
 }
 
-/// Implements the Learner's `TrainStep` and `InferenceStep` for a [`Forecaster`] on
-/// [`WindowBatch`]es: `forecaster_steps!(DLinear)`.
-#[macro_export]
-macro_rules! forecaster_steps {
-    ($model:ident) => {
-        impl<B: burn::tensor::backend::AutodiffBackend> burn::train::TrainStep for $model<B> {
-            type Input = pdl_datasets::timeseries::WindowBatch<B>;
-            type Output = burn::train::RegressionOutput<B>;
-
-            fn step(&self, batch: Self::Input) -> burn::train::TrainOutput<Self::Output> {
-                let item = $crate::forecast::Forecaster::forward_regression(self, batch);
-                burn::train::TrainOutput::new(self, item.loss.backward(), item)
-            }
-        }
-
-        impl<B: burn::tensor::backend::Backend> burn::train::InferenceStep for $model<B> {
-            type Input = pdl_datasets::timeseries::WindowBatch<B>;
-            type Output = burn::train::RegressionOutput<B>;
-
-            fn step(&self, batch: Self::Input) -> Self::Output {
-                $crate::forecast::Forecaster::forward_regression(self, batch)
-            }
-        }
-    };
-}
-
 impl<B: Backend> Forecaster<B> for DLinear<B> {
     fn forecast(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(input)
     }
 }
 
-crate::forecaster_steps!(DLinear);
+impl<B: AutodiffBackend> TrainStep for DLinear<B> {
+    type Input = WindowBatch<B>;
+    type Output = RegressionOutput<B>;
+
+    fn step(&self, batch: WindowBatch<B>) -> TrainOutput<RegressionOutput<B>> {
+        train_output(self, self.forward_regression(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for DLinear<B> {
+    type Input = WindowBatch<B>;
+    type Output = RegressionOutput<B>;
+
+    fn step(&self, batch: WindowBatch<B>) -> RegressionOutput<B> {
+        self.forward_regression(batch)
+    }
+}
 use burn::tensor::module::avg_pool1d;
 
 /// Configuration of a [`DLinear`].

@@ -10,9 +10,7 @@
 //! |---|---|---|
 //! | [`mlp`] | multilayer perceptron | MLP |
 //! | [`cnn`] | LeNet-5, the classic PyTorch MNIST net, a batch-norm CNN | CNN |
-//! | [`conv`] | a 2-D convolution with a fast custom backward (a forward conv and a matmul; im2col on the CPU), switchable to Burn's | CNN |
-//! | [`pool`] | max pooling with a host kernel for the CPU backends, on Burn's `MaxPool2d` | CNN |
-//! | [`dropout`] | dropout with host-drawn masks for the CPU backends, on Burn's `Dropout` | CNN |
+//! | [`resnet`] | a small residual network (He et al. 2016) | CNN |
 //! | [`gnn`] | GCN, GraphSAGE, GAT by message passing | GNN |
 //! | [`rnn`] | Elman RNN, LSTM and GRU cells from scratch, stacks, a forecaster, a char LM, a sentence classifier | RNN |
 //! | [`sampling`] | temperature and top-k sampling for generation | RNN, attention |
@@ -23,12 +21,10 @@
 pub mod attention;
 pub mod classification;
 pub mod cnn;
-pub mod conv;
-pub mod dropout;
 pub mod forecast;
 pub mod gnn;
 pub mod mlp;
-pub mod pool;
+pub mod resnet;
 pub mod rnn;
 pub mod sampling;
 pub mod transformer;
@@ -37,12 +33,12 @@ pub use attention::{
     KvCache, MultiHeadAttention, MultiHeadAttentionConfig, causal_mask, padding_mask,
     scaled_dot_product_attention,
 };
-pub use classification::ImageClassifier;
+pub use classification::{ImageClassifier, train_output};
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
-pub use conv::{ConvAutodiffBackend, ConvBackend, ConvImplementation};
 pub use forecast::{DLinear, DLinearConfig, Forecaster};
 pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
 pub use mlp::{Mlp, MlpConfig};
+pub use resnet::{ResNet, ResNetConfig};
 pub use rnn::{
     CellKind, CellSource, CharRnn, CharRnnConfig, Pooling, RnnForecaster, RnnForecasterConfig,
     SentenceRnn, SentenceRnnConfig,
@@ -54,8 +50,9 @@ pub use transformer::{
 };
 
 /// Seeds every random draw of a run: the backend's generator (initial weights, Burn's own
-/// dropout, sampling) and the host dropout masks of [`dropout`], so that a run repeats.
+/// dropout, sampling) and the mask streams of the `pdl_kernels` dropout layers built after it on
+/// this thread, so that a run repeats.
 pub fn seed<B: burn::tensor::backend::Backend>(device: &B::Device, seed: u64) {
     B::seed(device, seed);
-    dropout::seed(seed);
+    pdl_kernels::seed(seed);
 }

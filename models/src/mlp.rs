@@ -4,12 +4,15 @@
 //! Images are flattened, so the MLP sees 784 numbers with no notion of neighbouring pixels: the
 //! baseline the CNN chapter improves on. Used by the `mnist-mlp` experiment.
 
-use crate::classification::{ImageClassifier, check_dropout};
+use crate::classification::{ImageClassifier, check_dropout, train_output};
 use burn::nn::{
     Dropout, DropoutConfig, Linear, LinearConfig,
     activation::{Activation, ActivationConfig},
 };
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use pdl_datasets::batcher::ImageBatch;
 
 /// Configuration of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -102,7 +105,23 @@ impl<B: Backend> ImageClassifier<B> for Mlp<B> {
     }
 }
 
-crate::image_classifier_steps!(Mlp);
+impl<B: AutodiffBackend> TrainStep for Mlp<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_classification(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for Mlp<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -89,6 +89,27 @@ impl Sampling {
     }
 }
 
+/// A character language model that continues a prompt: what `pdl generate` asks of a model, so
+/// that it loads any of them the same way.
+pub trait Generate<B: Backend> {
+    /// The `length` characters drawn after `prompt` with `sampling`, seeded by `seed`. With
+    /// `cache`, each step reuses what the earlier steps computed (a Transformer's keys and values);
+    /// without it, a Transformer reads its whole context again at every step, to measure what the
+    /// cache saves. A recurrent model always carries its state.
+    ///
+    /// # Panics
+    /// If `prompt` is empty.
+    fn generate(
+        &self,
+        prompt: &[u32],
+        length: usize,
+        sampling: Sampling,
+        seed: u64,
+        cache: bool,
+        device: &B::Device,
+    ) -> Vec<u32>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

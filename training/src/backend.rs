@@ -8,7 +8,7 @@
 //! made by `pdl bench`).
 
 use anyhow::{Result, anyhow, bail};
-use pdl_models::ConvAutodiffBackend;
+use burn::tensor::backend::AutodiffBackend;
 use std::fmt;
 
 /// A backend `pdl` knows about, compiled in or not.
@@ -116,7 +116,7 @@ pub trait BackendTask {
     type Output;
 
     /// Runs on `devices` (one or more, the first is the main device) of backend `B`.
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 }
 
 /// Which devices to train on: `--devices 2` or `--devices 0,1`.

@@ -15,14 +15,15 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainStep;
 use clap::Args;
 use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
-use pdl_models::ConvAutodiffBackend;
+use pdl_kernels::ConvImplementation;
+use pdl_models::ClassicCnnConfig;
 use pdl_models::sampling::Sampling;
 use pdl_models::transformer::CharGptConfig;
-use pdl_models::{ClassicCnnConfig, ConvImplementation};
 use std::time::{Duration, Instant};
 
 /// What `pdl bench` measures.
@@ -122,7 +123,7 @@ struct BenchTask {
 impl BackendTask for BenchTask {
     type Output = Throughput;
 
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
         pdl_models::seed::<B>(device, 0);
         let mut model = ClassicCnnConfig::mnist()
@@ -266,7 +267,7 @@ struct GenerationTask {
 impl BackendTask for GenerationTask {
     type Output = GenerationSpeed;
 
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> GenerationSpeed {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> GenerationSpeed {
         let device = &devices[0];
         pdl_models::seed::<B>(device, 0);
         // Random weights: the speed does not depend on them, and no trained run is needed.

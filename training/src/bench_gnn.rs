@@ -10,10 +10,10 @@ use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
 use burn::train::TrainStep;
 use pdl_datasets::graph::GraphBatch;
 use pdl_datasets::graph::synthetic::SbmConfig;
-use pdl_models::ConvAutodiffBackend;
 use pdl_models::GcnConfig;
 use std::time::Instant;
 
@@ -48,7 +48,7 @@ struct Task(GraphBenchSize);
 impl BackendTask for Task {
     type Output = Result<GraphBench>;
 
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let size = self.0;
         let device = &devices[0];
         let started = Instant::now();

@@ -8,8 +8,8 @@ use crate::experiments::{
     language_model, node_classification, text_classification,
 };
 use anyhow::{Result, bail};
+use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
-use pdl_models::ConvAutodiffBackend;
 use std::path::PathBuf;
 
 /// pdl: the architectures of Principles of Deep Learning, trained on real data with Burn.
@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the table of experiments: name, chapter, dataset, model, expected result.
-    List,
+    List(ListArgs),
     /// Train an experiment, writing runs/<experiment>/ (config, checkpoints, model, metrics).
     Train(TrainArgs),
     /// Rebuild a trained model from its artifact directory and score it on the test set.
@@ -34,6 +34,14 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure training and inference images/s of the classic MNIST net on each backend.
     Bench(crate::bench::BenchArgs),
+}
+
+/// Options of `pdl list`.
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    /// Print the README's course map (Markdown) instead, generated from the same registry.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// Options of `pdl generate`.
@@ -150,8 +158,11 @@ pub fn one_line(error: &anyhow::Error) -> String {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::List => {
-            print!("{}", list_table());
+        Command::List(args) => {
+            match args.markdown {
+                true => print!("{}", experiments::course_map()),
+                false => print!("{}", list_table()),
+            }
             Ok(())
         }
         Command::Train(args) => train(&args).map(|_| ()),
@@ -217,7 +228,7 @@ struct GenerateTask<'a> {
 impl BackendTask for GenerateTask<'_> {
     type Output = Result<language_model::Generated>;
 
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         language_model::generate::<B::InnerBackend>(
             self.config,
             self.dir,
@@ -229,11 +240,13 @@ impl BackendTask for GenerateTask<'_> {
 
 /// The table `pdl list` prints.
 pub fn list_table() -> String {
+    let expected: Vec<String> = EXPERIMENTS.iter().map(|e| e.expected()).collect();
     let rows: Vec<[&str; 5]> = EXPERIMENTS
         .iter()
-        .map(|e| [e.name, e.chapter, e.dataset, e.model, e.expected])
+        .zip(&expected)
+        .map(|(e, expected)| [e.name, e.chapter, e.dataset, e.file, expected])
         .collect();
-    let header = ["experiment", "chapter", "dataset", "model", "expected"];
+    let header = ["experiment", "chapter", "dataset", "file", "expected"];
     let widths: Vec<usize> = (0..5)
         .map(|i| {
             rows.iter()
@@ -602,7 +615,7 @@ struct TrainTask<'a> {
 impl BackendTask for TrainTask<'_> {
     type Output = Result<RunReport>;
 
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         match self.config {
             ExperimentConfig::Image(c) => image_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Graph(c) => node_classification::train::<B>(c, self.ctx, devices),
@@ -667,24 +680,14 @@ struct EvalTask<'a> {
 impl BackendTask for EvalTask<'_> {
     type Output = Result<Scores>;
 
-    fn run<B: ConvAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let device = devices[0].clone();
         match self.config {
-            ExperimentConfig::Image(c) => {
-                image_classification::eval::<B::InnerBackend>(c, self.ctx, device)
-            }
-            ExperimentConfig::Graph(c) => {
-                node_classification::eval::<B::InnerBackend>(c, self.ctx, device)
-            }
-            ExperimentConfig::Forecast(c) => {
-                forecasting::eval::<B::InnerBackend>(c, self.ctx, device)
-            }
-            ExperimentConfig::Language(c) => {
-                language_model::eval::<B::InnerBackend>(c, self.ctx, device)
-            }
-            ExperimentConfig::Sentence(c) => {
-                text_classification::eval::<B::InnerBackend>(c, self.ctx, device)
-            }
+            ExperimentConfig::Image(c) => image_classification::eval::<B>(c, self.ctx, device),
+            ExperimentConfig::Graph(c) => node_classification::eval::<B>(c, self.ctx, device),
+            ExperimentConfig::Forecast(c) => forecasting::eval::<B>(c, self.ctx, device),
+            ExperimentConfig::Language(c) => language_model::eval::<B>(c, self.ctx, device),
+            ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, self.ctx, device),
         }
     }
 }

@@ -13,6 +13,8 @@ pub mod bench;
 pub mod bench_gnn;
 pub mod cli;
 pub mod experiments;
+pub mod job;
 pub mod learner;
 pub mod renderer;
 pub mod schedule;
+pub mod settings;

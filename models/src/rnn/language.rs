@@ -4,11 +4,12 @@
 //! time, carrying the recurrent state across calls so each step costs one cell update.
 
 use super::layers::{CellKind, CellSource, LayerState, Recurrent, RecurrentConfig};
-use crate::classification::{check_dropout, next_token_output};
-use crate::sampling::{Sampling, draw_last, ids};
+use crate::classification::{check_dropout, next_token_output, train_output};
+use crate::sampling::{Generate, Sampling, draw_last, ids};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::train::ClassificationOutput;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::SplitMix64;
 use pdl_datasets::text::chars::CharBatch;
 
@@ -137,7 +138,37 @@ impl<B: Backend> CharRnn<B> {
     }
 }
 
-crate::classifier_steps!(CharRnn, CharRnn, pdl_datasets::text::chars::CharBatch);
+impl<B: Backend> Generate<B> for CharRnn<B> {
+    fn generate(
+        &self,
+        prompt: &[u32],
+        length: usize,
+        sampling: Sampling,
+        seed: u64,
+        _cache: bool,
+        device: &B::Device,
+    ) -> Vec<u32> {
+        CharRnn::generate(self, prompt, length, sampling, seed, device)
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for CharRnn<B> {
+    type Input = CharBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: CharBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_training(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for CharRnn<B> {
+    type Input = CharBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: CharBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,8 +4,13 @@
 use super::scratch::LstmState;
 use super::scratch::{GruCell, LstmCell, RnnCell, RnnCellConfig, unroll};
 use crate::classification::check_dropout;
+use crate::classification::train_output;
+use crate::forecast::Forecaster;
 use burn::nn::{Dropout, DropoutConfig, Gru, GruConfig, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
+use pdl_datasets::timeseries::WindowBatch;
 
 /// Which recurrent cell a layer uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -399,13 +404,29 @@ impl<B: Backend> RnnForecaster<B> {
     }
 }
 
-impl<B: Backend> crate::forecast::Forecaster<B> for RnnForecaster<B> {
+impl<B: Backend> Forecaster<B> for RnnForecaster<B> {
     fn forecast(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(input)
     }
 }
 
-crate::forecaster_steps!(RnnForecaster);
+impl<B: AutodiffBackend> TrainStep for RnnForecaster<B> {
+    type Input = WindowBatch<B>;
+    type Output = RegressionOutput<B>;
+
+    fn step(&self, batch: WindowBatch<B>) -> TrainOutput<RegressionOutput<B>> {
+        train_output(self, self.forward_regression(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for RnnForecaster<B> {
+    type Input = WindowBatch<B>;
+    type Output = RegressionOutput<B>;
+
+    fn step(&self, batch: WindowBatch<B>) -> RegressionOutput<B> {
+        self.forward_regression(batch)
+    }
+}
 
 #[cfg(test)]
 mod tests {

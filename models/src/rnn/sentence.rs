@@ -4,10 +4,11 @@
 //! so a sentence gets the same logits alone or padded in a batch.
 
 use super::layers::{CellKind, CellSource, Recurrent, RecurrentConfig};
-use crate::classification::{check_dropout, classification_output};
+use crate::classification::{check_dropout, classification_output, train_output};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::train::ClassificationOutput;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::text::sst2::SentenceBatch;
 
 /// How the per-step outputs become one vector per sentence.
@@ -143,11 +144,23 @@ impl<B: Backend> SentenceRnn<B> {
     }
 }
 
-crate::classifier_steps!(
-    SentenceRnn,
-    SentenceRnn,
-    pdl_datasets::text::sst2::SentenceBatch
-);
+impl<B: AutodiffBackend> TrainStep for SentenceRnn<B> {
+    type Input = SentenceBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: SentenceBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_training(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for SentenceRnn<B> {
+    type Input = SentenceBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
 
 #[cfg(test)]
 mod tests {

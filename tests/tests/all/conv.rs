@@ -3,8 +3,8 @@
 //! `wgpu.rs` on wgpu), and `pdl_models::pool`'s host max pooling over its grid of windows.
 
 use burn::backend::{Autodiff, Flex};
-use pdl_models::conv::check_gradients;
-use pdl_models::pool::check_pool;
+use pdl_kernels::parity::check_gradients;
+use pdl_kernels::parity::check_pool;
 
 #[test]
 fn the_custom_conv_backward_equals_burns_on_flex() {

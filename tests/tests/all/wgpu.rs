@@ -127,7 +127,7 @@ fn mnist_cnn_smoke_runs_on_wgpu() {
 #[test]
 fn the_custom_conv_backward_equals_burns_on_wgpu() {
     use burn::backend::Autodiff;
-    use pdl_models::conv::{check_case, check_case_against, conv_cases};
+    use pdl_kernels::parity::{check_case, check_case_against, conv_cases};
     let (gpu, cpu) = (Default::default(), Default::default());
     let mut burn_differs = Vec::new();
     for case in conv_cases() {

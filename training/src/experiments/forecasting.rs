@@ -4,26 +4,27 @@
 //! time (the ETT papers' 12/4/4 months, or the last months held out), standardised with the
 //! training rows' mean and deviation, cut into sliding windows of look-back `L` and horizon `H`.
 //! Model: a recurrent encoder with a linear head, or DLinear. Loop: MSE through
-//! [`crate::learner::fit`], Adam, optional gradient clipping and early stopping, the best valid
+//! the shared tail of [`crate::job`], Adam, optional gradient clipping and early stopping, the best valid
 //! epoch's weights restored. Scores: MSE and MAE on the standardised data, as the papers report
 //! them, beside the naive forecast (the last `H` steps of the look-back repeated) on the same
 //! windows: a model that does not beat it has learnt nothing.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, Tally, TaskOutput, fit, load_and_evaluate};
-use crate::schedule::ScheduleConfig;
+use crate::job::{Job, Outcome, Scoring, Training};
+use crate::learner::{Tally, TaskOutput};
+use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{InferenceStep, RegressionOutput, TrainStep};
+use burn::train::RegressionOutput;
 use pdl_datasets::timeseries::{
     Scaler, SeriesSource, TimeSeries, WindowBatch, WindowBatcher, WindowDataset, ett_splits,
 };
 use pdl_models::forecast::{regression_output, repeat_last_window};
 use pdl_models::{DLinearConfig, RnnForecasterConfig};
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -41,6 +42,19 @@ impl ForecastModelConfig {
         match self {
             Self::Rnn(c) => c.validate(),
             Self::Linear(c) => c.validate(),
+        }
+    }
+
+    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// enum is matched.
+    fn run<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        job: Job<'_, B, WindowBatch<B>, WindowBatch<B::InnerBackend>>,
+    ) -> Result<Outcome> {
+        match self {
+            Self::Rnn(c) => job.run(c.init::<B>(device)),
+            Self::Linear(c) => job.run(c.init::<B>(device)),
         }
     }
 
@@ -109,7 +123,8 @@ impl TimeSplit {
 }
 
 /// Everything needed to rebuild a forecasting run; saved as its `config.json`.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
 pub struct ForecastExperimentConfig {
     /// The experiment's name in the registry.
     pub experiment: String,
@@ -125,64 +140,48 @@ pub struct ForecastExperimentConfig {
     pub horizon: usize,
     /// The model.
     pub model: ForecastModelConfig,
-    /// Epochs at most.
-    #[config(default = 10)]
-    pub num_epochs: usize,
-    /// Windows per batch.
-    #[config(default = 32)]
-    pub batch_size: usize,
-    /// Adam's learning rate.
-    #[config(default = 1e-3)]
-    pub learning_rate: f64,
-    /// L2 penalty added to the gradients.
-    #[config(default = 0.0)]
-    pub weight_decay: f64,
-    /// Learning-rate schedule over all steps.
-    #[config(default = "ScheduleConfig::Constant")]
-    pub schedule: ScheduleConfig,
-    /// Rescale the gradients to at most this global L2 norm (none: no clipping).
-    #[config(default = "None")]
-    pub grad_clip_norm: Option<f32>,
-    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
-    #[config(default = 3)]
-    pub early_stopping_patience: usize,
-    /// End with the weights of the epoch with the lowest valid loss.
-    #[config(default = true)]
-    pub restore_best: bool,
-    /// Seed of the weights, the batch order and dropout.
-    #[config(default = 42)]
-    pub seed: u64,
-    /// A smoke run: one epoch on a few batches of each split.
-    #[config(default = false)]
-    pub smoke: bool,
+    /// Epochs at most, windows per batch, Adam's learning rate and L2 penalty, clipping, early
+    /// stopping, the best valid epoch's weights...
+    #[serde(flatten)]
+    pub training: TrainingSettings,
 }
+
+impl Config for ForecastExperimentConfig {}
 
 const SMOKE_BATCHES: (usize, usize) = (4, 2);
 const EVAL_BATCH: usize = 256;
 
 impl ForecastExperimentConfig {
+    /// A run of `model` on every series of `dataset` with `training`, split by `split`,
+    /// `lookback` steps in and `horizon` out.
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        split: TimeSplit,
+        [lookback, horizon]: [usize; 2],
+        model: ForecastModelConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        Self {
+            experiment: experiment.into(),
+            dataset: dataset.into(),
+            columns: vec![],
+            split,
+            lookback,
+            horizon,
+            model,
+            training,
+        }
+    }
+
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.batch_size == 0 || self.lookback == 0 || self.horizon == 0 {
-            return bad("batch_size, lookback and horizon must be at least 1".into());
+        if self.lookback == 0 || self.horizon == 0 {
+            return bad("lookback and horizon must be at least 1".into());
         }
-        if let Some(norm) = self.grad_clip_norm
-            && !(norm > 0.0 && norm.is_finite())
-        {
-            return bad(format!("grad_clip_norm must be > 0, got {norm}"));
-        }
-        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
-            .or_else(bad)?;
-        self.schedule.validate().or_else(bad)?;
+        self.training.validate().or_else(bad)?;
         self.model.validate().or_else(bad)
-    }
-
-    /// Applies `--smoke`.
-    pub fn into_smoke(mut self) -> Self {
-        self.smoke = true;
-        self.num_epochs = 1;
-        self
     }
 }
 
@@ -272,88 +271,47 @@ pub fn train<B: AutodiffBackend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let device = devices[0].clone();
-    pdl_models::seed::<B>(&device, config.seed);
-    match &config.model {
-        ForecastModelConfig::Rnn(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-        ForecastModelConfig::Linear(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-    }
-}
-
-fn train_model<B, M>(
-    model: M,
-    config: &ForecastExperimentConfig,
-    ctx: &RunContext,
-    splits: Splits,
-    devices: Vec<B::Device>,
-) -> Result<RunReport>
-where
-    B: AutodiffBackend,
-    M: TrainStep<Input = WindowBatch<B>, Output = RegressionOutput<B>>
-        + AutodiffModule<B>
-        + std::fmt::Display
-        + 'static,
-    M::InnerModule: InferenceStep<
-            Input = WindowBatch<B::InnerBackend>,
-            Output = RegressionOutput<B::InnerBackend>,
-        >,
-{
-    let device = devices[0].clone();
-    let (train_batches, eval_batches) = match config.smoke {
+    let settings = &config.training;
+    pdl_models::seed::<B>(&device, settings.seed);
+    let (train_batches, eval_batches) = match settings.smoke {
         true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
         false => (None, None),
     };
     let columns = splits.columns;
-    let train_loader = loader::<B>(
+    let train = loader::<B>(
         splits.train.clone(),
         columns,
-        config.batch_size,
-        Some(config.seed),
+        settings.batch_size,
+        Some(settings.seed),
         train_batches,
         &device,
     );
-    let train_items = train_loader.num_items();
+    let train_items = train.num_items();
     let eval =
         |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
-    let (valid_loader, test_loader) = (eval(splits.valid), eval(splits.test));
-    let schedule = config.schedule.init_for_epochs(
-        config.learning_rate,
-        train_items,
-        config.batch_size,
-        devices.len(),
-        config.num_epochs,
-    );
-    let optim = super::adam(config.weight_decay, config.grad_clip_norm).init();
-    let options = FitOptions::for_run(
-        ctx,
-        config.num_epochs,
-        config.early_stopping_patience,
-        config.restore_best,
-    );
-    println!(
-        "{model}\nseries: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test \
-         windows",
+    let (valid, test) = (eval(splits.valid), eval(splits.test));
+    let about = format!(
+        "series: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test windows",
         config.lookback,
         config.horizon,
         train_items,
-        valid_loader.num_items(),
-        test_loader.num_items()
+        valid.num_items(),
+        test.num_items()
     );
-    let mut report = fit(
-        &ctx.artifact_dir,
-        model,
-        optim,
-        schedule,
-        train_loader,
-        valid_loader.clone(),
+    let job = Job::Train(Training {
+        settings,
+        optimiser: Optimiser::AdamL2 { epsilon: None },
+        ctx,
         devices,
-        &options,
-    )?
-    .finish(&ctx.artifact_dir, train_items, &valid_loader, &test_loader)?;
-    let naive = naive_scores(&test_loader, config.horizon);
+        train,
+        valid,
+        test: test.clone(),
+        train_items,
+        batch_size: settings.batch_size,
+        about,
+    });
+    let mut report = config.model.run::<B>(&device, job)?.report()?;
+    let naive = naive_scores(&test, config.horizon);
     println!(
         "naive forecast (repeat the last {} steps): test {naive}",
         config.horizon
@@ -364,15 +322,15 @@ where
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
 /// test windows.
-pub fn eval<B: Backend>(
+pub fn eval<B: AutodiffBackend>(
     config: &ForecastExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
 ) -> Result<Scores> {
     config.validate()?;
     let splits = load_splits(config, ctx)?;
-    let eval_batches = config.smoke.then_some(SMOKE_BATCHES.1);
-    let loader = loader::<B>(
+    let eval_batches = config.training.smoke.then_some(SMOKE_BATCHES.1);
+    let test = loader(
         splits.test,
         splits.columns,
         EVAL_BATCH,
@@ -380,15 +338,12 @@ pub fn eval<B: Backend>(
         eval_batches,
         &device,
     );
-    let dir = &ctx.artifact_dir;
-    match &config.model {
-        ForecastModelConfig::Rnn(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-        ForecastModelConfig::Linear(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-    }
+    let job = Job::Eval(Scoring {
+        dir: &ctx.artifact_dir,
+        device: device.clone(),
+        test,
+    });
+    config.model.run::<B>(&device, job)?.scores()
 }
 
 #[cfg(test)]

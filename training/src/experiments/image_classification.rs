@@ -2,28 +2,23 @@
 //! template every later experiment copies.
 //!
 //! Data: the training file split into train/valid (seeded), the test file kept for the final
-//! score. Model: any [`ImageModelConfig`]. Loop: Burn's `SupervisedTraining` through
-//! [`crate::learner::fit`], AdamW, an optional warm-up + cosine schedule. Artifacts:
+//! score. Model: any [`ImageModelConfig`]. Loop: the shared tail of [`crate::job`] (Burn's
+//! `SupervisedTraining`), AdamW, an optional warm-up + cosine schedule. Artifacts:
 //! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, fit, load_and_evaluate};
-use crate::schedule::ScheduleConfig;
+use crate::job::{Job, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
-use burn::optim::AdamWConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
 use pdl_datasets::mnist::{ImageData, ImageDataset, ImageSource, Split, split_train_valid};
-use pdl_models::{
-    BnCnnConfig, ClassicCnnConfig, ConvAutodiffBackend, ConvBackend, LeNet5Config, MlpConfig,
-    VitConfig,
-};
+use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig, ResNetConfig, VitConfig};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The model of an image experiment.
@@ -37,6 +32,8 @@ pub enum ImageModelConfig {
     ClassicCnn(ClassicCnnConfig),
     /// A small batch-norm CNN.
     BnCnn(BnCnnConfig),
+    /// A small residual network.
+    ResNet(ResNetConfig),
     /// Vision Transformer.
     Vit(VitConfig),
 }
@@ -48,39 +45,64 @@ impl ImageModelConfig {
             Self::LeNet5(c) => c.validate(),
             Self::ClassicCnn(c) => c.validate(),
             Self::BnCnn(c) => c.validate(),
+            Self::ResNet(c) => c.validate(),
             Self::Vit(c) => c.validate(),
         }
     }
 
-    /// Checks that images of `height x width` fit the model, which would otherwise fail deep
-    /// inside a layer with a shape error.
-    fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
-        let fits = match self {
-            Self::Mlp(c) => c.d_input == height * width,
-            Self::LeNet5(_) => height == 28 && width == 28,
-            Self::ClassicCnn(c) => c.image_size == height && c.image_size == width,
-            Self::BnCnn(c) => c.image_size == height && c.image_size == width,
-            Self::Vit(c) => c.image_size == height && c.image_size == width,
-        };
-        if fits {
-            return Ok(());
+    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// enum is matched.
+    fn run<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        job: Job<'_, B, ImageBatch<B>, ImageBatch<B::InnerBackend>>,
+    ) -> Result<Outcome> {
+        match self {
+            Self::Mlp(c) => job.run(c.init::<B>(device)),
+            Self::LeNet5(c) => job.run(c.init::<B>(device)),
+            Self::ClassicCnn(c) => job.run(c.init::<B>(device)),
+            Self::BnCnn(c) => job.run(c.init::<B>(device)),
+            Self::ResNet(c) => job.run(c.init::<B>(device)),
+            Self::Vit(c) => job.run(c.init::<B>(device)),
         }
-        let wants = match self {
-            Self::Mlp(c) => format!("d_input {} (height * width)", c.d_input),
-            Self::LeNet5(_) => "28x28 images".into(),
-            Self::ClassicCnn(c) => format!("{0}x{0} images (image_size)", c.image_size),
-            Self::BnCnn(c) => format!("{0}x{0} images (image_size)", c.image_size),
-            Self::Vit(c) => format!("{0}x{0} images (image_size)", c.image_size),
+    }
+
+    /// Checks that images of `height x width` fit the model, which would otherwise fail deep
+    /// inside a layer with a shape error: the side a model was sized for, if it has one.
+    fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
+        let fits_side = |side: usize, what: &str| {
+            if height == side && width == side {
+                Ok(())
+            } else {
+                Err(format!("{side}x{side} images{what}"))
+            }
         };
-        Err(format!(
-            "the dataset's images are {height}x{width} but the model expects {wants}; set the \
-             model's size in the config to match"
-        ))
+        let fits = match self {
+            Self::Mlp(c) if c.d_input == height * width => Ok(()),
+            Self::Mlp(c) => Err(format!("d_input {} (height * width)", c.d_input)),
+            Self::LeNet5(_) => fits_side(28, ""),
+            Self::ClassicCnn(c) => fits_side(c.image_size, " (image_size)"),
+            Self::BnCnn(c) => fits_side(c.image_size, " (image_size)"),
+            // Global average pooling takes any size the three stages can halve.
+            Self::ResNet(_) => Ok(()),
+            Self::Vit(c) => fits_side(c.image_size, " (image_size)"),
+        };
+        fits.map_err(|wants| {
+            format!(
+                "the dataset's images are {height}x{width} but the model expects {wants}; set the \
+                 model's size in the config to match"
+            )
+        })
     }
 }
 
+fn default_valid_size() -> usize {
+    5000
+}
+
 /// Everything needed to rebuild an image-classification run; saved as its `config.json`.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
 pub struct ImageExperimentConfig {
     /// The experiment's name in the registry.
     pub experiment: String,
@@ -88,37 +110,18 @@ pub struct ImageExperimentConfig {
     pub dataset: String,
     /// The model.
     pub model: ImageModelConfig,
-    /// Epochs to train.
-    #[config(default = 10)]
-    pub num_epochs: usize,
-    /// Images per training batch on each device (with `--devices 2`, each step sees two batches).
-    #[config(default = 64)]
-    pub batch_size: usize,
-    /// Peak learning rate of AdamW.
-    #[config(default = 1e-3)]
-    pub learning_rate: f64,
-    /// AdamW's decoupled weight decay.
-    #[config(default = 0.0)]
-    pub weight_decay: f64,
-    /// Learning-rate schedule over all optimiser steps.
-    #[config(default = "ScheduleConfig::Constant")]
-    pub schedule: ScheduleConfig,
+    /// Epochs, batch, learning rate (AdamW's), schedule, decay, seed...
+    #[serde(flatten)]
+    pub training: TrainingSettings,
     /// Training images held out for validation.
-    #[config(default = 5000)]
+    #[serde(default = "default_valid_size")]
     pub valid_size: usize,
     /// Random shifts and rotations of the training images ([`Augment::mnist`]).
-    #[config(default = false)]
+    #[serde(default)]
     pub augment: bool,
-    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
-    #[config(default = 0)]
-    pub early_stopping_patience: usize,
-    /// Seed for weights, the split, shuffling, dropout and augmentation.
-    #[config(default = 42)]
-    pub seed: u64,
-    /// A smoke run: one epoch on a few batches of each split.
-    #[config(default = false)]
-    pub smoke: bool,
 }
+
+impl Config for ImageExperimentConfig {}
 
 /// Batches of a smoke run: training, then validation and test.
 const SMOKE_BATCHES: (usize, usize) = (4, 2);
@@ -126,23 +129,37 @@ const SMOKE_BATCHES: (usize, usize) = (4, 2);
 const EVAL_BATCH: usize = 500;
 
 impl ImageExperimentConfig {
+    /// A run of `model` on `dataset` with `training`, 5,000 images held out to validate, no
+    /// augmentation.
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        model: ImageModelConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        Self {
+            experiment: experiment.into(),
+            dataset: dataset.into(),
+            model,
+            training,
+            valid_size: default_valid_size(),
+            augment: false,
+        }
+    }
+
+    /// With random shifts and rotations of the training images.
+    pub fn augmented(self) -> Self {
+        Self {
+            augment: true,
+            ..self
+        }
+    }
+
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.batch_size == 0 {
-            return bad("batch_size must be at least 1".into());
-        }
-        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
-            .or_else(bad)?;
-        self.schedule.validate().or_else(bad)?;
+        self.training.validate().or_else(bad)?;
         self.model.validate().or_else(bad)
-    }
-
-    /// Applies `--smoke`: one epoch, and the data limits of [`SMOKE_BATCHES`].
-    pub fn into_smoke(mut self) -> Self {
-        self.smoke = true;
-        self.num_epochs = 1;
-        self
     }
 }
 
@@ -174,13 +191,13 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
         .check_input(train.height, train.width)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let (mean, std) = source.normalisation().unwrap_or_else(|| train.mean_std());
-    let valid_size = if config.smoke {
+    let valid_size = if config.training.smoke {
         config.valid_size.min(train.len() / 4).max(1)
     } else {
         config.valid_size
     };
     let (train_set, valid_set) =
-        split_train_valid(train, valid_size, config.seed).map_err(anyhow::Error::msg)?;
+        split_train_valid(train, valid_size, config.training.seed).map_err(anyhow::Error::msg)?;
     let mut splits = Splits {
         train: train_set,
         valid: valid_set,
@@ -188,11 +205,12 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
         mean,
         std,
     };
-    if config.smoke {
+    if config.training.smoke {
         let (train_batches, eval_batches) = SMOKE_BATCHES;
-        splits.train = splits.train.truncate(train_batches * config.batch_size);
-        splits.valid = splits.valid.truncate(eval_batches * config.batch_size);
-        splits.test = splits.test.truncate(eval_batches * config.batch_size);
+        let batch = config.training.batch_size;
+        splits.train = splits.train.truncate(train_batches * batch);
+        splits.valid = splits.valid.truncate(eval_batches * batch);
+        splits.test = splits.test.truncate(eval_batches * batch);
     }
     Ok(splits)
 }
@@ -210,7 +228,7 @@ fn eval_loader<B: Backend>(
 }
 
 /// Trains the configured model, saves `model.mpk`, and scores it on valid and test.
-pub fn train<B: ConvAutodiffBackend>(
+pub fn train<B: AutodiffBackend>(
     config: &ImageExperimentConfig,
     ctx: &RunContext,
     devices: Vec<B::Device>,
@@ -218,107 +236,48 @@ pub fn train<B: ConvAutodiffBackend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let device = devices[0].clone();
-    pdl_models::seed::<B>(&device, config.seed);
-    match &config.model {
-        ImageModelConfig::Mlp(c) => train_model(c.init::<B>(&device), config, ctx, splits, devices),
-        ImageModelConfig::LeNet5(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-        ImageModelConfig::ClassicCnn(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-        ImageModelConfig::BnCnn(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-        ImageModelConfig::Vit(c) => train_model(c.init::<B>(&device), config, ctx, splits, devices),
-    }
-}
-
-fn train_model<B, M>(
-    model: M,
-    config: &ImageExperimentConfig,
-    ctx: &RunContext,
-    splits: Splits,
-    devices: Vec<B::Device>,
-) -> Result<RunReport>
-where
-    B: AutodiffBackend,
-    M: TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
-        + AutodiffModule<B>
-        + std::fmt::Display
-        + 'static,
-    M::InnerModule: InferenceStep<
-            Input = ImageBatch<B::InnerBackend>,
-            Output = ClassificationOutput<B::InnerBackend>,
-        >,
-{
-    let device = devices[0].clone();
+    let settings = &config.training;
+    pdl_models::seed::<B>(&device, settings.seed);
     let train_items = splits.train.len();
-    let schedule = config.schedule.init_for_epochs(
-        config.learning_rate,
-        train_items,
-        config.batch_size,
-        devices.len(),
-        config.num_epochs,
-    );
     let mut batcher = ImageBatcher::new(splits.mean, splits.std);
     if config.augment {
-        batcher = batcher.with_augment(Augment::mnist(), config.seed);
+        batcher = batcher.with_augment(Augment::mnist(), settings.seed);
     }
-    let train_loader = DataLoaderBuilder::new(batcher)
-        .batch_size(config.batch_size)
-        .shuffle(config.seed)
+    let train = DataLoaderBuilder::new(batcher)
+        .batch_size(settings.batch_size)
+        .shuffle(settings.seed)
         .set_device(device.clone())
         .build(splits.train);
-    let valid_loader =
-        eval_loader::<B::InnerBackend>(splits.valid, splits.mean, splits.std, &device);
-    let test_loader = eval_loader::<B::InnerBackend>(splits.test, splits.mean, splits.std, &device);
-    let optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init();
-    let options = FitOptions::for_run(
+    let (mean, std) = (splits.mean, splits.std);
+    let job = Job::Train(Training {
+        settings,
+        optimiser: Optimiser::AdamW,
         ctx,
-        config.num_epochs,
-        config.early_stopping_patience,
-        false,
-    );
-
-    println!("{model}");
-    fit(
-        &ctx.artifact_dir,
-        model,
-        optim,
-        schedule,
-        train_loader,
-        valid_loader.clone(),
         devices,
-        &options,
-    )?
-    .finish(&ctx.artifact_dir, train_items, &valid_loader, &test_loader)
+        train,
+        valid: eval_loader(splits.valid, mean, std, &device),
+        test: eval_loader(splits.test, mean, std, &device),
+        train_items,
+        batch_size: settings.batch_size,
+        about: format!("images: {train_items} train"),
+    });
+    config.model.run::<B>(&device, job)?.report()
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
 /// test set.
-pub fn eval<B: ConvBackend>(
+pub fn eval<B: AutodiffBackend>(
     config: &ImageExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
 ) -> Result<Scores> {
     config.validate()?;
     let splits = load_splits(config, ctx)?;
-    let loader = eval_loader::<B>(splits.test, splits.mean, splits.std, &device);
-    let dir = &ctx.artifact_dir;
-    match &config.model {
-        ImageModelConfig::Mlp(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
-        ImageModelConfig::LeNet5(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-        ImageModelConfig::ClassicCnn(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-        ImageModelConfig::BnCnn(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-        ImageModelConfig::Vit(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
-    }
+    let test = eval_loader(splits.test, splits.mean, splits.std, &device);
+    let job = Job::Eval(Scoring {
+        dir: &ctx.artifact_dir,
+        device: device.clone(),
+        test,
+    });
+    config.model.run::<B>(&device, job)?.scores()
 }

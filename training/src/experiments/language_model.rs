@@ -9,24 +9,22 @@
 //! score is the valid text's, as char-rnn and nanoGPT report it: the split has no third part.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, fit, load_and_evaluate};
-use crate::schedule::ScheduleConfig;
+use crate::job::{Job, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
 use burn::data::dataset::Dataset;
 use burn::data::dataset::transform::{SamplerDataset, SamplerDatasetOptions};
-use burn::grad_clipping::GradientClippingConfig;
-use burn::module::{AutodiffModule, Module};
-use burn::optim::AdamWConfig;
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::text::chars::{
     self, CharBatch, CharBatcher, CharVocab, CharWindow, CharWindowDataset,
 };
 use pdl_datasets::text::load_text;
-use pdl_models::sampling::Sampling;
+use pdl_models::sampling::{Generate, Sampling};
 use pdl_models::{CharGptConfig, CharRnnConfig};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +55,19 @@ impl LanguageModelConfig {
         }
     }
 
+    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// enum is matched for training and scoring.
+    fn run<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        job: Job<'_, B, CharBatch<B>, CharBatch<B::InnerBackend>>,
+    ) -> Result<Outcome> {
+        match self {
+            Self::Rnn(c) => job.run(c.init::<B>(device)),
+            Self::Gpt(c) => job.run(c.init::<B>(device)),
+        }
+    }
+
     fn validate(&self, seq_len: usize) -> Result<(), String> {
         match self.with_vocab(1) {
             Self::Rnn(c) => c.validate(),
@@ -69,8 +80,13 @@ impl LanguageModelConfig {
     }
 }
 
+fn default_seq_len() -> usize {
+    128
+}
+
 /// Everything needed to rebuild a language-modelling run; saved as its `config.json`.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
 pub struct LanguageExperimentConfig {
     /// The experiment's name in the registry.
     pub experiment: String,
@@ -79,74 +95,54 @@ pub struct LanguageExperimentConfig {
     /// The model.
     pub model: LanguageModelConfig,
     /// Characters per training window (steps of backpropagation through time).
-    #[config(default = 128)]
+    #[serde(default = "default_seq_len")]
     pub seq_len: usize,
-    /// Windows per batch.
-    #[config(default = 64)]
-    pub batch_size: usize,
     /// Random windows per epoch; 0: as many as cover the training text once
     /// (`train_chars / seq_len`).
-    #[config(default = 0)]
+    #[serde(default)]
     pub windows_per_epoch: usize,
-    /// Epochs.
-    #[config(default = 10)]
-    pub num_epochs: usize,
-    /// Adam's (peak) learning rate.
-    #[config(default = 2e-3)]
-    pub learning_rate: f64,
-    /// Learning-rate schedule over all steps.
-    #[config(default = "ScheduleConfig::Constant")]
-    pub schedule: ScheduleConfig,
-    /// AdamW's decoupled weight decay (none: 0, which is plain Adam). An `Option` so that configs
-    /// saved before it existed still load.
-    #[config(default = "None")]
-    pub weight_decay: Option<f64>,
-    /// Rescale the gradients to at most this global L2 norm (none: no clipping).
-    #[config(default = "Some(5.0)")]
-    pub grad_clip_norm: Option<f32>,
-    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
-    #[config(default = 0)]
-    pub early_stopping_patience: usize,
-    /// End with the weights of the epoch with the lowest valid loss.
-    #[config(default = true)]
-    pub restore_best: bool,
-    /// Seed of the weights, the windows and dropout.
-    #[config(default = 42)]
-    pub seed: u64,
-    /// A smoke run: one epoch of a few batches, a few valid batches.
-    #[config(default = false)]
-    pub smoke: bool,
+    /// Epochs, windows per batch, AdamW's (peak) learning rate and decoupled decay, clipping...
+    /// The seed also draws the windows.
+    #[serde(flatten)]
+    pub training: TrainingSettings,
 }
+
+impl Config for LanguageExperimentConfig {}
 
 const SMOKE_BATCHES: (usize, usize) = (3, 2);
 
 impl LanguageExperimentConfig {
+    /// A run of `model` on `dataset` with `training`, windows of 128 characters, as many per epoch
+    /// as cover the training text once.
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        model: LanguageModelConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        Self {
+            experiment: experiment.into(),
+            dataset: dataset.into(),
+            model,
+            seq_len: default_seq_len(),
+            windows_per_epoch: 0,
+            training,
+        }
+    }
+
+    /// With windows of `seq_len` characters.
+    pub fn with_seq_len(self, seq_len: usize) -> Self {
+        Self { seq_len, ..self }
+    }
+
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.batch_size == 0 || self.seq_len == 0 {
-            return bad("batch_size and seq_len must be at least 1".into());
+        if self.seq_len == 0 {
+            return bad("seq_len must be at least 1".into());
         }
-        if let Some(norm) = self.grad_clip_norm
-            && !(norm > 0.0 && norm.is_finite())
-        {
-            return bad(format!("grad_clip_norm must be > 0, got {norm}"));
-        }
-        super::check_training(
-            self.num_epochs,
-            self.learning_rate,
-            self.weight_decay.unwrap_or(0.0),
-        )
-        .or_else(bad)?;
-        self.schedule.validate().or_else(bad)?;
+        self.training.validate().or_else(bad)?;
         self.model.validate(self.seq_len).or_else(bad)
-    }
-
-    /// Applies `--smoke`.
-    pub fn into_smoke(mut self) -> Self {
-        self.smoke = true;
-        self.num_epochs = 1;
-        self
     }
 }
 
@@ -208,36 +204,8 @@ pub fn train<B: AutodiffBackend>(
     std::fs::write(&path, vocab.as_string())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let device = devices[0].clone();
-    pdl_models::seed::<B>(&device, config.seed);
-    match config.model.with_vocab(vocab.len()) {
-        LanguageModelConfig::Rnn(c) => {
-            train_model(c.init::<B>(&device), config, ctx, (train, valid), devices)
-        }
-        LanguageModelConfig::Gpt(c) => {
-            train_model(c.init::<B>(&device), config, ctx, (train, valid), devices)
-        }
-    }
-}
-
-fn train_model<B, M>(
-    model: M,
-    config: &LanguageExperimentConfig,
-    ctx: &RunContext,
-    (train, valid): (Vec<u32>, Vec<u32>),
-    devices: Vec<B::Device>,
-) -> Result<RunReport>
-where
-    B: AutodiffBackend,
-    M: TrainStep<Input = CharBatch<B>, Output = ClassificationOutput<B>>
-        + AutodiffModule<B>
-        + std::fmt::Display
-        + 'static,
-    M::InnerModule: InferenceStep<
-            Input = CharBatch<B::InnerBackend>,
-            Output = ClassificationOutput<B::InnerBackend>,
-        >,
-{
-    let device = devices[0].clone();
+    let settings = &config.training;
+    pdl_models::seed::<B>(&device, settings.seed);
     let (train_chars, valid_chars) = (train.len(), valid.len());
     let count = match config.windows_per_epoch {
         0 => (train_chars / config.seq_len).max(1),
@@ -255,60 +223,49 @@ where
         SamplerDatasetOptions::default()
             .with_replacement()
             .with_fixed_size(count)
-            .with_seed(config.seed),
+            .with_seed(settings.seed),
     );
     let valid_set = windows(
         CharWindowDataset::sequential(Arc::new(valid), config.seq_len),
         "valid",
         config,
     )?;
-    let (train_batches, eval_batches) = match config.smoke {
+    let (train_batches, eval_batches) = match settings.smoke {
         true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
         false => (None, None),
     };
-    let train_loader = loader::<B>(
+    let batch_size = settings.batch_size;
+    let train = loader::<B>(
         train_set,
-        config.batch_size,
-        Some(config.seed),
+        batch_size,
+        Some(settings.seed),
         train_batches,
         &device,
     );
-    let valid_loader =
-        loader::<B::InnerBackend>(valid_set, config.batch_size, None, eval_batches, &device);
-    let train_items = train_loader.num_items();
-    let schedule = config.schedule.init_for_epochs(
-        config.learning_rate,
-        train_items,
-        config.batch_size,
-        devices.len(),
-        config.num_epochs,
-    );
-    let optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay.unwrap_or(0.0) as f32)
-        .with_grad_clipping(config.grad_clip_norm.map(GradientClippingConfig::Norm))
-        .init();
-    let options = FitOptions::for_run(
+    let valid = loader::<B::InnerBackend>(valid_set, batch_size, None, eval_batches, &device);
+    let train_items = train.num_items();
+    let job = Job::Train(Training {
+        settings,
+        optimiser: Optimiser::AdamW,
         ctx,
-        config.num_epochs,
-        config.early_stopping_patience,
-        config.restore_best,
-    );
-    println!(
-        "{model}\ntext: {train_chars} train / {valid_chars} valid characters; {train_items} random \
-         windows of {} per epoch",
-        config.seq_len
-    );
-    let report = fit(
-        &ctx.artifact_dir,
-        model,
-        optim,
-        schedule,
-        train_loader,
-        valid_loader.clone(),
         devices,
-        &options,
-    )?
-    .finish(&ctx.artifact_dir, train_items, &valid_loader, &valid_loader)?;
+        train,
+        // The valid text is the score: there is no test split.
+        test: valid.clone(),
+        valid,
+        train_items,
+        batch_size,
+        about: format!(
+            "text: {train_chars} train / {valid_chars} valid characters; {train_items} random \
+             windows of {} per epoch",
+            config.seq_len
+        ),
+    });
+    let report = config
+        .model
+        .with_vocab(vocab.len())
+        .run::<B>(&device, job)?
+        .report()?;
     println!(
         "valid loss {:.4} nats/char = {:.4} bits/char",
         report.valid.loss,
@@ -318,7 +275,7 @@ where
 }
 
 /// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the valid text.
-pub fn eval<B: Backend>(
+pub fn eval<B: AutodiffBackend>(
     config: &LanguageExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
@@ -330,17 +287,24 @@ pub fn eval<B: Backend>(
         "valid",
         config,
     )?;
-    let batches = config.smoke.then_some(SMOKE_BATCHES.1);
-    let loader = loader::<B>(valid_set, config.batch_size, None, batches, &device);
-    let dir = &ctx.artifact_dir;
-    match config.model.with_vocab(vocab.len()) {
-        LanguageModelConfig::Rnn(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-        LanguageModelConfig::Gpt(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-    }
+    let batches = config.training.smoke.then_some(SMOKE_BATCHES.1);
+    let test = loader(
+        valid_set,
+        config.training.batch_size,
+        None,
+        batches,
+        &device,
+    );
+    let job = Job::Eval(Scoring {
+        dir: &ctx.artifact_dir,
+        device: device.clone(),
+        test,
+    });
+    config
+        .model
+        .with_vocab(vocab.len())
+        .run::<B>(&device, job)?
+        .scores()
 }
 
 /// What `pdl generate` asks for.
@@ -399,26 +363,13 @@ pub fn generate<B: Backend>(
             path.display()
         );
     }
-    let recorder = crate::learner::Recorder::new();
-    let not_this = || format!("{}: not a model for this config", path.display());
-    let (length, sampling, seed) = (request.length, request.sampling, request.seed);
-    let (ids, seconds) = match config.model.with_vocab(vocab.len()) {
+    let model = config.model.with_vocab(vocab.len());
+    let (ids, seconds) = match &model {
         LanguageModelConfig::Rnn(c) => {
-            let model = c.init::<B>(&device).load_file(&path, &recorder, &device);
-            let model = model.with_context(not_this)?;
-            let started = std::time::Instant::now();
-            let ids = model.generate(&prompt, length, sampling, seed, &device);
-            (ids, started.elapsed().as_secs_f64())
+            continue_prompt(c.init::<B>(&device), &path, &prompt, request, &device)?
         }
         LanguageModelConfig::Gpt(c) => {
-            let model = c.init::<B>(&device).load_file(&path, &recorder, &device);
-            let model = model.with_context(not_this)?;
-            let started = std::time::Instant::now();
-            let ids = match request.kv_cache {
-                true => model.generate(&prompt, length, sampling, seed, &device),
-                false => model.generate_uncached(&prompt, length, sampling, seed, &device),
-            };
-            (ids, started.elapsed().as_secs_f64())
+            continue_prompt(c.init::<B>(&device), &path, &prompt, request, &device)?
         }
     };
     Ok(Generated {
@@ -426,4 +377,28 @@ pub fn generate<B: Backend>(
         characters: ids.len(),
         seconds,
     })
+}
+
+/// Loads `model.mpk` at `path` into `model` and continues `prompt`: the generated ids and the
+/// seconds they took.
+fn continue_prompt<B: Backend, M: Module<B> + Generate<B>>(
+    model: M,
+    path: &Path,
+    prompt: &[u32],
+    request: &GenerateRequest,
+    device: &B::Device,
+) -> Result<(Vec<u32>, f64)> {
+    let model = model
+        .load_file(path, &crate::learner::Recorder::new(), device)
+        .with_context(|| format!("{}: not a model for this config", path.display()))?;
+    let started = std::time::Instant::now();
+    let ids = model.generate(
+        prompt,
+        request.length,
+        request.sampling,
+        request.seed,
+        request.kv_cache,
+        device,
+    );
+    Ok((ids, started.elapsed().as_secs_f64()))
 }

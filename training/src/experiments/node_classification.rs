@@ -2,7 +2,7 @@
 //!
 //! Data: Cora's LINQS files (or any folder holding `cora.content` and `cora.cites` with Cora's
 //! classes), features row-normalised, a seeded Planetoid-sized split (20 nodes per class to train,
-//! 500 to validate, 1000 to test). Loop: full-graph training through [`crate::learner::fit`]: the
+//! 500 to validate, 1000 to test). Loop: full-graph training through the shared tail of [`crate::job`]: the
 //! dataset has one item, so a batch is the whole graph, an epoch is one optimiser step, and the
 //! loss counts only the split's nodes. Adam with L2 weight decay (as the papers'), optional early
 //! stopping on the valid loss, and the weights of the best valid epoch restored at the end.
@@ -13,18 +13,15 @@
 //! `split_seed` in a config to train several initialisations on one split.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, fit, load_and_evaluate};
-use crate::schedule::ScheduleConfig;
+use crate::job::{Job, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::module::AutodiffModule;
-use burn::optim::AdamConfig;
-use burn::optim::decay::WeightDecayConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::graph::{Graph, GraphBatch, GraphBatcher, GraphDataset, NodeSplit, cora};
 use pdl_models::{GatConfig, GcnConfig, SageConfig};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,6 +45,20 @@ impl GraphModelConfig {
         }
     }
 
+    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// enum is matched.
+    fn run<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        job: Job<'_, B, GraphBatch<B>, GraphBatch<B::InnerBackend>>,
+    ) -> Result<Outcome> {
+        match self {
+            Self::Gcn(c) => job.run(c.init::<B>(device)),
+            Self::Sage(c) => job.run(c.init::<B>(device)),
+            Self::Gat(c) => job.run(c.init::<B>(device)),
+        }
+    }
+
     fn sizes(&self) -> (usize, usize) {
         match self {
             Self::Gcn(c) => (c.d_input, c.num_classes),
@@ -57,8 +68,25 @@ impl GraphModelConfig {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn default_train_per_class() -> usize {
+    20
+}
+
+fn default_valid_size() -> usize {
+    500
+}
+
+fn default_test_size() -> usize {
+    1000
+}
+
 /// Everything needed to rebuild a node-classification run; saved as its `config.json`.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
 pub struct GraphExperimentConfig {
     /// The experiment's name in the registry.
     pub experiment: String,
@@ -66,68 +94,71 @@ pub struct GraphExperimentConfig {
     pub dataset: String,
     /// The model.
     pub model: GraphModelConfig,
-    /// Epochs (one optimiser step each) at most.
-    #[config(default = 200)]
-    pub num_epochs: usize,
-    /// Adam's learning rate.
-    #[config(default = 0.01)]
-    pub learning_rate: f64,
-    /// Learning-rate schedule over the epochs.
-    #[config(default = "ScheduleConfig::Constant")]
-    pub schedule: ScheduleConfig,
-    /// L2 penalty added to the gradients (PyTorch `Adam(weight_decay=...)`), as the papers use.
-    #[config(default = 5e-4)]
-    pub weight_decay: f64,
-    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
-    #[config(default = 0)]
-    pub early_stopping_patience: usize,
-    /// End with the weights of the epoch with the lowest valid loss.
-    #[config(default = true)]
-    pub restore_best: bool,
+    /// Epochs (one optimiser step each) at most, Adam's learning rate, its L2 penalty added to
+    /// the gradients (PyTorch `Adam(weight_decay=...)`, as the papers use), restore-best...
+    #[serde(flatten)]
+    pub training: TrainingSettings,
     /// Scale each node's features to sum to 1, as Kipf & Welling do for Cora.
-    #[config(default = true)]
+    #[serde(default = "yes")]
     pub row_normalize: bool,
     /// Labelled training nodes per class.
-    #[config(default = 20)]
+    #[serde(default = "default_train_per_class")]
     pub train_per_class: usize,
     /// Validation nodes.
-    #[config(default = 500)]
+    #[serde(default = "default_valid_size")]
     pub valid_size: usize,
     /// Test nodes.
-    #[config(default = 1000)]
+    #[serde(default = "default_test_size")]
     pub test_size: usize,
     /// Seed of the split; none: the same as `seed`, so each seed draws its own split.
-    #[config(default = "None")]
+    #[serde(default)]
     pub split_seed: Option<u64>,
-    /// Seed of the weights and dropout.
-    #[config(default = 42)]
-    pub seed: u64,
-    /// A smoke run: one epoch on a split of 2 nodes per class and at most 20 valid and test nodes.
-    #[config(default = false)]
-    pub smoke: bool,
 }
 
+impl Config for GraphExperimentConfig {}
+
 impl GraphExperimentConfig {
+    /// A run of `model` on `dataset` with `training`, on a Planetoid-sized split drawn by the
+    /// seed (20 nodes per class to train, 500 to validate, 1,000 to test), features row-normalised.
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        model: GraphModelConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        Self {
+            experiment: experiment.into(),
+            dataset: dataset.into(),
+            model,
+            training,
+            row_normalize: true,
+            train_per_class: default_train_per_class(),
+            valid_size: default_valid_size(),
+            test_size: default_test_size(),
+            split_seed: None,
+        }
+    }
+
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
-            .or_else(bad)?;
+        self.training.validate().or_else(bad)?;
         if self.train_per_class == 0 || self.valid_size == 0 || self.test_size == 0 {
             return bad("train_per_class, valid_size and test_size must be at least 1".into());
         }
-        self.schedule.validate().or_else(bad)?;
         self.model.validate().or_else(bad)
     }
 
-    /// Applies `--smoke`.
-    pub fn into_smoke(mut self) -> Self {
-        self.smoke = true;
-        self.num_epochs = 1;
-        self.train_per_class = self.train_per_class.min(2);
-        self.valid_size = self.valid_size.min(20);
-        self.test_size = self.test_size.min(20);
-        self
+    /// Applies `--smoke`: one epoch on a split of 2 nodes per class and at most 20 valid and test
+    /// nodes.
+    pub fn into_smoke(self) -> Self {
+        Self {
+            training: self.training.into_smoke(),
+            train_per_class: self.train_per_class.min(2),
+            valid_size: self.valid_size.min(20),
+            test_size: self.test_size.min(20),
+            ..self
+        }
     }
 }
 
@@ -155,7 +186,7 @@ fn load_graph(config: &GraphExperimentConfig, ctx: &RunContext) -> Result<(Arc<G
         config.train_per_class,
         config.valid_size,
         config.test_size,
-        config.split_seed.unwrap_or(config.seed),
+        config.split_seed.unwrap_or(config.training.seed),
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     Ok((Arc::new(graph), split))
@@ -189,99 +220,53 @@ pub fn train<B: AutodiffBackend>(
     }
     let (graph, split) = load_graph(config, ctx)?;
     let device = devices[0].clone();
-    pdl_models::seed::<B>(&device, config.seed);
-    match &config.model {
-        GraphModelConfig::Gcn(c) => {
-            train_model(c.init::<B>(&device), config, ctx, graph, split, device)
-        }
-        GraphModelConfig::Sage(c) => {
-            train_model(c.init::<B>(&device), config, ctx, graph, split, device)
-        }
-        GraphModelConfig::Gat(c) => {
-            train_model(c.init::<B>(&device), config, ctx, graph, split, device)
-        }
-    }
-}
-
-fn train_model<B, M>(
-    model: M,
-    config: &GraphExperimentConfig,
-    ctx: &RunContext,
-    graph: Arc<Graph>,
-    split: NodeSplit,
-    device: B::Device,
-) -> Result<RunReport>
-where
-    B: AutodiffBackend,
-    M: TrainStep<Input = GraphBatch<B>, Output = ClassificationOutput<B>>
-        + AutodiffModule<B>
-        + std::fmt::Display
-        + 'static,
-    M::InnerModule: InferenceStep<
-            Input = GraphBatch<B::InnerBackend>,
-            Output = ClassificationOutput<B::InnerBackend>,
-        >,
-{
-    // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5 is
-    // near the size of sqrt(v) for the first layer's weights on row-normalised bag-of-words
-    // features, and would damp their updates.
-    let optim = AdamConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
-        .init();
-    let valid_loader = loader::<B::InnerBackend>(&graph, &split.valid, &device);
-    let test_loader = loader::<B::InnerBackend>(&graph, &split.test, &device);
-    let options = FitOptions::for_run(
-        ctx,
-        config.num_epochs,
-        config.early_stopping_patience,
-        config.restore_best,
-    );
-    println!(
-        "{model}\ngraph: {} nodes, {} edges, {} features, {} classes; {} train / {} valid / {} \
-         test nodes",
+    let settings = &config.training;
+    pdl_models::seed::<B>(&device, settings.seed);
+    let train_items = split.train.len();
+    let about = format!(
+        "graph: {} nodes, {} edges, {} features, {} classes; {} train / {} valid / {} test nodes",
         graph.num_nodes,
         graph.num_edges(),
         graph.num_features,
         graph.num_classes(),
-        split.train.len(),
+        train_items,
         split.valid.len(),
         split.test.len()
     );
-    fit(
-        &ctx.artifact_dir,
-        model,
-        optim,
-        config
-            .schedule
-            .init(config.learning_rate, config.num_epochs),
-        loader::<B>(&graph, &split.train, &device),
-        valid_loader.clone(),
-        vec![device],
-        &options,
-    )?
-    .finish(
-        &ctx.artifact_dir,
-        split.train.len(),
-        &valid_loader,
-        &test_loader,
-    )
+    let job = Job::Train(Training {
+        settings,
+        // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5
+        // is near the size of sqrt(v) for the first layer's weights on row-normalised
+        // bag-of-words features, and would damp their updates.
+        optimiser: Optimiser::AdamL2 {
+            epsilon: Some(1e-8),
+        },
+        ctx,
+        devices,
+        train: loader::<B>(&graph, &split.train, &device),
+        valid: loader(&graph, &split.valid, &device),
+        test: loader(&graph, &split.test, &device),
+        train_items,
+        // One batch, the whole graph: one optimiser step per epoch.
+        batch_size: train_items,
+        about,
+    });
+    config.model.run::<B>(&device, job)?.report()
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
 /// test nodes.
-pub fn eval<B: Backend>(
+pub fn eval<B: AutodiffBackend>(
     config: &GraphExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
 ) -> Result<Scores> {
     config.validate()?;
     let (graph, split) = load_graph(config, ctx)?;
-    let loader = loader::<B>(&graph, &split.test, &device);
-    let dir = &ctx.artifact_dir;
-    match &config.model {
-        GraphModelConfig::Gcn(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
-        GraphModelConfig::Sage(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
-        GraphModelConfig::Gat(c) => load_and_evaluate(c.init::<B>(&device), dir, &device, &loader),
-    }
+    let job = Job::Eval(Scoring {
+        dir: &ctx.artifact_dir,
+        device: device.clone(),
+        test: loader(&graph, &split.test, &device),
+    });
+    config.model.run::<B>(&device, job)?.scores()
 }

@@ -5,23 +5,22 @@
 //! and `dev.tsv` is the reported score (its "test"), since GLUE's test labels are not public. The
 //! word vocabulary comes from the training part (saved as `vocab.txt` beside the model). Batches
 //! are padded to their longest sentence with a mask. Loop: cross-entropy through
-//! [`crate::learner::fit`], Adam, gradient clipping.
+//! the shared tail of [`crate::job`], Adam, gradient clipping.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, fit, load_and_evaluate};
-use crate::schedule::ScheduleConfig;
+use crate::job::{Job, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use pdl_datasets::SplitMix64;
 use pdl_datasets::text::sst2::{
     self, LabelledSentence, SentenceBatch, SentenceBatcher, SentenceDataset, WordVocab, tokenize,
 };
 use pdl_models::{SentenceRnnConfig, TransformerClassifierConfig};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -54,6 +53,19 @@ impl SentenceModelConfig {
         }
     }
 
+    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// enum is matched.
+    fn run<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        job: Job<'_, B, SentenceBatch<B>, SentenceBatch<B::InnerBackend>>,
+    ) -> Result<Outcome> {
+        match self {
+            Self::Rnn(c) => job.run(c.init::<B>(device)),
+            Self::Transformer(c) => job.run(c.init::<B>(device)),
+        }
+    }
+
     fn validate(&self, max_len: usize) -> Result<(), String> {
         match self.sized(2, 2) {
             Self::Rnn(c) => c.validate(),
@@ -66,8 +78,25 @@ impl SentenceModelConfig {
     }
 }
 
+fn default_num_classes() -> usize {
+    2
+}
+
+fn default_min_count() -> usize {
+    1
+}
+
+fn default_max_len() -> usize {
+    64
+}
+
+fn default_valid_size() -> usize {
+    2000
+}
+
 /// Everything needed to rebuild a sentence-classification run; saved as its `config.json`.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
 pub struct SentenceExperimentConfig {
     /// The experiment's name in the registry.
     pub experiment: String,
@@ -76,58 +105,54 @@ pub struct SentenceExperimentConfig {
     /// The model.
     pub model: SentenceModelConfig,
     /// Classes (labels 0 to num_classes - 1).
-    #[config(default = 2)]
+    #[serde(default = "default_num_classes")]
     pub num_classes: usize,
     /// Words seen fewer times in the training part become `<unk>`.
-    #[config(default = 1)]
+    #[serde(default = "default_min_count")]
     pub min_count: usize,
     /// Longest sentence kept, in tokens (longer ones lose their end).
-    #[config(default = 64)]
+    #[serde(default = "default_max_len")]
     pub max_len: usize,
     /// Training sentences held out to validate.
-    #[config(default = 2000)]
+    #[serde(default = "default_valid_size")]
     pub valid_size: usize,
-    /// Epochs at most.
-    #[config(default = 10)]
-    pub num_epochs: usize,
-    /// Sentences per batch.
-    #[config(default = 64)]
-    pub batch_size: usize,
-    /// Adam's (peak) learning rate.
-    #[config(default = 1e-3)]
-    pub learning_rate: f64,
-    /// L2 penalty added to the gradients.
-    #[config(default = 0.0)]
-    pub weight_decay: f64,
-    /// Learning-rate schedule over all steps.
-    #[config(default = "ScheduleConfig::Constant")]
-    pub schedule: ScheduleConfig,
-    /// Rescale the gradients to at most this global L2 norm (none: no clipping).
-    #[config(default = "Some(5.0)")]
-    pub grad_clip_norm: Option<f32>,
-    /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
-    #[config(default = 2)]
-    pub early_stopping_patience: usize,
-    /// End with the weights of the epoch with the lowest valid loss.
-    #[config(default = true)]
-    pub restore_best: bool,
-    /// Seed of the weights, the held-out part, the batch order and dropout.
-    #[config(default = 42)]
-    pub seed: u64,
-    /// A smoke run: one epoch on a few batches.
-    #[config(default = false)]
-    pub smoke: bool,
+    /// Epochs, sentences per batch, Adam's (peak) learning rate, its L2 penalty, clipping, early
+    /// stopping... The seed also draws the held-out part.
+    #[serde(flatten)]
+    pub training: TrainingSettings,
 }
+
+impl Config for SentenceExperimentConfig {}
 
 const SMOKE_BATCHES: (usize, usize) = (4, 2);
 const EVAL_BATCH: usize = 256;
 
 impl SentenceExperimentConfig {
+    /// A run of `model` on `dataset` with `training`: two classes, every training word in the
+    /// vocabulary, sentences cut at 64 tokens, 2,000 training sentences held out to validate.
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        model: SentenceModelConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        Self {
+            experiment: experiment.into(),
+            dataset: dataset.into(),
+            model,
+            num_classes: default_num_classes(),
+            min_count: default_min_count(),
+            max_len: default_max_len(),
+            valid_size: default_valid_size(),
+            training,
+        }
+    }
+
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.batch_size == 0 || self.max_len == 0 || self.valid_size == 0 {
-            return bad("batch_size, max_len and valid_size must be at least 1".into());
+        if self.max_len == 0 || self.valid_size == 0 {
+            return bad("max_len and valid_size must be at least 1".into());
         }
         if self.num_classes < 2 {
             return bad(format!(
@@ -135,22 +160,8 @@ impl SentenceExperimentConfig {
                 self.num_classes
             ));
         }
-        if let Some(norm) = self.grad_clip_norm
-            && !(norm > 0.0 && norm.is_finite())
-        {
-            return bad(format!("grad_clip_norm must be > 0, got {norm}"));
-        }
-        super::check_training(self.num_epochs, self.learning_rate, self.weight_decay)
-            .or_else(bad)?;
-        self.schedule.validate().or_else(bad)?;
+        self.training.validate().or_else(bad)?;
         self.model.validate(self.max_len).or_else(bad)
-    }
-
-    /// Applies `--smoke`.
-    pub fn into_smoke(mut self) -> Self {
-        self.smoke = true;
-        self.num_epochs = 1;
-        self
     }
 }
 
@@ -169,7 +180,7 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
     let [train_file, dev_file] = sst2::FILE_NAMES.map(|f| dir.join(f));
     let mut train = sst2::load_tsv(&train_file, config.num_classes)?;
     let dev = sst2::load_tsv(&dev_file, config.num_classes)?;
-    let valid_size = match config.smoke {
+    let valid_size = match config.training.smoke {
         true => config.valid_size.min(train.len() / 4).max(1),
         false => config.valid_size,
     };
@@ -181,7 +192,7 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
             valid_size
         );
     }
-    SplitMix64::new(config.seed).shuffle(&mut train);
+    SplitMix64::new(config.training.seed).shuffle(&mut train);
     let valid: Vec<LabelledSentence> = train.split_off(train.len() - valid_size);
     let vocab = WordVocab::build(train.iter().map(|s| tokenize(&s.text)), config.min_count);
     let mut splits = Splits {
@@ -190,11 +201,12 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
         test: SentenceDataset::new(&dev, &vocab),
         vocab,
     };
-    if config.smoke {
+    if config.training.smoke {
         let (train_batches, eval_batches) = SMOKE_BATCHES;
-        splits.train = splits.train.truncate(train_batches * config.batch_size);
-        splits.valid = splits.valid.truncate(eval_batches * config.batch_size);
-        splits.test = splits.test.truncate(eval_batches * config.batch_size);
+        let batch = config.training.batch_size;
+        splits.train = splits.train.truncate(train_batches * batch);
+        splits.valid = splits.valid.truncate(eval_batches * batch);
+        splits.test = splits.test.truncate(eval_batches * batch);
     }
     Ok(splits)
 }
@@ -210,7 +222,9 @@ fn loader<B: Backend>(
     };
     let builder = DataLoaderBuilder::new(batcher).set_device(device.clone());
     match shuffle {
-        true => builder.batch_size(config.batch_size).shuffle(config.seed),
+        true => builder
+            .batch_size(config.training.batch_size)
+            .shuffle(config.training.seed),
         false => builder.batch_size(EVAL_BATCH),
     }
     .build(dataset)
@@ -226,75 +240,33 @@ pub fn train<B: AutodiffBackend>(
     let splits = load_splits(config, ctx)?;
     splits.vocab.save(&ctx.artifact_dir.join(VOCAB_FILE))?;
     let device = devices[0].clone();
-    pdl_models::seed::<B>(&device, config.seed);
-    match config.model.sized(splits.vocab.len(), config.num_classes) {
-        SentenceModelConfig::Rnn(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-        SentenceModelConfig::Transformer(c) => {
-            train_model(c.init::<B>(&device), config, ctx, splits, devices)
-        }
-    }
-}
-
-fn train_model<B, M>(
-    model: M,
-    config: &SentenceExperimentConfig,
-    ctx: &RunContext,
-    splits: Splits,
-    devices: Vec<B::Device>,
-) -> Result<RunReport>
-where
-    B: AutodiffBackend,
-    M: TrainStep<Input = SentenceBatch<B>, Output = ClassificationOutput<B>>
-        + AutodiffModule<B>
-        + std::fmt::Display
-        + 'static,
-    M::InnerModule: InferenceStep<
-            Input = SentenceBatch<B::InnerBackend>,
-            Output = ClassificationOutput<B::InnerBackend>,
-        >,
-{
-    let device = devices[0].clone();
+    let settings = &config.training;
+    pdl_models::seed::<B>(&device, settings.seed);
     let train_items = splits.train.len();
-    println!(
-        "{model}\nsentences: {train_items} train / {} valid / {} dev; vocabulary {} words",
+    let about = format!(
+        "sentences: {train_items} train / {} valid / {} dev; vocabulary {} words",
         splits.valid.len(),
         splits.test.len(),
         splits.vocab.len()
     );
-    let train_loader = loader::<B>(splits.train, config, true, &device);
-    let valid_loader = loader::<B::InnerBackend>(splits.valid, config, false, &device);
-    let test_loader = loader::<B::InnerBackend>(splits.test, config, false, &device);
-    let schedule = config.schedule.init_for_epochs(
-        config.learning_rate,
-        train_items,
-        config.batch_size,
-        devices.len(),
-        config.num_epochs,
-    );
-    let optim = super::adam(config.weight_decay, config.grad_clip_norm).init();
-    let options = FitOptions::for_run(
+    let model = config.model.sized(splits.vocab.len(), config.num_classes);
+    let job = Job::Train(Training {
+        settings,
+        optimiser: Optimiser::AdamL2 { epsilon: None },
         ctx,
-        config.num_epochs,
-        config.early_stopping_patience,
-        config.restore_best,
-    );
-    fit(
-        &ctx.artifact_dir,
-        model,
-        optim,
-        schedule,
-        train_loader,
-        valid_loader.clone(),
         devices,
-        &options,
-    )?
-    .finish(&ctx.artifact_dir, train_items, &valid_loader, &test_loader)
+        train: loader::<B>(splits.train, config, true, &device),
+        valid: loader(splits.valid, config, false, &device),
+        test: loader(splits.test, config, false, &device),
+        train_items,
+        batch_size: settings.batch_size,
+        about,
+    });
+    model.run::<B>(&device, job)?.report()
 }
 
 /// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the dev set.
-pub fn eval<B: Backend>(
+pub fn eval<B: AutodiffBackend>(
     config: &SentenceExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
@@ -309,14 +281,11 @@ pub fn eval<B: Backend>(
             ctx.artifact_dir.join(VOCAB_FILE).display()
         );
     }
-    let loader = loader::<B>(splits.test, config, false, &device);
-    let dir = &ctx.artifact_dir;
-    match config.model.sized(saved.len(), config.num_classes) {
-        SentenceModelConfig::Rnn(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-        SentenceModelConfig::Transformer(c) => {
-            load_and_evaluate(c.init::<B>(&device), dir, &device, &loader)
-        }
-    }
+    let job = Job::Eval(Scoring {
+        dir: &ctx.artifact_dir,
+        device: device.clone(),
+        test: loader(splits.test, config, false, &device),
+    });
+    let model = config.model.sized(saved.len(), config.num_classes);
+    model.run::<B>(&device, job)?.scores()
 }

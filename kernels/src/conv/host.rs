@@ -1,6 +1,6 @@
 //! The convolution's kernels for the CPU backends: im2col and col2im as plain loops over the
 //! tensors' values on the host, around one matmul per chunk of images
-//! ([`ConvBackend::host_matmul`], the backend's own gemm). With `K = images * height_out *
+//! ([`KernelBackend::host_matmul`], the backend's own gemm). With `K = images * height_out *
 //! width_out` output positions of a chunk and `taps = channels_in * k_h * k_w`:
 //!
 //! - [`weight_gradient`], `dL/dw = G X`, in one of two layouts:
@@ -23,89 +23,15 @@
 //! large, well-shaped product instead of a small one per image and tap, and Burn's `unfold4d`
 //! (which gathers every patch entry through a one-hot convolution) is never called. Only the
 //! layout moves through the host; every multiply-add is the gemm's. It is for the CPU backends,
-//! whose tensors already live in host memory ([`ConvBackend::HOST_KERNELS`]): a GPU backend
+//! whose tensors already live in host memory ([`KernelBackend::HOST_KERNELS`]): a GPU backend
 //! would copy both tensors across the bus.
 
-use super::ConvBackend;
+use crate::KernelBackend;
+use crate::host::{HostValues, extend_run, permuted};
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{TensorData, TensorMetadata};
-use std::borrow::Cow;
 use std::ops::Range;
-
-/// A tensor's `f32` values as the host sees them: element `[i_0, i_1, ...]` is
-/// `values[sum_k i_k strides[k]]`. What [`ConvBackend::with_values`] lends.
-#[derive(Debug, Clone, Copy)]
-pub struct HostValues<'a, const D: usize> {
-    /// The values, starting at element `[0, 0, ...]`.
-    pub values: &'a [f32],
-    /// Elements between neighbours along each axis.
-    pub strides: [usize; D],
-    /// The tensor's shape.
-    pub dims: [usize; D],
-}
-
-impl<'a, const D: usize> HostValues<'a, D> {
-    /// Row-major values of shape `dims`.
-    pub fn contiguous(values: &'a [f32], dims: [usize; D]) -> Self {
-        let mut strides = [1; D];
-        for axis in (0..D.saturating_sub(1)).rev() {
-            strides[axis] = strides[axis + 1] * dims[axis + 1];
-        }
-        Self {
-            values,
-            strides,
-            dims,
-        }
-    }
-
-    /// Values laid out with `strides` (in elements, any sign), `offset` elements into `storage`;
-    /// `None` when a stride is negative or the last element falls outside `storage`.
-    pub fn strided(
-        storage: &'a [f32],
-        offset: usize,
-        strides: &[isize],
-        dims: &[usize],
-    ) -> Option<Self> {
-        let dims: [usize; D] = dims.try_into().ok()?;
-        let strides: [isize; D] = strides.try_into().ok()?;
-        let mut unsigned = [0; D];
-        let mut last = offset;
-        for axis in 0..D {
-            unsigned[axis] = usize::try_from(strides[axis]).ok()?;
-            last += dims[axis].saturating_sub(1) * unsigned[axis];
-        }
-        if dims.contains(&0) || last >= storage.len() {
-            return None;
-        }
-        Some(Self {
-            values: &storage[offset..],
-            strides: unsigned,
-            dims,
-        })
-    }
-}
-
-impl<'a> HostValues<'a, 4> {
-    /// The values in row-major order: lent as they lie when they already are, copied otherwise.
-    pub(crate) fn row_major(&self) -> Cow<'a, [f32]> {
-        if self.strides == Self::contiguous(self.values, self.dims).strides {
-            Cow::Borrowed(&self.values[..self.dims.iter().product()])
-        } else {
-            Cow::Owned(permuted(self, 0..self.dims[0], [0, 1, 2, 3]))
-        }
-    }
-}
-
-/// `data`'s values, lent to `f` as a row-major [`HostValues`]; `None` unless they are `f32`.
-pub(super) fn lend_data<R, const D: usize>(
-    data: &TensorData,
-    f: impl FnOnce(HostValues<'_, D>) -> R,
-) -> Option<R> {
-    let dims: [usize; D] = data.shape.as_slice().try_into().ok()?;
-    let values = data.as_slice::<f32>().ok()?;
-    Some(f(HostValues::contiguous(values, dims)))
-}
 
 /// Bytes of patches gathered per matmul. Small enough that a chunk's patches stay in the cache
 /// between being written and being read by the matmul, and that ndarray's gemm gets a moderate
@@ -161,7 +87,7 @@ impl Layout {
 /// - x: `[batch, channels_in, height, width]`, unpadded
 /// - grad: `[batch, channels_out, height_out, width_out]`
 /// - output: `weight_shape`, `[channels_out, channels_in, kernel_height, kernel_width]`
-pub(super) fn weight_gradient<B: ConvBackend>(
+pub(super) fn weight_gradient<B: KernelBackend>(
     x: &FloatTensor<B>,
     grad: &FloatTensor<B>,
     weight_shape: &Shape,
@@ -221,100 +147,6 @@ pub(super) fn weight_gradient<B: ConvBackend>(
         TensorData::new(weight, weight_shape.clone()),
         &device,
     ))
-}
-
-/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by the `gemm` crate (flex's gemm).
-#[cfg(feature = "flex")]
-pub(super) fn gemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
-    assert!(
-        a.len() == m * k && b.len() == k * n,
-        "host_matmul: shapes and lengths differ"
-    );
-    let mut c = vec![0.0f32; m * n];
-    // Threads only pay off on a large product (flex's own threshold).
-    let parallelism = if m * n * k >= 192 * 192 * 192 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: `a`, `b` and `c` hold `m k`, `k n` and `m n` values, row-major with the strides
-    // passed (column stride first), so every element gemm reads or writes is in bounds, and `c`
-    // is not aliased.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    c
-}
-
-/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by `matrixmultiply` (ndarray's gemm).
-#[cfg(any(feature = "ndarray", test))]
-pub(super) fn sgemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
-    assert!(
-        a.len() == m * k && b.len() == k * n,
-        "host_matmul: shapes and lengths differ"
-    );
-    let mut c = vec![0.0f32; m * n];
-    let (k_stride, n_stride) = (k as isize, n as isize);
-    // SAFETY: `a`, `b` and `c` hold `m k`, `k n` and `m n` values, row-major with the strides
-    // passed (row stride first), so every element sgemm reads or writes is in bounds, and `c` is
-    // not aliased.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k_stride,
-            1,
-            b.as_ptr(),
-            n_stride,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n_stride,
-            1,
-        );
-    }
-    c
-}
-
-/// `a b` for row-major `a: [m, k]` and `b: [k, n]` through the backend's matmul: the default of
-/// [`ConvBackend::host_matmul`].
-pub(super) fn matmul_through<B: Backend>(
-    a: Vec<f32>,
-    b: Vec<f32>,
-    [m, k, n]: [usize; 3],
-) -> Vec<f32> {
-    let device = Default::default();
-    let product = B::float_matmul(
-        B::float_from_data(TensorData::new(a, [m, k]), &device),
-        B::float_from_data(TensorData::new(b, [k, n]), &device),
-    );
-    burn::tensor::read_sync(B::float_into_data(product))
-        .ok()
-        .and_then(|data| data.into_vec::<f32>().ok())
-        .expect("a CPU backend reads back the f32 matmul it computed")
 }
 
 /// The input's patches: what im2col needs.
@@ -418,15 +250,6 @@ fn zeros(out: &mut Vec<f32>, len: usize) {
     out.resize(out.len() + len, 0.0);
 }
 
-/// Appends `len` values `source[start]`, `source[start + step]`, ...
-fn extend_run(out: &mut Vec<f32>, source: &[f32], start: usize, step: usize, len: usize) {
-    if step == 1 || len == 1 {
-        out.extend_from_slice(&source[start..start + len]);
-    } else {
-        out.extend(source[start..].iter().step_by(step).take(len));
-    }
-}
-
 /// One kernel tap's view of one axis: the outputs whose input index `s o + d tap - p` falls inside
 /// the image, and where.
 struct Span {
@@ -476,68 +299,7 @@ impl Span {
     }
 }
 
-/// The entries of a 4-D tensor whose first index is in `images` (a chunk of a batch, or all of
-/// the first axis), row-major with its axes in the order `order`.
-///
-/// # Shapes
-/// - tensor: `[d0, d1, d2, d3]`
-/// - output: the axes of `[images.len(), d1, d2, d3]` permuted by `order`, flattened
-fn permuted(tensor: &HostValues<'_, 4>, images: Range<usize>, order: [usize; 4]) -> Vec<f32> {
-    let mut dims = tensor.dims;
-    dims[0] = images.len();
-    let origin = images.start * tensor.strides[0];
-    let [n0, n1, n2, n3] = order.map(|axis| dims[axis]);
-    let [s0, s1, s2, s3] = order.map(|axis| tensor.strides[axis]);
-    let values = tensor.values;
-    if s3 == 1 || n3 == 1 {
-        // Runs along the last axis: appended in order.
-        let mut out = Vec::with_capacity(n0 * n1 * n2 * n3);
-        for a in 0..n0 {
-            for b in 0..n1 {
-                for c in 0..n2 {
-                    extend_run(&mut out, values, origin + a * s0 + b * s1 + c * s2, s3, n3);
-                }
-            }
-        }
-        return out;
-    }
-    // A transpose of the last two axes, in 8x8 tiles: eight reads along the source's rows, eight
-    // writes along the output's, each tile held in registers.
-    const TILE: usize = 8;
-    let mut out = vec![0.0f32; n0 * n1 * n2 * n3];
-    for (a, block) in out.chunks_exact_mut(n1 * n2 * n3).enumerate() {
-        for (b, plane) in block.chunks_exact_mut(n2 * n3).enumerate() {
-            let base = origin + a * s0 + b * s1;
-            for c0 in (0..n2).step_by(TILE) {
-                for d0 in (0..n3).step_by(TILE) {
-                    let (cs, ds) = ((n2 - c0).min(TILE), (n3 - d0).min(TILE));
-                    if cs == TILE && ds == TILE && s2 == 1 {
-                        let mut tile = [[0.0f32; TILE]; TILE];
-                        for (d, row) in tile.iter_mut().enumerate() {
-                            let start = base + c0 + (d0 + d) * s3;
-                            row.copy_from_slice(&values[start..start + TILE]);
-                        }
-                        for c in 0..TILE {
-                            let target = &mut plane[(c0 + c) * n3 + d0..][..TILE];
-                            for (d, t) in target.iter_mut().enumerate() {
-                                *t = tile[d][c];
-                            }
-                        }
-                    } else {
-                        for c in c0..c0 + cs {
-                            for d in d0..d0 + ds {
-                                plane[c * n3 + d] = values[base + c * s2 + d * s3];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A one-group convolution by im2col on the host and one [`ConvBackend::host_matmul`] per chunk
+/// A one-group convolution by im2col on the host and one [`KernelBackend::host_matmul`] per chunk
 /// of images:
 /// `y = W cols + b`, with `W: [c_out, taps]` the kernel as a matrix and `cols: [taps, K]` as in
 /// [`Layout::TapRows`]. `None` when the backend does not lend the tensors' values as `f32`.
@@ -547,9 +309,9 @@ fn permuted(tensor: &HostValues<'_, 4>, images: Range<usize>, order: [usize; 4])
 /// - weight: `[channels_out, channels_in, kernel_height, kernel_width]`
 /// - bias: `[channels_out]`
 /// - output: `[batch, channels_out, height_out, width_out]`
-// Only flex runs it (see `ConvBackend for Flex`): ndarray's own convolution is faster there.
+// Only flex runs it (see `KernelBackend for Flex`): ndarray's own convolution is faster there.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-pub(super) fn conv2d<B: ConvBackend>(
+pub(crate) fn conv2d<B: KernelBackend>(
     x: &FloatTensor<B>,
     weight: &FloatTensor<B>,
     bias: Option<&FloatTensor<B>>,
@@ -615,7 +377,7 @@ pub(super) fn conv2d<B: ConvBackend>(
 }
 
 /// `dL/dx` by col2im on the host: the patch gradients `dcols = W^T G: [taps, K]` from one
-/// [`ConvBackend::host_matmul`] per chunk of images, each added back onto the input position it was read from. No
+/// [`KernelBackend::host_matmul`] per chunk of images, each added back onto the input position it was read from. No
 /// spread or padded copy of the output gradient, whatever the stride, padding or dilation.
 /// `None` when the backend does not lend the tensors' values as `f32`.
 ///
@@ -624,7 +386,7 @@ pub(super) fn conv2d<B: ConvBackend>(
 /// - weight: `[channels_out, channels_in, kernel_height, kernel_width]`
 /// - grad: `[batch, channels_out, height_out, width_out]`
 /// - output: `x_shape`
-pub(super) fn input_gradient<B: ConvBackend>(
+pub(super) fn input_gradient<B: KernelBackend>(
     x_shape: &Shape,
     weight: &FloatTensor<B>,
     grad: &FloatTensor<B>,

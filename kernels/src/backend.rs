@@ -1,0 +1,274 @@
+//! Which backends have this crate's fast paths, and how a module written for any `B: Backend`
+//! reaches them.
+//!
+//! [`KernelBackend`] is the pattern of Burn's custom-kernel example: a plain backend keeps Burn's
+//! op as the default, a CPU backend overrides it with a host kernel, and `Autodiff<B>` overrides
+//! it with a custom autodiff op whose backward is this crate's. The models never name it: the
+//! modules ([`crate::Conv2d`], [`crate::MaxPool2d`], [`crate::Dropout`]) are generic over plain
+//! `B: Backend`, as burn-nn's are, and pick the fast path inside the op by the backend's type
+//! ([`run`]): when `B` *is* one of the backends compiled in with a cargo feature (flex, ndarray,
+//! wgpu, cuda, each with and without `Autodiff`), the op runs that backend's
+//! [`KernelBackend`] method; on any other backend (another checkpointing strategy, a fusion or
+//! router backend, one added later) it runs Burn's own op. The type test is `TypeId` equality,
+//! decided at compile time after monomorphisation, so the dispatch costs nothing at run time.
+
+use crate::host::{self, HostValues};
+use crate::pool::Window;
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use std::any::{Any, TypeId};
+use std::ops::ControlFlow;
+
+/// A backend with this crate's fast paths: the convolution whose backward pass is written out
+/// ([`crate::conv`]), max pooling and dropout on the host. Each method's default is Burn's op;
+/// the CPU backends override the forward passes with host kernels, and `Autodiff<B>` overrides
+/// them with custom autodiff ops.
+pub trait KernelBackend: Backend {
+    /// Whether the backend's tensors live in host memory, so that the host kernels of this crate
+    /// apply: the convolution's gradients by im2col and col2im around one large matmul per chunk
+    /// of images (`conv/host.rs`), max pooling ([`crate::pool`]) and dropout masks
+    /// ([`crate::dropout`]). True for the CPU backends; a GPU backend keeps its tensors on the
+    /// device and runs Burn's ops and the strided-view weight gradient.
+    const HOST_KERNELS: bool = false;
+
+    /// Calls `f` with the `f32` values of `tensor` as the host sees them, for the host kernels of
+    /// [`crate::host`]; `None` when they are not `f32` or not a `D`-dimensional tensor. The default
+    /// reads the tensor out; a backend whose tensors are host arrays lends them as they lie.
+    fn with_values<R, const D: usize>(
+        tensor: &FloatTensor<Self>,
+        f: impl FnOnce(HostValues<'_, D>) -> R,
+    ) -> Option<R> {
+        let data = burn::tensor::read_sync(Self::float_into_data(tensor.clone())).ok()?;
+        host::lend_data(&data, f)
+    }
+
+    /// `a b` for row-major `a: [m, k]` and `b: [k, n]` held on the host, row-major: the one
+    /// matmul of the host kernels. The default runs the backend's own matmul on them.
+    fn host_matmul(a: Vec<f32>, b: Vec<f32>, [m, k, n]: [usize; 3]) -> Vec<f32> {
+        host::matmul_through::<Self>(a, b, [m, k, n])
+    }
+
+    /// Max pooling, Burn's `max_pool2d` with the same arguments (padding symmetric, output size
+    /// rounded down) and result; see [`crate::MaxPool2d`].
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, height, width]`
+    /// - output: `[batch, channels, height_out, width_out]`
+    fn max_pool2d_fast(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        window.burn_op::<Self>(x)
+    }
+
+    /// A 2-D convolution, `conv2d` with the same arguments and result.
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels_in, height, width]`
+    /// - weight: `[channels_out, channels_in / groups, kernel_height, kernel_width]`
+    /// - bias: `[channels_out]`
+    /// - output: `[batch, channels_out, height_out, width_out]`
+    fn conv2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, bias, options)
+    }
+}
+
+// The backends `pdl` compiles in (see `pdl-training`'s `backend.rs`). Unit tests run on ndarray,
+// which the dev-dependency always compiles.
+#[cfg(feature = "flex")]
+impl KernelBackend for burn::backend::Flex {
+    const HOST_KERNELS: bool = true;
+
+    fn conv2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        if options.groups == 1
+            && let Some(y) = crate::conv::host::conv2d::<Self>(&x, &weight, bias.as_ref(), &options)
+        {
+            return y;
+        }
+        Self::conv2d(x, weight, bias, options)
+    }
+
+    // The gemm behind flex's matmul, called directly: going through `float_matmul` copies both
+    // operands into aligned tensors, zeroes the output and copies it out again, ~10% of a
+    // training step of the classic net.
+    fn host_matmul(a: Vec<f32>, b: Vec<f32>, shape: [usize; 3]) -> Vec<f32> {
+        host::gemm(&a, &b, shape)
+    }
+
+    // Flex's own pooling takes 18 ms for the classic net's pool, the host pass ~2 ms. (ndarray's
+    // is as fast as the host pass on the channels-last maps its convolution returns.)
+    fn max_pool2d_fast(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        match crate::pool::forward_on_host::<Self>(&x, window) {
+            Some((output, _)) => output,
+            None => window.burn_op::<Self>(x),
+        }
+    }
+
+    fn with_values<R, const D: usize>(
+        tensor: &FloatTensor<Self>,
+        f: impl FnOnce(HostValues<'_, D>) -> R,
+    ) -> Option<R> {
+        if tensor.dtype() != burn::tensor::DType::F32 {
+            return None;
+        }
+        let layout = tensor.layout();
+        let values = HostValues::strided(
+            tensor.storage::<f32>(),
+            layout.start_offset(),
+            layout.strides(),
+            layout.shape(),
+        )?;
+        Some(f(values))
+    }
+}
+#[cfg(any(feature = "ndarray", test))]
+impl KernelBackend for burn::backend::NdArray {
+    const HOST_KERNELS: bool = true;
+
+    // The gemm behind ndarray's matmul, called directly: Burn's `float_matmul` copies both
+    // operands (its reshape always copies) and runs the gemm inside a rayon scope, whose idle
+    // workers spin beside the gemm's own threads; the weight gradient's eight chunks of the
+    // classic net's second layer took 27 ms that way against 18 ms called directly.
+    fn host_matmul(a: Vec<f32>, b: Vec<f32>, shape: [usize; 3]) -> Vec<f32> {
+        host::sgemm(&a, &b, shape)
+    }
+
+    fn with_values<R, const D: usize>(
+        tensor: &FloatTensor<Self>,
+        f: impl FnOnce(HostValues<'_, D>) -> R,
+    ) -> Option<R> {
+        // Lent as they lie: `into_data` copies an array that something else still holds (the
+        // autodiff graph holds every checkpointed input) one element at a time, and ndarray's
+        // convolution returns channels-last arrays, which no row-major slice can show.
+        let burn::backend::ndarray::NdArrayTensor::F32(storage) = tensor else {
+            return None;
+        };
+        let view = storage.view();
+        let values = HostValues::strided(
+            view.as_slice_memory_order()?,
+            0,
+            view.strides(),
+            view.shape(),
+        )?;
+        Some(f(values))
+    }
+}
+#[cfg(feature = "wgpu")]
+impl KernelBackend for burn::backend::Wgpu {}
+#[cfg(feature = "cuda")]
+impl KernelBackend for burn::backend::Cuda {}
+
+/// Any autodiff backend over a [`KernelBackend`]: the ops record this crate's backward steps,
+/// which use nothing but the inner backend's fast forward ops, `matmul` and tensor ops, and its
+/// host kernels where it has them.
+impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    const HOST_KERNELS: bool = B::HOST_KERNELS;
+
+    fn max_pool2d_fast(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        crate::pool::autodiff_max_pool2d::<B, C>(x, window)
+    }
+
+    fn conv2d_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        crate::conv::backward::autodiff_conv2d::<B, C>(x, weight, bias, options)
+    }
+}
+
+/// An op with a fast path on the [`KernelBackend`]s and Burn's op everywhere else: its arguments
+/// and result as types of the backend, the fast path, and the reference.
+pub(crate) trait Op {
+    /// The op's arguments on backend `B`.
+    type Args<B: Backend>: 'static;
+    /// Its result on backend `B`.
+    type Output<B: Backend>: 'static;
+    /// The fast path, on a backend of this crate.
+    fn fast<F: KernelBackend>(args: Self::Args<F>) -> Self::Output<F>;
+    /// Burn's op, on any backend.
+    fn reference<B: Backend>(args: Self::Args<B>) -> Self::Output<B>;
+}
+
+/// Runs `O` on backend `B`: its fast path when `B` is a backend compiled in with this crate's
+/// features, Burn's op otherwise.
+pub(crate) fn run<O: Op, B: Backend>(args: O::Args<B>) -> O::Output<B> {
+    match on_a_kernel_backend::<O, B>(args) {
+        ControlFlow::Break(output) => output,
+        ControlFlow::Continue(args) => O::reference(args),
+    }
+}
+
+/// Whether the host kernels run on backend `B` (the CPU backends, with or without autodiff).
+pub(crate) fn host_kernels<B: Backend>() -> bool {
+    run::<HostKernels, B>(())
+}
+
+/// The op behind [`host_kernels`]: [`KernelBackend::HOST_KERNELS`], or false.
+struct HostKernels;
+
+impl Op for HostKernels {
+    type Args<B: Backend> = ();
+    type Output<B: Backend> = bool;
+
+    fn fast<F: KernelBackend>(_: ()) -> bool {
+        F::HOST_KERNELS
+    }
+
+    fn reference<B: Backend>(_: ()) -> bool {
+        false
+    }
+}
+
+/// Tries each backend compiled in; `Break` with the result once one is `B`. The unit tests compile
+/// ndarray in whatever the features.
+fn on_a_kernel_backend<O: Op, B: Backend>(
+    args: O::Args<B>,
+) -> ControlFlow<O::Output<B>, O::Args<B>> {
+    #[cfg(feature = "flex")]
+    let args = on::<O, B, Autodiff<burn::backend::Flex>>(args)?;
+    #[cfg(feature = "flex")]
+    let args = on::<O, B, burn::backend::Flex>(args)?;
+    #[cfg(any(feature = "ndarray", test))]
+    let args = on::<O, B, Autodiff<burn::backend::NdArray>>(args)?;
+    #[cfg(any(feature = "ndarray", test))]
+    let args = on::<O, B, burn::backend::NdArray>(args)?;
+    #[cfg(feature = "wgpu")]
+    let args = on::<O, B, Autodiff<burn::backend::Wgpu>>(args)?;
+    #[cfg(feature = "wgpu")]
+    let args = on::<O, B, burn::backend::Wgpu>(args)?;
+    #[cfg(feature = "cuda")]
+    let args = on::<O, B, Autodiff<burn::backend::Cuda>>(args)?;
+    #[cfg(feature = "cuda")]
+    let args = on::<O, B, burn::backend::Cuda>(args)?;
+    ControlFlow::Continue(args)
+}
+
+/// `O`'s fast path on `F` if `B` is `F`.
+fn on<O: Op, B: Backend, F: KernelBackend>(
+    args: O::Args<B>,
+) -> ControlFlow<O::Output<B>, O::Args<B>> {
+    if TypeId::of::<B>() != TypeId::of::<F>() {
+        return ControlFlow::Continue(args);
+    }
+    ControlFlow::Break(same_type(O::fast::<F>(same_type(args))))
+}
+
+/// `value` as type `U`, which [`on`] has checked is `T` (through the backend both are built on).
+fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let mut slot = Some(value);
+    let slot: &mut dyn Any = &mut slot;
+    slot.downcast_mut::<Option<U>>()
+        .and_then(Option::take)
+        .expect("an op's arguments on backend B are of the same type as on F when B is F")
+}

@@ -1,0 +1,43 @@
+//! pdl-kernels: the CPU fast paths under the course's models, so that `models/` can read like the
+//! textbook.
+//!
+//! Burn's own ops are correct on every backend but slow where a CNN spends its time on the CPU:
+//! the convolution's gradients, max pooling's indices and dropout's Bernoulli sampler. This
+//! crate keeps Burn's modules' names and fields ([`Conv2d`], [`MaxPool2d`], [`Dropout`] and their
+//! configs), so a model file writes `self.conv.forward(x)` on any `B: Backend` exactly as with
+//! burn-nn, and records load either way; the fast path is picked inside the op by the backend's
+//! type (`backend.rs`), and every other backend runs Burn's op.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`conv`] | a 2-D convolution with its backward written out (`forward.rs`, `backward.rs`, and `host.rs`: im2col / col2im around the host gemm) |
+//! | [`pool`] | max pooling in one host pass that remembers each window's pick |
+//! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
+//! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
+//! | `host.rs` | the tensors' values as the host sees them, and the gemm every host kernel calls |
+//! | `parity.rs` | checks against Burn's ops (feature `parity`, for `pdl-tests`) |
+//!
+//! The only crate of the workspace with backend features and gemm dependencies; it knows no
+//! model and no file format.
+
+mod backend;
+pub mod conv;
+pub mod dropout;
+mod host;
+#[cfg(any(test, feature = "parity"))]
+pub mod parity;
+pub mod pool;
+mod rng;
+
+pub use backend::KernelBackend;
+pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};
+pub use dropout::{Dropout, DropoutConfig};
+pub use host::HostValues;
+pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
+
+/// Seeds the host random draws of the layers built from now on, on this thread (the dropout
+/// masks: see [`dropout`]). The training pipelines call it through `pdl_models::seed`, with the
+/// backend's own seed.
+pub fn seed(seed: u64) {
+    dropout::seed(seed);
+}

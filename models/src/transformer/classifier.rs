@@ -1,0 +1,167 @@
+//! A Transformer encoder that classifies padded sentences: token embeddings plus positions,
+//! pre-norm blocks that attend only to the real tokens, the outputs mean-pooled over them, a
+//! linear head. Experiment `sst2-transformer`.
+
+use super::{
+    PositionalEncoding, PositionalEncodingConfig, PositionalEncodingKind, TransformerBlock,
+    TransformerBlockConfig, blocks,
+};
+use crate::attention::padding_mask;
+use crate::classification::{check_dropout, classification_output, train_output};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use pdl_datasets::text::sst2::SentenceBatch;
+
+/// Configuration of a [`TransformerClassifier`].
+#[derive(Config, Debug)]
+pub struct TransformerClassifierConfig {
+    /// Words in the vocabulary, `<pad>` and `<unk>` included.
+    pub vocab_size: usize,
+    /// Classes.
+    pub num_classes: usize,
+    /// Width of the embeddings and the residual stream.
+    #[config(default = 128)]
+    pub d_model: usize,
+    /// Attention heads.
+    #[config(default = 4)]
+    pub n_heads: usize,
+    /// Encoder blocks.
+    #[config(default = 2)]
+    pub n_layers: usize,
+    /// Hidden width of each block's MLP; none: `4 d_model`.
+    pub d_ff: Option<usize>,
+    /// Dropout on the embeddings, in every block, and before the head.
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// The longest sentence the positions cover.
+    #[config(default = 128)]
+    pub max_len: usize,
+    /// Sinusoidal or learned positions.
+    #[config(default = "PositionalEncodingKind::Sinusoidal")]
+    pub positions: PositionalEncodingKind,
+}
+
+impl TransformerClassifierConfig {
+    fn block(&self) -> TransformerBlockConfig {
+        let d_ff = self.d_ff.unwrap_or(4 * self.d_model);
+        TransformerBlockConfig::new(self.d_model, self.n_heads, d_ff).with_dropout(self.dropout)
+    }
+
+    fn positional(&self) -> PositionalEncodingConfig {
+        PositionalEncodingConfig::new(self.d_model, self.max_len).with_kind(self.positions)
+    }
+
+    /// Checks the invariants `init` relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vocab_size == 0 || self.num_classes < 2 || self.n_layers == 0 {
+            return Err(
+                "vocab_size and n_layers must be at least 1, num_classes at least 2".into(),
+            );
+        }
+        check_dropout("transformer classifier", self.dropout)?;
+        self.positional().validate()?;
+        self.block().validate()
+    }
+
+    /// Builds the model on `device`.
+    ///
+    /// # Panics
+    /// If [`TransformerClassifierConfig::validate`] fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerClassifier<B> {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        TransformerClassifier {
+            embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            positions: self.positional().init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            blocks: blocks(&self.block(), self.n_layers, device),
+            norm: LayerNormConfig::new(self.d_model).init(device),
+            head: LinearConfig::new(self.d_model, self.num_classes).init(device),
+        }
+    }
+}
+
+/// A transformer encoder sentence classifier: token embedding + positions, encoder blocks that
+/// attend only to real tokens, a final layer norm, the mean over the real tokens, a linear head.
+///
+/// The embeddings are not multiplied by `sqrt(d_model)` as in Vaswani et al.: there the embedding
+/// is shared with the output layer and initialised small, and the factor brings it to the scale of
+/// the sinusoids; here it is Burn's `N(0, 1)` embedding, already on the sinusoids' scale (entries
+/// in `[-1, 1]`).
+#[derive(Module, Debug)]
+pub struct TransformerClassifier<B: Backend> {
+    embedding: Embedding<B>,
+    positions: PositionalEncoding<B>,
+    dropout: Dropout,
+    blocks: Vec<TransformerBlock<B>>,
+    norm: LayerNorm<B>,
+    head: Linear<B>,
+}
+
+impl<B: Backend> TransformerClassifier<B> {
+    /// Class logits for right-padded sentences. Padding is masked out of attention and pooling,
+    /// so a sentence gets the same logits alone or padded in a batch.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, seq_len]`
+    /// - mask: `[batch, seq_len]`, true at real tokens (each sentence has at least one)
+    /// - output: `[batch, num_classes]`
+    ///
+    /// # Panics
+    /// If `seq_len` is past the configured `max_len`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
+        let [batch, seq_len] = tokens.dims();
+        let x = self.embedding.forward(tokens) + self.positions.forward(0, seq_len);
+        let mut x = self.dropout.forward(x); // [batch, seq_len, d_model]
+        let attention_mask = padding_mask(mask.clone()); // [batch, 1, 1, seq_len]
+        for block in &self.blocks {
+            x = block.forward(x, Some(attention_mask.clone()));
+        }
+        let x = self.norm.forward(x);
+        let d_model = x.dims()[2];
+        let lengths = mask.clone().int().sum_dim(1).float(); // [batch, 1]
+        let padding = mask
+            .reshape([batch, seq_len, 1])
+            .repeat_dim(2, d_model)
+            .bool_not();
+        let pooled = x
+            .mask_fill(padding, 0.0)
+            .sum_dim(1)
+            .reshape([batch, d_model])
+            / lengths;
+        self.head.forward(self.dropout.forward(pooled))
+    }
+
+    /// Logits and cross-entropy against the labels.
+    pub fn forward_classification(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
+        let logits = self.forward(batch.tokens, batch.mask);
+        classification_output(logits, batch.targets)
+    }
+
+    /// The same as [`Self::forward_classification`]: what a training step minimises.
+    pub fn forward_training(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for TransformerClassifier<B> {
+    type Input = SentenceBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: SentenceBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
+        train_output(self, self.forward_training(batch))
+    }
+}
+
+impl<B: Backend> InferenceStep for TransformerClassifier<B> {
+    type Input = SentenceBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
+        self.forward_classification(batch)
+    }
+}
