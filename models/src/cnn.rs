@@ -95,6 +95,12 @@ pub struct LeNet5<B: Backend> {
     activation: Activation<B>,
 }
 
+impl<B: Backend> ImageClassifier<B> for LeNet5<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
 impl<B: Backend> LeNet5<B> {
     /// # Shapes
     /// - images: `[batch, 1, 28, 28]`
@@ -193,6 +199,12 @@ pub struct ClassicCnn<B: Backend> {
     fc1: Linear<B>,
     dropout_fc: Dropout,
     fc2: Linear<B>,
+}
+
+impl<B: Backend> ImageClassifier<B> for ClassicCnn<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
 }
 
 impl<B: Backend> ClassicCnn<B> {
@@ -309,6 +321,12 @@ pub struct BnCnn<B: Backend> {
     head: Linear<B>,
 }
 
+impl<B: Backend> ImageClassifier<B> for BnCnn<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
 impl<B: Backend> BnCnn<B> {
     /// # Shapes
     /// - images: `[batch, 1, image_size, image_size]`
@@ -320,24 +338,6 @@ impl<B: Backend> BnCnn<B> {
             x = self.pool.forward(burn::tensor::activation::relu(y)); // [batch, channels, side/2, side/2]
         }
         self.head.forward(self.dropout.forward(x.flatten(1, 3)))
-    }
-}
-
-impl<B: Backend> ImageClassifier<B> for LeNet5<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
-    }
-}
-
-impl<B: Backend> ImageClassifier<B> for ClassicCnn<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
-    }
-}
-
-impl<B: Backend> ImageClassifier<B> for BnCnn<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
     }
 }
 

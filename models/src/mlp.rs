@@ -84,6 +84,12 @@ pub struct Mlp<B: Backend> {
     dropout: Dropout,
 }
 
+impl<B: Backend> ImageClassifier<B> for Mlp<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images.flatten(1, 3)) // [batch, channels * height * width]
+    }
+}
+
 impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - input: `[batch, d_input]`
@@ -96,12 +102,6 @@ impl<B: Backend> Mlp<B> {
                 .forward(self.activation.forward(layer.forward(x))); // [batch, d_hidden]
         }
         self.output.forward(x)
-    }
-}
-
-impl<B: Backend> ImageClassifier<B> for Mlp<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images.flatten(1, 3)) // [batch, channels * height * width]
     }
 }
 

@@ -1,11 +1,10 @@
-//! The one place that knows which backends are compiled in: the only `#[cfg(feature = ...)]`
-//! ladder of the workspace.
+//! The one place that knows which backends the `pdl` binary runs: the only `#[cfg(feature = ...)]`
+//! ladder of the training crate (`pdl-kernels` has the other, its fast paths per backend).
 //!
-//! Cargo features compile backends in (`flex`, `ndarray`, `wgpu`); `--backend` picks one of them at
-//! run time. The default CPU backend is `flex`, because it measures fastest for training here: on
-//! the classic MNIST net (batch 64, AdamW, 2 threads) it trains 1.5x faster than `ndarray` (559
-//! against 362 images/s), though `ndarray` infers 2x faster (see the README's benchmark table,
-//! made by `pdl bench`).
+//! Cargo features compile backends in (`flex`, `ndarray`, `wgpu`, `cuda`); `--backend` picks one
+//! of them at run time. The default CPU backend is `flex`, the one that measures fastest across
+//! the course here: the README's "Which CPU backend is the default, and why" has the figures,
+//! made by `pdl bench`.
 
 use anyhow::{Result, anyhow, bail};
 use burn::tensor::backend::AutodiffBackend;

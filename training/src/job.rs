@@ -58,39 +58,110 @@ impl Outcome {
     }
 }
 
-/// A training run's data and settings, as a pipeline hands them over.
-pub struct Training<'a, B: AutodiffBackend, I, V> {
-    /// The shared settings of the run's config.
-    pub settings: &'a TrainingSettings,
-    /// Which Adam the pipeline trains with.
-    pub optimiser: Optimiser,
-    /// Where the run writes, and how it shows progress.
-    pub ctx: &'a RunContext,
-    /// The devices to train on; the first is the main one.
-    pub devices: Vec<B::Device>,
+/// A pipeline's batches: training on the autodiff backend, validation and test on its inner
+/// backend.
+pub struct Loaders<B: AutodiffBackend, I, V> {
     /// The training batches.
     pub train: Arc<dyn DataLoader<B, I>>,
-    /// The validation batches, on the inner backend.
+    /// The validation batches.
     pub valid: Arc<dyn DataLoader<B::InnerBackend, V>>,
-    /// The test batches, on the inner backend.
+    /// The test batches (the valid ones again where a pipeline has no test split).
     pub test: Arc<dyn DataLoader<B::InnerBackend, V>>,
-    /// Examples in one epoch of `train`, for the report.
-    pub train_items: usize,
-    /// Examples per batch on one device, for the schedule's step count (`train_items` for a
-    /// pipeline with one batch per epoch).
-    pub batch_size: usize,
+}
+
+/// A training run's data and settings, as a pipeline hands them over.
+pub struct Training<'a, B: AutodiffBackend, I, V> {
+    settings: &'a TrainingSettings,
+    optimiser: Optimiser,
+    ctx: &'a RunContext,
+    devices: Vec<B::Device>,
+    loaders: Loaders<B, I, V>,
+    /// Examples in one epoch, for the report.
+    train_items: usize,
+    /// Examples per batch on one device, for the schedule's step count.
+    batch_size: usize,
     /// A line about the data, printed under the model.
-    pub about: String,
+    about: String,
+}
+
+impl<'a, B: AutodiffBackend, I, V> Training<'a, B, I, V> {
+    /// Training with `settings` and `optimiser` on `devices`, writing into `ctx`, over `loaders`:
+    /// an epoch is every batch of `loaders.train`, in batches of the settings' size.
+    pub fn new(
+        settings: &'a TrainingSettings,
+        optimiser: Optimiser,
+        ctx: &'a RunContext,
+        devices: Vec<B::Device>,
+        loaders: Loaders<B, I, V>,
+    ) -> Self {
+        Self {
+            settings,
+            optimiser,
+            ctx,
+            devices,
+            train_items: loaders.train.num_items(),
+            loaders,
+            batch_size: settings.batch_size,
+            about: String::new(),
+        }
+    }
+
+    /// With a line about the data, printed under the model.
+    pub fn about(self, about: String) -> Self {
+        Self { about, ..self }
+    }
+
+    /// For a pipeline whose one batch holds `items` examples (a whole graph): one optimiser step
+    /// per epoch, and `items` in the report.
+    pub fn one_batch_of(self, items: usize) -> Self {
+        Self {
+            train_items: items,
+            batch_size: items,
+            ..self
+        }
+    }
+
+    /// Examples in one epoch.
+    pub fn train_items(&self) -> usize {
+        self.train_items
+    }
+}
+
+impl<'a, B: AutodiffBackend, I, V> From<Training<'a, B, I, V>> for Job<'a, B, I, V> {
+    fn from(training: Training<'a, B, I, V>) -> Self {
+        Job::Train(training)
+    }
 }
 
 /// An evaluation's saved run and test batches.
 pub struct Scoring<'a, B: AutodiffBackend, V> {
     /// The run directory holding `model.mpk`.
-    pub dir: &'a Path,
+    dir: &'a Path,
     /// The device to load onto.
-    pub device: B::Device,
+    device: B::Device,
     /// The test batches, on the inner backend.
-    pub test: Arc<dyn DataLoader<B::InnerBackend, V>>,
+    test: Arc<dyn DataLoader<B::InnerBackend, V>>,
+}
+
+impl<'a, B: AutodiffBackend, V> Scoring<'a, B, V> {
+    /// Scoring the model saved in `ctx`'s artifact directory on `device`, over `test`.
+    pub fn new(
+        ctx: &'a RunContext,
+        device: B::Device,
+        test: Arc<dyn DataLoader<B::InnerBackend, V>>,
+    ) -> Self {
+        Self {
+            dir: &ctx.artifact_dir,
+            device,
+            test,
+        }
+    }
+}
+
+impl<'a, B: AutodiffBackend, I, V> From<Scoring<'a, B, V>> for Job<'a, B, I, V> {
+    fn from(scoring: Scoring<'a, B, V>) -> Self {
+        Job::Eval(scoring)
+    }
 }
 
 impl<B, I, V> Job<'_, B, I, V>
@@ -98,6 +169,19 @@ where
     B: AutodiffBackend,
     I: Send + 'static,
 {
+    /// The device to build the model on. For training, the backend and the host dropout streams
+    /// are seeded with the run's seed first, so the model's weights are the seed's.
+    pub fn device(&self) -> B::Device {
+        match self {
+            Job::Train(training) => {
+                let device = training.devices[0].clone();
+                pdl_models::seed::<B>(&device, training.settings.seed);
+                device
+            }
+            Job::Eval(scoring) => scoring.device.clone(),
+        }
+    }
+
     /// Trains and scores `model`, or loads and scores it.
     pub fn run<M, T, U>(self, model: M) -> Result<Outcome>
     where
@@ -114,53 +198,38 @@ where
             >,
     {
         match self {
-            Job::Train(training) => training.run(model).map(Outcome::Trained),
+            Job::Train(training) => {
+                let settings = training.settings;
+                println!("{model}\n{}", training.about);
+                match training.optimiser {
+                    Optimiser::AdamW => {
+                        let optim = AdamWConfig::new()
+                            .with_weight_decay(settings.weight_decay as f32)
+                            .with_grad_clipping(settings.clipping())
+                            .init();
+                        training.fit_and_score(model, optim)
+                    }
+                    Optimiser::AdamL2 { epsilon } => {
+                        let mut config = AdamConfig::new()
+                            .with_weight_decay(
+                                (settings.weight_decay > 0.0)
+                                    .then(|| WeightDecayConfig::new(settings.weight_decay as f32)),
+                            )
+                            .with_grad_clipping(settings.clipping());
+                        if let Some(epsilon) = epsilon {
+                            config = config.with_epsilon(epsilon);
+                        }
+                        training.fit_and_score(model, config.init())
+                    }
+                }
+            }
             Job::Eval(scoring) => scoring.run(model).map(Outcome::Scored),
         }
     }
 }
 
 impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
-    fn run<M, T, U>(self, model: M) -> Result<RunReport>
-    where
-        M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
-        M::InnerModule: InferenceStep<Input = V, Output = U>,
-        T: TaskOutput,
-        U: TaskOutput,
-        T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
-        U::ItemSync: Adaptor<LossValue>,
-        T::Metrics: MetricRegistration<
-                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<AdamW, M, B>>,
-            > + MetricRegistration<
-                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<Adam, M, B>>,
-            >,
-    {
-        let settings = self.settings;
-        println!("{model}\n{}", self.about);
-        match self.optimiser {
-            Optimiser::AdamW => {
-                let optim = AdamWConfig::new()
-                    .with_weight_decay(settings.weight_decay as f32)
-                    .with_grad_clipping(settings.clipping())
-                    .init();
-                self.fit_and_score(model, optim)
-            }
-            Optimiser::AdamL2 { epsilon } => {
-                let mut config = AdamConfig::new()
-                    .with_weight_decay(
-                        (settings.weight_decay > 0.0)
-                            .then(|| WeightDecayConfig::new(settings.weight_decay as f32)),
-                    )
-                    .with_grad_clipping(settings.clipping());
-                if let Some(epsilon) = epsilon {
-                    config = config.with_epsilon(epsilon);
-                }
-                self.fit_and_score(model, config.init())
-            }
-        }
-    }
-
-    fn fit_and_score<M, O, T, U>(self, model: M, optim: O) -> Result<RunReport>
+    fn fit_and_score<M, O, T, U>(self, model: M, optim: O) -> Result<Outcome>
     where
         M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
         M::InnerModule: InferenceStep<Input = V, Output = U>,
@@ -173,6 +242,7 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
     {
         let settings = self.settings;
         let schedule = settings.schedule_for(self.train_items, self.batch_size, self.devices.len());
+        let Loaders { train, valid, test } = self.loaders;
         let options = FitOptions::for_run(
             self.ctx,
             settings.num_epochs,
@@ -185,12 +255,13 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
             model,
             optim,
             schedule,
-            self.train,
-            self.valid.clone(),
+            train,
+            valid.clone(),
             self.devices,
             &options,
         )?
-        .finish(dir, self.train_items, &self.valid, &self.test)
+        .finish(dir, self.train_items, &valid, &test)
+        .map(Outcome::Trained)
     }
 }
 

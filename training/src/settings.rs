@@ -19,7 +19,7 @@ pub struct TrainingSettings {
     pub num_epochs: usize,
     /// Examples per optimiser step on each device (with `--devices 2`, each step sees two
     /// batches). Full-graph pipelines have one batch, the whole graph, and ignore it.
-    #[serde(default = "one")]
+    #[serde(default = "count::<1>")]
     pub batch_size: usize,
     /// Peak learning rate.
     pub learning_rate: f64,
@@ -47,8 +47,9 @@ pub struct TrainingSettings {
     pub smoke: bool,
 }
 
-fn one() -> usize {
-    1
+/// `N`: a serde default for a count, `#[serde(default = "count::<5000>")]`.
+pub(crate) fn count<const N: usize>() -> usize {
+    N
 }
 
 fn constant() -> ScheduleConfig {

@@ -227,7 +227,7 @@ impl<B: AutodiffBackend> TrainStep for Gat<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: GraphBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
-        train_output(self, NodeClassifier::forward_training(self, batch))
+        train_output(self, self.forward_training(batch))
     }
 }
 
@@ -236,6 +236,6 @@ impl<B: Backend> InferenceStep for Gat<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: GraphBatch<B>) -> ClassificationOutput<B> {
-        NodeClassifier::forward_classification(self, batch)
+        self.forward_classification(batch)
     }
 }

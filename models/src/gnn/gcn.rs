@@ -161,7 +161,7 @@ impl<B: AutodiffBackend> TrainStep for Gcn<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: GraphBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
-        train_output(self, NodeClassifier::forward_training(self, batch))
+        train_output(self, self.forward_training(batch))
     }
 }
 
@@ -170,6 +170,6 @@ impl<B: Backend> InferenceStep for Gcn<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: GraphBatch<B>) -> ClassificationOutput<B> {
-        NodeClassifier::forward_classification(self, batch)
+        self.forward_classification(batch)
     }
 }

@@ -120,6 +120,12 @@ pub struct Vit<B: Backend> {
     head: Linear<B>,
 }
 
+impl<B: Backend> ImageClassifier<B> for Vit<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+}
+
 impl<B: Backend> Vit<B> {
     /// # Shapes
     /// - images: `[batch, channels, image_size, image_size]`
@@ -140,12 +146,6 @@ impl<B: Backend> Vit<B> {
             .slice([0..batch, 0..1, 0..d_model])
             .reshape([batch, d_model]);
         self.head.forward(class)
-    }
-}
-
-impl<B: Backend> ImageClassifier<B> for Vit<B> {
-    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.forward(images)
     }
 }
 

@@ -10,7 +10,7 @@
 //! windows: a model that does not beat it has learnt nothing.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::job::{Job, Outcome, Scoring, Training};
+use crate::job::{Job, Loaders, Outcome, Scoring, Training};
 use crate::learner::{Tally, TaskOutput};
 use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Result, bail};
@@ -27,6 +27,10 @@ use pdl_models::{DLinearConfig, RnnForecasterConfig};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::Arc;
+
+/// What the forecasting pipeline hands a model: windows of the series.
+type ForecastJob<'a, B> =
+    Job<'a, B, WindowBatch<B>, WindowBatch<<B as AutodiffBackend>::InnerBackend>>;
 
 /// The model of a forecasting experiment.
 #[derive(Config, Debug)]
@@ -47,11 +51,8 @@ impl ForecastModelConfig {
 
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
-    fn run<B: AutodiffBackend>(
-        &self,
-        device: &B::Device,
-        job: Job<'_, B, WindowBatch<B>, WindowBatch<B::InnerBackend>>,
-    ) -> Result<Outcome> {
+    fn run<B: AutodiffBackend>(&self, job: ForecastJob<'_, B>) -> Result<Outcome> {
+        let device = &job.device();
         match self {
             Self::Rnn(c) => job.run(c.init::<B>(device)),
             Self::Linear(c) => job.run(c.init::<B>(device)),
@@ -270,47 +271,38 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<RunReport> {
     config.validate()?;
     let splits = load_splits(config, ctx)?;
-    let device = devices[0].clone();
-    let settings = &config.training;
-    pdl_models::seed::<B>(&device, settings.seed);
+    let (settings, device) = (&config.training, devices[0].clone());
     let (train_batches, eval_batches) = match settings.smoke {
         true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
         false => (None, None),
     };
     let columns = splits.columns;
-    let train = loader::<B>(
-        splits.train.clone(),
-        columns,
-        settings.batch_size,
-        Some(settings.seed),
-        train_batches,
-        &device,
-    );
-    let train_items = train.num_items();
     let eval =
         |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
-    let (valid, test) = (eval(splits.valid), eval(splits.test));
+    let loaders = Loaders {
+        train: loader::<B>(
+            splits.train,
+            columns,
+            settings.batch_size,
+            Some(settings.seed),
+            train_batches,
+            &device,
+        ),
+        valid: eval(splits.valid),
+        test: eval(splits.test),
+    };
+    let test = loaders.test.clone();
     let about = format!(
         "series: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test windows",
         config.lookback,
         config.horizon,
-        train_items,
-        valid.num_items(),
+        loaders.train.num_items(),
+        loaders.valid.num_items(),
         test.num_items()
     );
-    let job = Job::Train(Training {
-        settings,
-        optimiser: Optimiser::AdamL2 { epsilon: None },
-        ctx,
-        devices,
-        train,
-        valid,
-        test: test.clone(),
-        train_items,
-        batch_size: settings.batch_size,
-        about,
-    });
-    let mut report = config.model.run::<B>(&device, job)?.report()?;
+    let optimiser = Optimiser::AdamL2 { epsilon: None };
+    let training = Training::new(settings, optimiser, ctx, devices, loaders).about(about);
+    let mut report = config.model.run::<B>(training.into())?.report()?;
     let naive = naive_scores(&test, config.horizon);
     println!(
         "naive forecast (repeat the last {} steps): test {naive}",
@@ -338,12 +330,10 @@ pub fn eval<B: AutodiffBackend>(
         eval_batches,
         &device,
     );
-    let job = Job::Eval(Scoring {
-        dir: &ctx.artifact_dir,
-        device: device.clone(),
-        test,
-    });
-    config.model.run::<B>(&device, job)?.scores()
+    config
+        .model
+        .run::<B>(Scoring::new(ctx, device, test).into())?
+        .scores()
 }
 
 #[cfg(test)]

@@ -7,12 +7,11 @@
 //! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::job::{Job, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings};
+use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::data::dataset::Dataset;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
@@ -20,6 +19,9 @@ use pdl_datasets::mnist::{ImageData, ImageDataset, ImageSource, Split, split_tra
 use pdl_models::{BnCnnConfig, ClassicCnnConfig, LeNet5Config, MlpConfig, ResNetConfig, VitConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// What the image pipeline hands a model: batches of images.
+type ImageJob<'a, B> = Job<'a, B, ImageBatch<B>, ImageBatch<<B as AutodiffBackend>::InnerBackend>>;
 
 /// The model of an image experiment.
 #[derive(Config, Debug)]
@@ -52,11 +54,8 @@ impl ImageModelConfig {
 
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
-    fn run<B: AutodiffBackend>(
-        &self,
-        device: &B::Device,
-        job: Job<'_, B, ImageBatch<B>, ImageBatch<B::InnerBackend>>,
-    ) -> Result<Outcome> {
+    fn run<B: AutodiffBackend>(&self, job: ImageJob<'_, B>) -> Result<Outcome> {
+        let device = &job.device();
         match self {
             Self::Mlp(c) => job.run(c.init::<B>(device)),
             Self::LeNet5(c) => job.run(c.init::<B>(device)),
@@ -96,10 +95,6 @@ impl ImageModelConfig {
     }
 }
 
-fn default_valid_size() -> usize {
-    5000
-}
-
 /// Everything needed to rebuild an image-classification run; saved as its `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
@@ -114,7 +109,7 @@ pub struct ImageExperimentConfig {
     #[serde(flatten)]
     pub training: TrainingSettings,
     /// Training images held out for validation.
-    #[serde(default = "default_valid_size")]
+    #[serde(default = "count::<5000>")]
     pub valid_size: usize,
     /// Random shifts and rotations of the training images ([`Augment::mnist`]).
     #[serde(default)]
@@ -142,7 +137,7 @@ impl ImageExperimentConfig {
             dataset: dataset.into(),
             model,
             training,
-            valid_size: default_valid_size(),
+            valid_size: count::<5000>(),
             augment: false,
         }
     }
@@ -235,33 +230,27 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<RunReport> {
     config.validate()?;
     let splits = load_splits(config, ctx)?;
-    let device = devices[0].clone();
-    let settings = &config.training;
-    pdl_models::seed::<B>(&device, settings.seed);
-    let train_items = splits.train.len();
+    let (settings, device) = (&config.training, devices[0].clone());
     let mut batcher = ImageBatcher::new(splits.mean, splits.std);
     if config.augment {
         batcher = batcher.with_augment(Augment::mnist(), settings.seed);
     }
-    let train = DataLoaderBuilder::new(batcher)
-        .batch_size(settings.batch_size)
-        .shuffle(settings.seed)
-        .set_device(device.clone())
-        .build(splits.train);
     let (mean, std) = (splits.mean, splits.std);
-    let job = Job::Train(Training {
-        settings,
-        optimiser: Optimiser::AdamW,
-        ctx,
-        devices,
-        train,
+    let loaders = Loaders {
+        train: DataLoaderBuilder::new(batcher)
+            .batch_size(settings.batch_size)
+            .shuffle(settings.seed)
+            .set_device(device.clone())
+            .build(splits.train),
         valid: eval_loader(splits.valid, mean, std, &device),
         test: eval_loader(splits.test, mean, std, &device),
-        train_items,
-        batch_size: settings.batch_size,
-        about: format!("images: {train_items} train"),
-    });
-    config.model.run::<B>(&device, job)?.report()
+    };
+    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+    let about = format!("images: {} train", training.train_items());
+    config
+        .model
+        .run::<B>(training.about(about).into())?
+        .report()
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
@@ -274,10 +263,8 @@ pub fn eval<B: AutodiffBackend>(
     config.validate()?;
     let splits = load_splits(config, ctx)?;
     let test = eval_loader(splits.test, splits.mean, splits.std, &device);
-    let job = Job::Eval(Scoring {
-        dir: &ctx.artifact_dir,
-        device: device.clone(),
-        test,
-    });
-    config.model.run::<B>(&device, job)?.scores()
+    config
+        .model
+        .run::<B>(Scoring::new(ctx, device, test).into())?
+        .scores()
 }

@@ -9,8 +9,8 @@
 //! score is the valid text's, as char-rnn and nanoGPT report it: the split has no third part.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::job::{Job, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings};
+use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings, count};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
@@ -30,6 +30,9 @@ use std::sync::Arc;
 
 /// The vocabulary file in a run's artifact directory.
 pub const VOCAB_FILE: &str = "vocab.txt";
+
+/// What the language pipeline hands a model: windows of characters.
+type LanguageJob<'a, B> = Job<'a, B, CharBatch<B>, CharBatch<<B as AutodiffBackend>::InnerBackend>>;
 
 /// The model of a language-modelling experiment. Its `vocab_size` is set from the data's
 /// vocabulary when the run starts (a preset's 0 is a placeholder).
@@ -57,11 +60,8 @@ impl LanguageModelConfig {
 
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched for training and scoring.
-    fn run<B: AutodiffBackend>(
-        &self,
-        device: &B::Device,
-        job: Job<'_, B, CharBatch<B>, CharBatch<B::InnerBackend>>,
-    ) -> Result<Outcome> {
+    fn run<B: AutodiffBackend>(&self, job: LanguageJob<'_, B>) -> Result<Outcome> {
+        let device = &job.device();
         match self {
             Self::Rnn(c) => job.run(c.init::<B>(device)),
             Self::Gpt(c) => job.run(c.init::<B>(device)),
@@ -80,10 +80,6 @@ impl LanguageModelConfig {
     }
 }
 
-fn default_seq_len() -> usize {
-    128
-}
-
 /// Everything needed to rebuild a language-modelling run; saved as its `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
@@ -95,7 +91,7 @@ pub struct LanguageExperimentConfig {
     /// The model.
     pub model: LanguageModelConfig,
     /// Characters per training window (steps of backpropagation through time).
-    #[serde(default = "default_seq_len")]
+    #[serde(default = "count::<128>")]
     pub seq_len: usize,
     /// Random windows per epoch; 0: as many as cover the training text once
     /// (`train_chars / seq_len`).
@@ -124,7 +120,7 @@ impl LanguageExperimentConfig {
             experiment: experiment.into(),
             dataset: dataset.into(),
             model,
-            seq_len: default_seq_len(),
+            seq_len: count::<128>(),
             windows_per_epoch: 0,
             training,
         }
@@ -203,9 +199,7 @@ pub fn train<B: AutodiffBackend>(
     let path = ctx.artifact_dir.join(VOCAB_FILE);
     std::fs::write(&path, vocab.as_string())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let device = devices[0].clone();
-    let settings = &config.training;
-    pdl_models::seed::<B>(&device, settings.seed);
+    let (settings, device) = (&config.training, devices[0].clone());
     let (train_chars, valid_chars) = (train.len(), valid.len());
     let count = match config.windows_per_epoch {
         0 => (train_chars / config.seq_len).max(1),
@@ -235,37 +229,28 @@ pub fn train<B: AutodiffBackend>(
         false => (None, None),
     };
     let batch_size = settings.batch_size;
-    let train = loader::<B>(
-        train_set,
-        batch_size,
-        Some(settings.seed),
-        train_batches,
-        &device,
-    );
     let valid = loader::<B::InnerBackend>(valid_set, batch_size, None, eval_batches, &device);
-    let train_items = train.num_items();
-    let job = Job::Train(Training {
-        settings,
-        optimiser: Optimiser::AdamW,
-        ctx,
-        devices,
-        train,
+    let loaders = Loaders {
+        train: loader::<B>(
+            train_set,
+            batch_size,
+            Some(settings.seed),
+            train_batches,
+            &device,
+        ),
         // The valid text is the score: there is no test split.
         test: valid.clone(),
         valid,
-        train_items,
-        batch_size,
-        about: format!(
-            "text: {train_chars} train / {valid_chars} valid characters; {train_items} random \
-             windows of {} per epoch",
-            config.seq_len
-        ),
-    });
-    let report = config
-        .model
-        .with_vocab(vocab.len())
-        .run::<B>(&device, job)?
-        .report()?;
+    };
+    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+    let about = format!(
+        "text: {train_chars} train / {valid_chars} valid characters; {} random windows of {} \
+         per epoch",
+        training.train_items(),
+        config.seq_len
+    );
+    let model = config.model.with_vocab(vocab.len());
+    let report = model.run::<B>(training.about(about).into())?.report()?;
     println!(
         "valid loss {:.4} nats/char = {:.4} bits/char",
         report.valid.loss,
@@ -295,15 +280,9 @@ pub fn eval<B: AutodiffBackend>(
         batches,
         &device,
     );
-    let job = Job::Eval(Scoring {
-        dir: &ctx.artifact_dir,
-        device: device.clone(),
-        test,
-    });
-    config
-        .model
-        .with_vocab(vocab.len())
-        .run::<B>(&device, job)?
+    let model = config.model.with_vocab(vocab.len());
+    model
+        .run::<B>(Scoring::new(ctx, device, test).into())?
         .scores()
 }
 

@@ -13,8 +13,8 @@
 //! `split_seed` in a config to train several initialisations on one split.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::job::{Job, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings};
+use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -24,6 +24,9 @@ use pdl_models::{GatConfig, GcnConfig, SageConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// What the graph pipeline hands a model: the whole graph, with a split's nodes.
+type GraphJob<'a, B> = Job<'a, B, GraphBatch<B>, GraphBatch<<B as AutodiffBackend>::InnerBackend>>;
 
 /// The model of a node-classification experiment.
 #[derive(Config, Debug)]
@@ -47,11 +50,8 @@ impl GraphModelConfig {
 
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
-    fn run<B: AutodiffBackend>(
-        &self,
-        device: &B::Device,
-        job: Job<'_, B, GraphBatch<B>, GraphBatch<B::InnerBackend>>,
-    ) -> Result<Outcome> {
+    fn run<B: AutodiffBackend>(&self, job: GraphJob<'_, B>) -> Result<Outcome> {
+        let device = &job.device();
         match self {
             Self::Gcn(c) => job.run(c.init::<B>(device)),
             Self::Sage(c) => job.run(c.init::<B>(device)),
@@ -72,18 +72,6 @@ fn yes() -> bool {
     true
 }
 
-fn default_train_per_class() -> usize {
-    20
-}
-
-fn default_valid_size() -> usize {
-    500
-}
-
-fn default_test_size() -> usize {
-    1000
-}
-
 /// Everything needed to rebuild a node-classification run; saved as its `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
@@ -102,13 +90,13 @@ pub struct GraphExperimentConfig {
     #[serde(default = "yes")]
     pub row_normalize: bool,
     /// Labelled training nodes per class.
-    #[serde(default = "default_train_per_class")]
+    #[serde(default = "count::<20>")]
     pub train_per_class: usize,
     /// Validation nodes.
-    #[serde(default = "default_valid_size")]
+    #[serde(default = "count::<500>")]
     pub valid_size: usize,
     /// Test nodes.
-    #[serde(default = "default_test_size")]
+    #[serde(default = "count::<1000>")]
     pub test_size: usize,
     /// Seed of the split; none: the same as `seed`, so each seed draws its own split.
     #[serde(default)]
@@ -132,9 +120,9 @@ impl GraphExperimentConfig {
             model,
             training,
             row_normalize: true,
-            train_per_class: default_train_per_class(),
-            valid_size: default_valid_size(),
-            test_size: default_test_size(),
+            train_per_class: count::<20>(),
+            valid_size: count::<500>(),
+            test_size: count::<1000>(),
             split_seed: None,
         }
     }
@@ -220,38 +208,31 @@ pub fn train<B: AutodiffBackend>(
     }
     let (graph, split) = load_graph(config, ctx)?;
     let device = devices[0].clone();
-    let settings = &config.training;
-    pdl_models::seed::<B>(&device, settings.seed);
-    let train_items = split.train.len();
+    let loaders = Loaders {
+        train: loader::<B>(&graph, &split.train, &device),
+        valid: loader(&graph, &split.valid, &device),
+        test: loader(&graph, &split.test, &device),
+    };
     let about = format!(
         "graph: {} nodes, {} edges, {} features, {} classes; {} train / {} valid / {} test nodes",
         graph.num_nodes,
         graph.num_edges(),
         graph.num_features,
         graph.num_classes(),
-        train_items,
+        split.train.len(),
         split.valid.len(),
         split.test.len()
     );
-    let job = Job::Train(Training {
-        settings,
-        // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5
-        // is near the size of sqrt(v) for the first layer's weights on row-normalised
-        // bag-of-words features, and would damp their updates.
-        optimiser: Optimiser::AdamL2 {
-            epsilon: Some(1e-8),
-        },
-        ctx,
-        devices,
-        train: loader::<B>(&graph, &split.train, &device),
-        valid: loader(&graph, &split.valid, &device),
-        test: loader(&graph, &split.test, &device),
-        train_items,
-        // One batch, the whole graph: one optimiser step per epoch.
-        batch_size: train_items,
-        about,
-    });
-    config.model.run::<B>(&device, job)?.report()
+    // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5 is
+    // near the size of sqrt(v) for the first layer's weights on row-normalised bag-of-words
+    // features, and would damp their updates.
+    let optimiser = Optimiser::AdamL2 {
+        epsilon: Some(1e-8),
+    };
+    let training = Training::new(&config.training, optimiser, ctx, devices, loaders)
+        .one_batch_of(split.train.len())
+        .about(about);
+    config.model.run::<B>(training.into())?.report()
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
@@ -263,10 +244,9 @@ pub fn eval<B: AutodiffBackend>(
 ) -> Result<Scores> {
     config.validate()?;
     let (graph, split) = load_graph(config, ctx)?;
-    let job = Job::Eval(Scoring {
-        dir: &ctx.artifact_dir,
-        device: device.clone(),
-        test: loader(&graph, &split.test, &device),
-    });
-    config.model.run::<B>(&device, job)?.scores()
+    let test = loader(&graph, &split.test, &device);
+    config
+        .model
+        .run::<B>(Scoring::new(ctx, device, test).into())?
+        .scores()
 }

@@ -8,8 +8,8 @@
 //! the shared tail of [`crate::job`], Adam, gradient clipping.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::job::{Job, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings};
+use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::settings::{Optimiser, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -26,6 +26,10 @@ use std::sync::Arc;
 
 /// The vocabulary file in a run's artifact directory.
 pub const VOCAB_FILE: &str = "vocab.txt";
+
+/// What the sentence pipeline hands a model: padded sentences and their masks.
+type SentenceJob<'a, B> =
+    Job<'a, B, SentenceBatch<B>, SentenceBatch<<B as AutodiffBackend>::InnerBackend>>;
 
 /// The model of a sentence-classification experiment. Its `vocab_size` and `num_classes` are set
 /// from the data when the run starts (a preset's values are placeholders).
@@ -55,11 +59,8 @@ impl SentenceModelConfig {
 
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
-    fn run<B: AutodiffBackend>(
-        &self,
-        device: &B::Device,
-        job: Job<'_, B, SentenceBatch<B>, SentenceBatch<B::InnerBackend>>,
-    ) -> Result<Outcome> {
+    fn run<B: AutodiffBackend>(&self, job: SentenceJob<'_, B>) -> Result<Outcome> {
+        let device = &job.device();
         match self {
             Self::Rnn(c) => job.run(c.init::<B>(device)),
             Self::Transformer(c) => job.run(c.init::<B>(device)),
@@ -78,22 +79,6 @@ impl SentenceModelConfig {
     }
 }
 
-fn default_num_classes() -> usize {
-    2
-}
-
-fn default_min_count() -> usize {
-    1
-}
-
-fn default_max_len() -> usize {
-    64
-}
-
-fn default_valid_size() -> usize {
-    2000
-}
-
 /// Everything needed to rebuild a sentence-classification run; saved as its `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
@@ -105,16 +90,16 @@ pub struct SentenceExperimentConfig {
     /// The model.
     pub model: SentenceModelConfig,
     /// Classes (labels 0 to num_classes - 1).
-    #[serde(default = "default_num_classes")]
+    #[serde(default = "count::<2>")]
     pub num_classes: usize,
     /// Words seen fewer times in the training part become `<unk>`.
-    #[serde(default = "default_min_count")]
+    #[serde(default = "count::<1>")]
     pub min_count: usize,
     /// Longest sentence kept, in tokens (longer ones lose their end).
-    #[serde(default = "default_max_len")]
+    #[serde(default = "count::<64>")]
     pub max_len: usize,
     /// Training sentences held out to validate.
-    #[serde(default = "default_valid_size")]
+    #[serde(default = "count::<2000>")]
     pub valid_size: usize,
     /// Epochs, sentences per batch, Adam's (peak) learning rate, its L2 penalty, clipping, early
     /// stopping... The seed also draws the held-out part.
@@ -140,10 +125,10 @@ impl SentenceExperimentConfig {
             experiment: experiment.into(),
             dataset: dataset.into(),
             model,
-            num_classes: default_num_classes(),
-            min_count: default_min_count(),
-            max_len: default_max_len(),
-            valid_size: default_valid_size(),
+            num_classes: count::<2>(),
+            min_count: count::<1>(),
+            max_len: count::<64>(),
+            valid_size: count::<2000>(),
             training,
         }
     }
@@ -240,29 +225,22 @@ pub fn train<B: AutodiffBackend>(
     let splits = load_splits(config, ctx)?;
     splits.vocab.save(&ctx.artifact_dir.join(VOCAB_FILE))?;
     let device = devices[0].clone();
-    let settings = &config.training;
-    pdl_models::seed::<B>(&device, settings.seed);
-    let train_items = splits.train.len();
     let about = format!(
-        "sentences: {train_items} train / {} valid / {} dev; vocabulary {} words",
+        "sentences: {} train / {} valid / {} dev; vocabulary {} words",
+        splits.train.len(),
         splits.valid.len(),
         splits.test.len(),
         splits.vocab.len()
     );
     let model = config.model.sized(splits.vocab.len(), config.num_classes);
-    let job = Job::Train(Training {
-        settings,
-        optimiser: Optimiser::AdamL2 { epsilon: None },
-        ctx,
-        devices,
+    let loaders = Loaders {
         train: loader::<B>(splits.train, config, true, &device),
         valid: loader(splits.valid, config, false, &device),
         test: loader(splits.test, config, false, &device),
-        train_items,
-        batch_size: settings.batch_size,
-        about,
-    });
-    model.run::<B>(&device, job)?.report()
+    };
+    let optimiser = Optimiser::AdamL2 { epsilon: None };
+    let training = Training::new(&config.training, optimiser, ctx, devices, loaders);
+    model.run::<B>(training.about(about).into())?.report()
 }
 
 /// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the dev set.
@@ -281,11 +259,9 @@ pub fn eval<B: AutodiffBackend>(
             ctx.artifact_dir.join(VOCAB_FILE).display()
         );
     }
-    let job = Job::Eval(Scoring {
-        dir: &ctx.artifact_dir,
-        device: device.clone(),
-        test: loader(splits.test, config, false, &device),
-    });
+    let test = loader(splits.test, config, false, &device);
     let model = config.model.sized(saved.len(), config.num_classes);
-    model.run::<B>(&device, job)?.scores()
+    model
+        .run::<B>(Scoring::new(ctx, device, test).into())?
+        .scores()
 }
