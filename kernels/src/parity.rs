@@ -316,14 +316,14 @@ fn run_implementation<B: AutodiffBackend>(
 }
 
 /// What one implementation computed for a [`ConvCase`].
-pub(crate) struct ConvRun {
-    pub(crate) output: TensorData,
-    pub(crate) input: Option<TensorData>,
-    pub(crate) weight: Option<TensorData>,
-    pub(crate) bias: Option<TensorData>,
+struct ConvRun {
+    output: TensorData,
+    input: Option<TensorData>,
+    weight: Option<TensorData>,
+    bias: Option<TensorData>,
 }
 
-pub(crate) fn run_case<B: AutodiffBackend>(
+fn run_case<B: AutodiffBackend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
     upstream: Tensor<B, 4>,

@@ -169,9 +169,10 @@ where
     B: AutodiffBackend,
     I: Send + 'static,
 {
-    /// The device to build the model on. For training, the backend and the host dropout streams
-    /// are seeded with the run's seed first, so the model's weights are the seed's.
-    pub fn device(&self) -> B::Device {
+    /// The device to build the model on, after seeding for training: the backend's generator and
+    /// the host dropout streams take the run's seed here, right before the pipeline builds the
+    /// model, so its weights and masks are the seed's and no pipeline seeds on its own.
+    pub fn seeded_device(&self) -> B::Device {
         match self {
             Job::Train(training) => {
                 let device = training.devices[0].clone();

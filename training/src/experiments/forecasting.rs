@@ -52,7 +52,7 @@ impl ForecastModelConfig {
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: ForecastJob<'_, B>) -> Result<Outcome> {
-        let device = &job.device();
+        let device = &job.seeded_device();
         match self {
             Self::Rnn(c) => job.run(c.init::<B>(device)),
             Self::Linear(c) => job.run(c.init::<B>(device)),

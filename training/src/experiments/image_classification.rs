@@ -55,7 +55,7 @@ impl ImageModelConfig {
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: ImageJob<'_, B>) -> Result<Outcome> {
-        let device = &job.device();
+        let device = &job.seeded_device();
         match self {
             Self::Mlp(c) => job.run(c.init::<B>(device)),
             Self::LeNet5(c) => job.run(c.init::<B>(device)),

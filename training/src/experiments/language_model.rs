@@ -61,7 +61,7 @@ impl LanguageModelConfig {
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched for training and scoring.
     fn run<B: AutodiffBackend>(&self, job: LanguageJob<'_, B>) -> Result<Outcome> {
-        let device = &job.device();
+        let device = &job.seeded_device();
         match self {
             Self::Rnn(c) => job.run(c.init::<B>(device)),
             Self::Gpt(c) => job.run(c.init::<B>(device)),

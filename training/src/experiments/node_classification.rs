@@ -51,7 +51,7 @@ impl GraphModelConfig {
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: GraphJob<'_, B>) -> Result<Outcome> {
-        let device = &job.device();
+        let device = &job.seeded_device();
         match self {
             Self::Gcn(c) => job.run(c.init::<B>(device)),
             Self::Sage(c) => job.run(c.init::<B>(device)),

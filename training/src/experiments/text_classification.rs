@@ -60,7 +60,7 @@ impl SentenceModelConfig {
     /// Builds the configured model on `device` and hands it to `job`: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: SentenceJob<'_, B>) -> Result<Outcome> {
-        let device = &job.device();
+        let device = &job.seeded_device();
         match self {
             Self::Rnn(c) => job.run(c.init::<B>(device)),
             Self::Transformer(c) => job.run(c.init::<B>(device)),
