@@ -90,12 +90,29 @@ impl Sampling {
 }
 
 /// A character language model that continues a prompt: what `pdl generate` asks of a model, so
-/// that it loads any of them the same way.
+/// that it loads any of them the same way. A model says how it reads the prompt and how it reads
+/// one more token; the loop that draws and feeds back is [`Generate::generate`], written once.
 pub trait Generate<B: Backend> {
-    /// The `length` characters drawn after `prompt` with `sampling`, seeded by `seed`. With
-    /// `cache`, each step reuses what the earlier steps computed (a Transformer's keys and values);
+    /// What the model carries from one token to the next: a recurrent model's state, a
+    /// Transformer's context and key/value caches.
+    type State;
+
+    /// Reads `prompt` (at least one id): the logits `[1, t, vocab]` and the state after it. With
+    /// `cache`, later steps reuse what earlier ones computed (a Transformer's keys and values);
     /// without it, a Transformer reads its whole context again at every step, to measure what the
     /// cache saves. A recurrent model always carries its state.
+    fn read_prompt(
+        &self,
+        prompt: &[u32],
+        cache: bool,
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Self::State);
+
+    /// Reads `token` after what `state` holds: logits whose last step predicts the next token.
+    fn read_next(&self, token: u32, state: &mut Self::State, device: &B::Device) -> Tensor<B, 3>;
+
+    /// The `length` ids drawn after `prompt` with `sampling`, seeded by `seed`, each fed back
+    /// as the next input (see [`Generate::read_prompt`] for `cache`).
     ///
     /// # Panics
     /// If `prompt` is empty.
@@ -107,7 +124,26 @@ pub trait Generate<B: Backend> {
         seed: u64,
         cache: bool,
         device: &B::Device,
-    ) -> Vec<u32>;
+    ) -> Vec<u32> {
+        assert!(
+            !prompt.is_empty(),
+            "the prompt needs at least one character"
+        );
+        let mut out = Vec::with_capacity(length);
+        if length == 0 {
+            return out;
+        }
+        let mut rng = SplitMix64::new(seed);
+        let (mut logits, mut state) = self.read_prompt(prompt, cache, device);
+        loop {
+            let next = draw_last(logits, &sampling, &mut rng);
+            out.push(next);
+            if out.len() >= length {
+                return out;
+            }
+            logits = self.read_next(next, &mut state, device);
+        }
+    }
 }
 
 #[cfg(test)]

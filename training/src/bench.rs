@@ -22,7 +22,7 @@ use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
 use pdl_kernels::ConvImplementation;
 use pdl_models::ClassicCnnConfig;
-use pdl_models::sampling::Sampling;
+use pdl_models::sampling::{Generate, Sampling};
 use pdl_models::transformer::CharGptConfig;
 use std::time::{Duration, Instant};
 
@@ -279,11 +279,7 @@ impl BackendTask for GenerationTask {
         let prompt = [0u32];
         let rate = |length: usize, cached: bool| {
             let started = Instant::now();
-            let out = if cached {
-                model.generate(&prompt, length, sampling, 1, device)
-            } else {
-                model.generate_uncached(&prompt, length, sampling, 1, device)
-            };
+            let out = model.generate(&prompt, length, sampling, 1, cached, device);
             out.len() as f64 / started.elapsed().as_secs_f64()
         };
         rate(8, true); // warm-up

@@ -5,12 +5,11 @@
 
 use super::layers::{CellKind, CellSource, LayerState, Recurrent, RecurrentConfig};
 use crate::classification::{check_dropout, next_token_output, train_output};
-use crate::sampling::{Generate, Sampling, draw_last, ids};
+use crate::sampling::{Generate, ids};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use pdl_datasets::SplitMix64;
 use pdl_datasets::text::chars::CharBatch;
 
 /// Configuration of a [`CharRnn`].
@@ -110,45 +109,25 @@ impl<B: Backend> CharRnn<B> {
     pub fn forward_training(&self, batch: CharBatch<B>) -> ClassificationOutput<B> {
         self.forward_classification(batch)
     }
-
-    /// Continues `prompt` (ids, at least one) by `length` characters drawn with `sampling`
-    /// (seeded). The prompt is read in one call; each new character is then one step from the
-    /// carried state.
-    pub fn generate(
-        &self,
-        prompt: &[u32],
-        length: usize,
-        sampling: Sampling,
-        seed: u64,
-        device: &B::Device,
-    ) -> Vec<u32> {
-        assert!(
-            !prompt.is_empty(),
-            "the prompt needs at least one character"
-        );
-        let mut rng = SplitMix64::new(seed);
-        let (mut logits, mut states) = self.forward(ids(prompt, device), None);
-        let mut out = Vec::with_capacity(length);
-        for _ in 0..length {
-            let next = draw_last(logits, &sampling, &mut rng);
-            out.push(next);
-            (logits, states) = self.forward(ids(&[next], device), Some(states));
-        }
-        out
-    }
 }
 
+/// The prompt is read in one call; each new character is then one step from the carried state.
 impl<B: Backend> Generate<B> for CharRnn<B> {
-    fn generate(
+    type State = Vec<LayerState<B>>;
+
+    fn read_prompt(
         &self,
         prompt: &[u32],
-        length: usize,
-        sampling: Sampling,
-        seed: u64,
         _cache: bool,
         device: &B::Device,
-    ) -> Vec<u32> {
-        CharRnn::generate(self, prompt, length, sampling, seed, device)
+    ) -> (Tensor<B, 3>, Self::State) {
+        self.forward(ids(prompt, device), None)
+    }
+
+    fn read_next(&self, token: u32, state: &mut Self::State, device: &B::Device) -> Tensor<B, 3> {
+        let (logits, next) = self.forward(ids(&[token], device), Some(std::mem::take(state)));
+        *state = next;
+        logits
     }
 }
 
@@ -173,6 +152,7 @@ impl<B: Backend> InferenceStep for CharRnn<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::Sampling;
     use burn::backend::NdArray;
     use burn::tensor::Tolerance;
 
@@ -204,8 +184,8 @@ mod tests {
             temperature: 1.0,
             top_k: None,
         };
-        let a = model.generate(&[1, 2], 12, warm, 5, &device);
-        assert_eq!(a, model.generate(&[1, 2], 12, warm, 5, &device));
+        let a = model.generate(&[1, 2], 12, warm, 5, true, &device);
+        assert_eq!(a, model.generate(&[1, 2], 12, warm, 5, true, &device));
         assert_eq!(a.len(), 12);
         assert!(a.iter().all(|&i| i < 7));
         // Greedy: each id is the argmax of the logits after the prompt plus what came before.
@@ -213,7 +193,7 @@ mod tests {
             temperature: 0.0,
             top_k: None,
         };
-        let text = model.generate(&[3], 5, greedy, 0, &device);
+        let text = model.generate(&[3], 5, greedy, 0, true, &device);
         let mut seq = vec![3i64];
         for &next in &text {
             let t = seq.len();

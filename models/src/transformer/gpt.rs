@@ -9,14 +9,13 @@ use super::{
 };
 use crate::attention::{KvCache, causal_mask};
 use crate::classification::{check_dropout, next_token_output, train_output};
-use crate::sampling::{Generate, Sampling, draw_last, ids};
+use crate::sampling::{Generate, ids};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::linear;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use pdl_datasets::SplitMix64;
 use pdl_datasets::text::chars::CharBatch;
 
 /// Configuration of a [`CharGpt`].
@@ -173,76 +172,6 @@ impl<B: Backend> CharGpt<B> {
         self.forward_classification(batch)
     }
 
-    /// Continues `prompt` (ids, at least one) by `length` characters drawn with `sampling`
-    /// (seeded), with a KV cache per layer: the prompt (its last `block_size` ids) is read once,
-    /// then each new character is one query against the caches. Once the context fills
-    /// `block_size`, it slides: every step reads its last `block_size` ids in one full pass, as
-    /// [`Self::generate_uncached`] does, without caches. The positions are absolute, so a key
-    /// cached at position `p` is wrong once its token moves to `p - 1`: no cache survives a slide.
-    /// The output equals [`Self::generate_uncached`]'s (up to floating-point rounding in the
-    /// logits).
-    pub fn generate(
-        &self,
-        prompt: &[u32],
-        length: usize,
-        sampling: Sampling,
-        seed: u64,
-        device: &B::Device,
-    ) -> Vec<u32> {
-        assert!(
-            !prompt.is_empty(),
-            "the prompt needs at least one character"
-        );
-        let mut rng = SplitMix64::new(seed);
-        let mut context = prompt.to_vec();
-        let (mut logits, mut caches) = self.forward_cached(self.window(&context, device), None);
-        let mut cached = context.len().min(self.block_size);
-        let mut out = Vec::with_capacity(length);
-        while out.len() < length {
-            let next = draw_last(logits, &sampling, &mut rng);
-            out.push(next);
-            context.push(next);
-            if out.len() == length {
-                break;
-            }
-            if cached < self.block_size {
-                cached += 1;
-                (logits, caches) = self.forward_cached(ids(&[next], device), Some(caches));
-            } else {
-                // The context is full and slides: the caches can never be reused again, and
-                // building them would only slow the full pass down.
-                logits = self.forward(self.window(&context, device));
-            }
-        }
-        out
-    }
-
-    /// [`Self::generate`] without a cache: every step reads the whole context again (its last
-    /// `block_size` ids). The reference the cached version is tested and benchmarked against.
-    pub fn generate_uncached(
-        &self,
-        prompt: &[u32],
-        length: usize,
-        sampling: Sampling,
-        seed: u64,
-        device: &B::Device,
-    ) -> Vec<u32> {
-        assert!(
-            !prompt.is_empty(),
-            "the prompt needs at least one character"
-        );
-        let mut rng = SplitMix64::new(seed);
-        let mut context = prompt.to_vec();
-        let mut out = Vec::with_capacity(length);
-        while out.len() < length {
-            let logits = self.forward(self.window(&context, device));
-            let next = draw_last(logits, &sampling, &mut rng);
-            out.push(next);
-            context.push(next);
-        }
-        out
-    }
-
     /// The last `block_size` ids of `context`, as a `[1, t]` batch.
     fn window(&self, context: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
         ids(
@@ -274,19 +203,53 @@ impl<B: Backend> CharGpt<B> {
     }
 }
 
+/// What a [`CharGpt`] carries between generated tokens.
+#[derive(Debug)]
+pub struct GptContext<B: Backend> {
+    /// The prompt and every token drawn since.
+    ids: Vec<u32>,
+    /// Each layer's keys and values for the whole context, while it fits the block and a cache
+    /// was asked for.
+    caches: Option<Vec<KvCache<B>>>,
+}
+
+/// With a cache, the prompt (its last `block_size` ids) is read once, then each new character is
+/// one query against the caches. Once the context fills `block_size`, it slides: every step reads
+/// its last `block_size` ids in one full pass, as without a cache. The positions are absolute, so
+/// a key cached at position `p` is wrong once its token moves to `p - 1`: no cache survives a
+/// slide. Cached and uncached generation agree (up to floating-point rounding in the logits).
 impl<B: Backend> Generate<B> for CharGpt<B> {
-    fn generate(
+    type State = GptContext<B>;
+
+    fn read_prompt(
         &self,
         prompt: &[u32],
-        length: usize,
-        sampling: Sampling,
-        seed: u64,
         cache: bool,
         device: &B::Device,
-    ) -> Vec<u32> {
-        match cache {
-            true => CharGpt::generate(self, prompt, length, sampling, seed, device),
-            false => self.generate_uncached(prompt, length, sampling, seed, device),
+    ) -> (Tensor<B, 3>, Self::State) {
+        let window = self.window(prompt, device);
+        let (logits, caches) = match cache {
+            true => {
+                let (logits, caches) = self.forward_cached(window, None);
+                (logits, Some(caches))
+            }
+            false => (self.forward(window), None),
+        };
+        let ids = prompt.to_vec();
+        (logits, GptContext { ids, caches })
+    }
+
+    fn read_next(&self, token: u32, state: &mut Self::State, device: &B::Device) -> Tensor<B, 3> {
+        state.ids.push(token);
+        match state.caches.take() {
+            Some(caches) if state.ids.len() <= self.block_size => {
+                let (logits, caches) = self.forward_cached(ids(&[token], device), Some(caches));
+                state.caches = Some(caches);
+                logits
+            }
+            // No cache, or the context is full and slides: the caches can never be reused again,
+            // and building them would only slow the full pass down.
+            _ => self.forward(self.window(&state.ids, device)),
         }
     }
 }

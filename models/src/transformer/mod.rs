@@ -29,7 +29,7 @@ mod tests;
 mod vit;
 
 pub use classifier::{TransformerClassifier, TransformerClassifierConfig};
-pub use gpt::{CharGpt, CharGptConfig};
+pub use gpt::{CharGpt, CharGptConfig, GptContext};
 pub use vit::{Vit, VitConfig};
 
 /// GPT-2's initialisation of its token and position embeddings, `N(0, 0.02)`.

@@ -1,7 +1,7 @@
 //! The transformer family's tests: positions, padding, causality, the KV cache, overfitting.
 
 use super::*;
-use crate::sampling::Sampling;
+use crate::sampling::{Generate, Sampling};
 use burn::backend::{Autodiff, NdArray};
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::AutodiffModule;
@@ -141,8 +141,8 @@ fn gpt_greedy_generation_with_the_cache_equals_without_past_the_block_size() {
         top_k: None,
     };
     for prompt in [&[2u32][..], &[1, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9]] {
-        let cached = model.generate(prompt, 15, greedy, 0, &device);
-        let uncached = model.generate_uncached(prompt, 15, greedy, 0, &device);
+        let cached = model.generate(prompt, 15, greedy, 0, true, &device);
+        let uncached = model.generate(prompt, 15, greedy, 0, false, &device);
         assert_eq!(cached.len(), 15);
         assert_eq!(cached, uncached, "prompt {prompt:?}");
     }
@@ -151,8 +151,8 @@ fn gpt_greedy_generation_with_the_cache_equals_without_past_the_block_size() {
         temperature: 1.0,
         top_k: Some(5),
     };
-    let a = model.generate(&[4], 10, warm, 3, &device);
-    assert_eq!(a, model.generate(&[4], 10, warm, 3, &device));
+    let a = model.generate(&[4], 10, warm, 3, true, &device);
+    assert_eq!(a, model.generate(&[4], 10, warm, 3, true, &device));
     assert!(a.iter().all(|&i| i < 11));
 }
 
