@@ -8,8 +8,72 @@
 //! reads as 0.
 
 use crate::schedule::{Schedule, ScheduleConfig};
+use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt::Debug;
+
+/// Everything needed to rebuild a run, saved as its `config.json`: the experiment, its data, its
+/// model `M`, the shared [`TrainingSettings`], and the pipeline's own data options `D` (how the
+/// data is split, cut and fed). Settings and options are flattened, so the file has flat keys.
+/// A pipeline names its instance (`ImageExperimentConfig = RunConfig<ImageModelConfig,
+/// ImageOptions>`) and writes only `M` and `D`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
+pub struct RunConfig<M, D> {
+    /// The experiment's name in the registry.
+    pub experiment: String,
+    /// A dataset the pipeline knows by name, or a path to files in that dataset's format.
+    pub dataset: String,
+    /// The model.
+    pub model: M,
+    /// Epochs, batch, learning rate, schedule, decay, clipping, early stopping, seed...
+    #[serde(flatten)]
+    pub training: TrainingSettings,
+    /// The pipeline's data options.
+    #[serde(flatten)]
+    pub data: D,
+}
+
+impl<M, D> Config for RunConfig<M, D>
+where
+    M: Serialize + DeserializeOwned + Debug,
+    D: Serialize + DeserializeOwned + Debug,
+{
+}
+
+impl<M, D> RunConfig<M, D> {
+    /// A run of `model` on `dataset` with `training` and the data options `data`.
+    pub fn with_data(
+        experiment: &str,
+        dataset: &str,
+        model: M,
+        training: TrainingSettings,
+        data: D,
+    ) -> Self {
+        Self {
+            experiment: experiment.into(),
+            dataset: dataset.into(),
+            model,
+            training,
+            data,
+        }
+    }
+
+    /// `(training examples, evaluation examples)` a `--smoke` run keeps: a few batches of each
+    /// split. None for a full run.
+    pub fn smoke_sizes(&self) -> Option<(usize, usize)> {
+        let (train_batches, eval_batches) = SMOKE_BATCHES;
+        let batch = self.training.batch_size;
+        self.training
+            .smoke
+            .then_some((train_batches * batch, eval_batches * batch))
+    }
+}
+
+/// Batches a `--smoke` run keeps: training, then validation and test.
+pub(crate) const SMOKE_BATCHES: (usize, usize) = (4, 2);
 
 /// What every pipeline trains with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

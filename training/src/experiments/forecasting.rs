@@ -12,7 +12,7 @@
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
 use crate::learner::{Tally, TaskOutput};
-use crate::settings::{Optimiser, TrainingSettings};
+use crate::settings::{Optimiser, RunConfig, SMOKE_BATCHES, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
@@ -49,13 +49,12 @@ impl ForecastModelConfig {
         }
     }
 
-    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// Hands `job` the way to build the configured model on its device: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: ForecastJob<'_, B>) -> Result<Outcome> {
-        let device = &job.seeded_device();
         match self {
-            Self::Rnn(c) => job.run(c.init::<B>(device)),
-            Self::Linear(c) => job.run(c.init::<B>(device)),
+            Self::Rnn(c) => job.run(|device| c.init::<B>(device)),
+            Self::Linear(c) => job.run(|device| c.init::<B>(device)),
         }
     }
 
@@ -124,13 +123,12 @@ impl TimeSplit {
 }
 
 /// Everything needed to rebuild a forecasting run; saved as its `config.json`.
+pub type ForecastExperimentConfig = RunConfig<ForecastModelConfig, ForecastOptions>;
+
+/// Which series are read, how they are split in time, and how long the windows are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
-pub struct ForecastExperimentConfig {
-    /// The experiment's name in the registry.
-    pub experiment: String,
-    /// `etth1`, `etth2`, `airline`, or a path to a CSV file.
-    pub dataset: String,
+pub struct ForecastOptions {
     /// The series to read and predict, by column name; empty: every numeric column.
     pub columns: Vec<String>,
     /// The split in time.
@@ -139,17 +137,8 @@ pub struct ForecastExperimentConfig {
     pub lookback: usize,
     /// Horizon `H`: steps predicted at once.
     pub horizon: usize,
-    /// The model.
-    pub model: ForecastModelConfig,
-    /// Epochs at most, windows per batch, Adam's learning rate and L2 penalty, clipping, early
-    /// stopping, the best valid epoch's weights...
-    #[serde(flatten)]
-    pub training: TrainingSettings,
 }
 
-impl Config for ForecastExperimentConfig {}
-
-const SMOKE_BATCHES: (usize, usize) = (4, 2);
 const EVAL_BATCH: usize = 256;
 
 impl ForecastExperimentConfig {
@@ -163,22 +152,19 @@ impl ForecastExperimentConfig {
         model: ForecastModelConfig,
         training: TrainingSettings,
     ) -> Self {
-        Self {
-            experiment: experiment.into(),
-            dataset: dataset.into(),
+        let data = ForecastOptions {
             columns: vec![],
             split,
             lookback,
             horizon,
-            model,
-            training,
-        }
+        };
+        Self::with_data(experiment, dataset, model, training, data)
     }
 
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.lookback == 0 || self.horizon == 0 {
+        if self.data.lookback == 0 || self.data.horizon == 0 {
             return bad("lookback and horizon must be at least 1".into());
         }
         self.training.validate().or_else(bad)?;
@@ -197,22 +183,34 @@ struct Splits {
 fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Splits> {
     let path = SeriesSource::parse(&config.dataset).locate(&ctx.data_dir, !ctx.offline)?;
     let mut series = TimeSeries::load_csv(&path)?;
-    if !config.columns.is_empty() {
-        let names: Vec<&str> = config.columns.iter().map(String::as_str).collect();
+    if !config.data.columns.is_empty() {
+        let names: Vec<&str> = config.data.columns.iter().map(String::as_str).collect();
         series = series.select(&names, &path)?;
     }
     let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
     config
         .model
-        .check(series.num_columns(), config.lookback, config.horizon)
+        .check(
+            series.num_columns(),
+            config.data.lookback,
+            config.data.horizon,
+        )
         .map_err(at)?;
     let [train, valid, test] = config
+        .data
         .split
-        .ranges(series.rows, config.lookback)
+        .ranges(series.rows, config.data.lookback)
         .map_err(at)?;
     let scaler = Scaler::fit(&series, train.clone());
     let series = Arc::new(scaler.transform(&series));
-    let windows = |rows| WindowDataset::new(series.clone(), rows, config.lookback, config.horizon);
+    let windows = |rows| {
+        WindowDataset::new(
+            series.clone(),
+            rows,
+            config.data.lookback,
+            config.data.horizon,
+        )
+    };
     let splits = Splits {
         train: windows(train),
         valid: windows(valid),
@@ -229,8 +227,8 @@ fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Sp
                 "{}: the {name} split holds no window of {} + {} steps; shorten the look-back or \
                  the horizon",
                 path.display(),
-                config.lookback,
-                config.horizon
+                config.data.lookback,
+                config.data.horizon
             );
         }
     }
@@ -294,8 +292,8 @@ pub fn train<B: AutodiffBackend>(
     let test = loaders.test.clone();
     let about = format!(
         "series: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test windows",
-        config.lookback,
-        config.horizon,
+        config.data.lookback,
+        config.data.horizon,
         loaders.train.num_items(),
         loaders.valid.num_items(),
         test.num_items()
@@ -303,10 +301,10 @@ pub fn train<B: AutodiffBackend>(
     let optimiser = Optimiser::AdamL2 { epsilon: None };
     let training = Training::new(settings, optimiser, ctx, devices, loaders).about(about);
     let mut report = config.model.run::<B>(training.into())?.report()?;
-    let naive = naive_scores(&test, config.horizon);
+    let naive = naive_scores(&test, config.data.horizon);
     println!(
         "naive forecast (repeat the last {} steps): test {naive}",
-        config.horizon
+        config.data.horizon
     );
     report.baseline = Some(naive);
     Ok(report)

@@ -8,7 +8,7 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings, count};
+use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -52,17 +52,16 @@ impl ImageModelConfig {
         }
     }
 
-    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// Hands `job` the way to build the configured model on its device: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: ImageJob<'_, B>) -> Result<Outcome> {
-        let device = &job.seeded_device();
         match self {
-            Self::Mlp(c) => job.run(c.init::<B>(device)),
-            Self::LeNet5(c) => job.run(c.init::<B>(device)),
-            Self::ClassicCnn(c) => job.run(c.init::<B>(device)),
-            Self::BnCnn(c) => job.run(c.init::<B>(device)),
-            Self::ResNet(c) => job.run(c.init::<B>(device)),
-            Self::Vit(c) => job.run(c.init::<B>(device)),
+            Self::Mlp(c) => job.run(|device| c.init::<B>(device)),
+            Self::LeNet5(c) => job.run(|device| c.init::<B>(device)),
+            Self::ClassicCnn(c) => job.run(|device| c.init::<B>(device)),
+            Self::BnCnn(c) => job.run(|device| c.init::<B>(device)),
+            Self::ResNet(c) => job.run(|device| c.init::<B>(device)),
+            Self::Vit(c) => job.run(|device| c.init::<B>(device)),
         }
     }
 
@@ -96,18 +95,12 @@ impl ImageModelConfig {
 }
 
 /// Everything needed to rebuild an image-classification run; saved as its `config.json`.
+pub type ImageExperimentConfig = RunConfig<ImageModelConfig, ImageOptions>;
+
+/// How the images are split and fed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
-pub struct ImageExperimentConfig {
-    /// The experiment's name in the registry.
-    pub experiment: String,
-    /// `mnist`, `fashion-mnist`, or a folder holding the four IDX files.
-    pub dataset: String,
-    /// The model.
-    pub model: ImageModelConfig,
-    /// Epochs, batch, learning rate (AdamW's), schedule, decay, seed...
-    #[serde(flatten)]
-    pub training: TrainingSettings,
+pub struct ImageOptions {
     /// Training images held out for validation.
     #[serde(default = "count::<5000>")]
     pub valid_size: usize,
@@ -116,10 +109,6 @@ pub struct ImageExperimentConfig {
     pub augment: bool,
 }
 
-impl Config for ImageExperimentConfig {}
-
-/// Batches of a smoke run: training, then validation and test.
-const SMOKE_BATCHES: (usize, usize) = (4, 2);
 /// Evaluation batch size: large, since no gradients are kept.
 const EVAL_BATCH: usize = 500;
 
@@ -132,22 +121,17 @@ impl ImageExperimentConfig {
         model: ImageModelConfig,
         training: TrainingSettings,
     ) -> Self {
-        Self {
-            experiment: experiment.into(),
-            dataset: dataset.into(),
-            model,
-            training,
+        let data = ImageOptions {
             valid_size: count::<5000>(),
             augment: false,
-        }
+        };
+        Self::with_data(experiment, dataset, model, training, data)
     }
 
     /// With random shifts and rotations of the training images.
-    pub fn augmented(self) -> Self {
-        Self {
-            augment: true,
-            ..self
-        }
+    pub fn augmented(mut self) -> Self {
+        self.data.augment = true;
+        self
     }
 
     /// Checks everything that can be checked before reading data.
@@ -186,10 +170,9 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
         .check_input(train.height, train.width)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let (mean, std) = source.normalisation().unwrap_or_else(|| train.mean_std());
-    let valid_size = if config.training.smoke {
-        config.valid_size.min(train.len() / 4).max(1)
-    } else {
-        config.valid_size
+    let valid_size = match config.training.smoke {
+        true => config.data.valid_size.min(train.len() / 4).max(1),
+        false => config.data.valid_size,
     };
     let (train_set, valid_set) =
         split_train_valid(train, valid_size, config.training.seed).map_err(anyhow::Error::msg)?;
@@ -200,12 +183,10 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
         mean,
         std,
     };
-    if config.training.smoke {
-        let (train_batches, eval_batches) = SMOKE_BATCHES;
-        let batch = config.training.batch_size;
-        splits.train = splits.train.truncate(train_batches * batch);
-        splits.valid = splits.valid.truncate(eval_batches * batch);
-        splits.test = splits.test.truncate(eval_batches * batch);
+    if let Some((train, eval)) = config.smoke_sizes() {
+        splits.train = splits.train.truncate(train);
+        splits.valid = splits.valid.truncate(eval);
+        splits.test = splits.test.truncate(eval);
     }
     Ok(splits)
 }
@@ -232,7 +213,7 @@ pub fn train<B: AutodiffBackend>(
     let splits = load_splits(config, ctx)?;
     let (settings, device) = (&config.training, devices[0].clone());
     let mut batcher = ImageBatcher::new(splits.mean, splits.std);
-    if config.augment {
+    if config.data.augment {
         batcher = batcher.with_augment(Augment::mnist(), settings.seed);
     }
     let (mean, std) = (splits.mean, splits.std);

@@ -10,7 +10,7 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings, count};
+use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
@@ -58,13 +58,12 @@ impl LanguageModelConfig {
         }
     }
 
-    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// Hands `job` the way to build the configured model on its device: the one place the model
     /// enum is matched for training and scoring.
     fn run<B: AutodiffBackend>(&self, job: LanguageJob<'_, B>) -> Result<Outcome> {
-        let device = &job.seeded_device();
         match self {
-            Self::Rnn(c) => job.run(c.init::<B>(device)),
-            Self::Gpt(c) => job.run(c.init::<B>(device)),
+            Self::Rnn(c) => job.run(|device| c.init::<B>(device)),
+            Self::Gpt(c) => job.run(|device| c.init::<B>(device)),
         }
     }
 
@@ -80,16 +79,14 @@ impl LanguageModelConfig {
     }
 }
 
-/// Everything needed to rebuild a language-modelling run; saved as its `config.json`.
+/// Everything needed to rebuild a language-model run; saved as its `config.json`. The seed of its
+/// training settings also draws the windows.
+pub type LanguageExperimentConfig = RunConfig<LanguageModelConfig, LanguageOptions>;
+
+/// How the text is cut into training windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
-pub struct LanguageExperimentConfig {
-    /// The experiment's name in the registry.
-    pub experiment: String,
-    /// `tinyshakespeare`, or a path to a UTF-8 text file.
-    pub dataset: String,
-    /// The model.
-    pub model: LanguageModelConfig,
+pub struct LanguageOptions {
     /// Characters per training window (steps of backpropagation through time).
     #[serde(default = "count::<128>")]
     pub seq_len: usize,
@@ -97,14 +94,9 @@ pub struct LanguageExperimentConfig {
     /// (`train_chars / seq_len`).
     #[serde(default)]
     pub windows_per_epoch: usize,
-    /// Epochs, windows per batch, AdamW's (peak) learning rate and decoupled decay, clipping...
-    /// The seed also draws the windows.
-    #[serde(flatten)]
-    pub training: TrainingSettings,
 }
 
-impl Config for LanguageExperimentConfig {}
-
+/// Batches a `--smoke` run keeps: training, then validation.
 const SMOKE_BATCHES: (usize, usize) = (3, 2);
 
 impl LanguageExperimentConfig {
@@ -116,29 +108,27 @@ impl LanguageExperimentConfig {
         model: LanguageModelConfig,
         training: TrainingSettings,
     ) -> Self {
-        Self {
-            experiment: experiment.into(),
-            dataset: dataset.into(),
-            model,
+        let data = LanguageOptions {
             seq_len: count::<128>(),
             windows_per_epoch: 0,
-            training,
-        }
+        };
+        Self::with_data(experiment, dataset, model, training, data)
     }
 
     /// With windows of `seq_len` characters.
-    pub fn with_seq_len(self, seq_len: usize) -> Self {
-        Self { seq_len, ..self }
+    pub fn with_seq_len(mut self, seq_len: usize) -> Self {
+        self.data.seq_len = seq_len;
+        self
     }
 
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.seq_len == 0 {
+        if self.data.seq_len == 0 {
             return bad("seq_len must be at least 1".into());
         }
         self.training.validate().or_else(bad)?;
-        self.model.validate(self.seq_len).or_else(bad)
+        self.model.validate(self.data.seq_len).or_else(bad)
     }
 }
 
@@ -201,14 +191,14 @@ pub fn train<B: AutodiffBackend>(
         .with_context(|| format!("cannot write {}", path.display()))?;
     let (settings, device) = (&config.training, devices[0].clone());
     let (train_chars, valid_chars) = (train.len(), valid.len());
-    let count = match config.windows_per_epoch {
-        0 => (train_chars / config.seq_len).max(1),
+    let count = match config.data.windows_per_epoch {
+        0 => (train_chars / config.data.seq_len).max(1),
         n => n,
     };
     // Fresh random windows every epoch: the sampler draws a start for every item it is asked
     // for, from one seeded generator, so a run is repeatable and no two epochs see the same set.
     let every = windows(
-        CharWindowDataset::every(Arc::new(train), config.seq_len),
+        CharWindowDataset::every(Arc::new(train), config.data.seq_len),
         "train",
         config,
     )?;
@@ -220,7 +210,7 @@ pub fn train<B: AutodiffBackend>(
             .with_seed(settings.seed),
     );
     let valid_set = windows(
-        CharWindowDataset::sequential(Arc::new(valid), config.seq_len),
+        CharWindowDataset::sequential(Arc::new(valid), config.data.seq_len),
         "valid",
         config,
     )?;
@@ -247,7 +237,7 @@ pub fn train<B: AutodiffBackend>(
         "text: {train_chars} train / {valid_chars} valid characters; {} random windows of {} \
          per epoch",
         training.train_items(),
-        config.seq_len
+        config.data.seq_len
     );
     let model = config.model.with_vocab(vocab.len());
     let report = model.run::<B>(training.about(about).into())?.report()?;
@@ -268,7 +258,7 @@ pub fn eval<B: AutodiffBackend>(
     config.validate()?;
     let (_, valid, vocab) = load(config, ctx)?;
     let valid_set = windows(
-        CharWindowDataset::sequential(Arc::new(valid), config.seq_len),
+        CharWindowDataset::sequential(Arc::new(valid), config.data.seq_len),
         "valid",
         config,
     )?;

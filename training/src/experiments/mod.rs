@@ -11,7 +11,7 @@ pub mod node_classification;
 pub mod text_classification;
 
 use crate::schedule::ScheduleConfig;
-use crate::settings::TrainingSettings;
+use crate::settings::{RunConfig, TrainingSettings};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use forecasting::{ForecastExperimentConfig, ForecastModelConfig, TimeSplit};
@@ -23,6 +23,7 @@ use pdl_models::{
     GatConfig, GcnConfig, LeNet5Config, MlpActivation, MlpConfig, ResNetConfig,
     RnnForecasterConfig, SageConfig, SentenceRnnConfig, TransformerClassifierConfig, VitConfig,
 };
+use serde::Serialize;
 use std::path::Path;
 use text_classification::{SentenceExperimentConfig, SentenceModelConfig};
 
@@ -173,16 +174,20 @@ impl ExperimentConfig {
         })
     }
 
+    /// The parts every pipeline's config has, whatever its model and data.
+    fn common(&self) -> &dyn CommonParts {
+        match self {
+            ExperimentConfig::Image(c) => c,
+            ExperimentConfig::Graph(c) => c,
+            ExperimentConfig::Forecast(c) => c,
+            ExperimentConfig::Language(c) => c,
+            ExperimentConfig::Sentence(c) => c,
+        }
+    }
+
     /// The config as JSON, as `config.json` holds it.
     pub fn to_json(&self) -> String {
-        let json = match self {
-            ExperimentConfig::Image(c) => serde_json::to_string_pretty(c),
-            ExperimentConfig::Graph(c) => serde_json::to_string_pretty(c),
-            ExperimentConfig::Forecast(c) => serde_json::to_string_pretty(c),
-            ExperimentConfig::Language(c) => serde_json::to_string_pretty(c),
-            ExperimentConfig::Sentence(c) => serde_json::to_string_pretty(c),
-        };
-        json.expect("a config is plain data")
+        self.common().to_json()
     }
 
     /// Writes the config as JSON.
@@ -193,24 +198,12 @@ impl ExperimentConfig {
 
     /// The experiment name stored in the config.
     pub fn experiment(&self) -> &str {
-        match self {
-            ExperimentConfig::Image(c) => &c.experiment,
-            ExperimentConfig::Graph(c) => &c.experiment,
-            ExperimentConfig::Forecast(c) => &c.experiment,
-            ExperimentConfig::Language(c) => &c.experiment,
-            ExperimentConfig::Sentence(c) => &c.experiment,
-        }
+        self.common().header().0
     }
 
     /// The training settings every pipeline shares.
     pub fn training(&self) -> &TrainingSettings {
-        match self {
-            ExperimentConfig::Image(c) => &c.training,
-            ExperimentConfig::Graph(c) => &c.training,
-            ExperimentConfig::Forecast(c) => &c.training,
-            ExperimentConfig::Language(c) => &c.training,
-            ExperimentConfig::Sentence(c) => &c.training,
-        }
+        self.common().header().1
     }
 
     fn training_mut(&mut self) -> &mut TrainingSettings {
@@ -278,6 +271,24 @@ impl ExperimentConfig {
         }
         self.validate()?;
         Ok(self)
+    }
+}
+
+/// What [`ExperimentConfig`] reads the same way from every pipeline's [`RunConfig`].
+trait CommonParts {
+    /// The experiment's name and training settings.
+    fn header(&self) -> (&str, &TrainingSettings);
+    /// The config as pretty JSON.
+    fn to_json(&self) -> String;
+}
+
+impl<M: Serialize, D: Serialize> CommonParts for RunConfig<M, D> {
+    fn header(&self) -> (&str, &TrainingSettings) {
+        (&self.experiment, &self.training)
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config is plain data")
     }
 }
 

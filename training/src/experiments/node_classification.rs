@@ -14,7 +14,7 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings, count};
+use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -48,14 +48,13 @@ impl GraphModelConfig {
         }
     }
 
-    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// Hands `job` the way to build the configured model on its device: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: GraphJob<'_, B>) -> Result<Outcome> {
-        let device = &job.seeded_device();
         match self {
-            Self::Gcn(c) => job.run(c.init::<B>(device)),
-            Self::Sage(c) => job.run(c.init::<B>(device)),
-            Self::Gat(c) => job.run(c.init::<B>(device)),
+            Self::Gcn(c) => job.run(|device| c.init::<B>(device)),
+            Self::Sage(c) => job.run(|device| c.init::<B>(device)),
+            Self::Gat(c) => job.run(|device| c.init::<B>(device)),
         }
     }
 
@@ -72,20 +71,14 @@ fn yes() -> bool {
     true
 }
 
-/// Everything needed to rebuild a node-classification run; saved as its `config.json`.
+/// Everything needed to rebuild a node-classification run; saved as its `config.json`. An epoch
+/// is one optimiser step on the whole graph.
+pub type GraphExperimentConfig = RunConfig<GraphModelConfig, GraphOptions>;
+
+/// How the graph's features are scaled and its nodes split.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
-pub struct GraphExperimentConfig {
-    /// The experiment's name in the registry.
-    pub experiment: String,
-    /// `cora`, or a folder holding `cora.content` and `cora.cites`.
-    pub dataset: String,
-    /// The model.
-    pub model: GraphModelConfig,
-    /// Epochs (one optimiser step each) at most, Adam's learning rate, its L2 penalty added to
-    /// the gradients (PyTorch `Adam(weight_decay=...)`, as the papers use), restore-best...
-    #[serde(flatten)]
-    pub training: TrainingSettings,
+pub struct GraphOptions {
     /// Scale each node's features to sum to 1, as Kipf & Welling do for Cora.
     #[serde(default = "yes")]
     pub row_normalize: bool,
@@ -103,8 +96,6 @@ pub struct GraphExperimentConfig {
     pub split_seed: Option<u64>,
 }
 
-impl Config for GraphExperimentConfig {}
-
 impl GraphExperimentConfig {
     /// A run of `model` on `dataset` with `training`, on a Planetoid-sized split drawn by the
     /// seed (20 nodes per class to train, 500 to validate, 1,000 to test), features row-normalised.
@@ -114,24 +105,27 @@ impl GraphExperimentConfig {
         model: GraphModelConfig,
         training: TrainingSettings,
     ) -> Self {
-        Self {
-            experiment: experiment.into(),
-            dataset: dataset.into(),
-            model,
-            training,
+        let data = GraphOptions {
             row_normalize: true,
             train_per_class: count::<20>(),
             valid_size: count::<500>(),
             test_size: count::<1000>(),
             split_seed: None,
-        }
+        };
+        Self::with_data(experiment, dataset, model, training, data)
     }
 
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
         self.training.validate().or_else(bad)?;
-        if self.train_per_class == 0 || self.valid_size == 0 || self.test_size == 0 {
+        let GraphOptions {
+            train_per_class,
+            valid_size,
+            test_size,
+            ..
+        } = self.data;
+        if train_per_class == 0 || valid_size == 0 || test_size == 0 {
             return bad("train_per_class, valid_size and test_size must be at least 1".into());
         }
         self.model.validate().or_else(bad)
@@ -139,14 +133,13 @@ impl GraphExperimentConfig {
 
     /// Applies `--smoke`: one epoch on a split of 2 nodes per class and at most 20 valid and test
     /// nodes.
-    pub fn into_smoke(self) -> Self {
-        Self {
-            training: self.training.into_smoke(),
-            train_per_class: self.train_per_class.min(2),
-            valid_size: self.valid_size.min(20),
-            test_size: self.test_size.min(20),
-            ..self
-        }
+    pub fn into_smoke(mut self) -> Self {
+        self.training = self.training.into_smoke();
+        let data = &mut self.data;
+        data.train_per_class = data.train_per_class.min(2);
+        data.valid_size = data.valid_size.min(20);
+        data.test_size = data.test_size.min(20);
+        self
     }
 }
 
@@ -166,15 +159,15 @@ fn load_graph(config: &GraphExperimentConfig, ctx: &RunContext) -> Result<(Arc<G
             graph.num_classes()
         );
     }
-    if config.row_normalize {
+    if config.data.row_normalize {
         graph.row_normalize();
     }
     let split = NodeSplit::planetoid(
         &graph,
-        config.train_per_class,
-        config.valid_size,
-        config.test_size,
-        config.split_seed.unwrap_or(config.training.seed),
+        config.data.train_per_class,
+        config.data.valid_size,
+        config.data.test_size,
+        config.data.split_seed.unwrap_or(config.training.seed),
     )
     .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     Ok((Arc::new(graph), split))

@@ -9,7 +9,7 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
-use crate::settings::{Optimiser, TrainingSettings, count};
+use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -57,13 +57,12 @@ impl SentenceModelConfig {
         }
     }
 
-    /// Builds the configured model on `device` and hands it to `job`: the one place the model
+    /// Hands `job` the way to build the configured model on its device: the one place the model
     /// enum is matched.
     fn run<B: AutodiffBackend>(&self, job: SentenceJob<'_, B>) -> Result<Outcome> {
-        let device = &job.seeded_device();
         match self {
-            Self::Rnn(c) => job.run(c.init::<B>(device)),
-            Self::Transformer(c) => job.run(c.init::<B>(device)),
+            Self::Rnn(c) => job.run(|device| c.init::<B>(device)),
+            Self::Transformer(c) => job.run(|device| c.init::<B>(device)),
         }
     }
 
@@ -79,16 +78,14 @@ impl SentenceModelConfig {
     }
 }
 
-/// Everything needed to rebuild a sentence-classification run; saved as its `config.json`.
+/// Everything needed to rebuild a sentence-classification run; saved as its `config.json`. The
+/// seed of its training settings also draws the held-out part.
+pub type SentenceExperimentConfig = RunConfig<SentenceModelConfig, SentenceOptions>;
+
+/// How the sentences are labelled, cut, split and turned into ids.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(crate = "burn::serde")]
-pub struct SentenceExperimentConfig {
-    /// The experiment's name in the registry.
-    pub experiment: String,
-    /// `sst2`, or a folder holding `train.tsv` and `dev.tsv`.
-    pub dataset: String,
-    /// The model.
-    pub model: SentenceModelConfig,
+pub struct SentenceOptions {
     /// Classes (labels 0 to num_classes - 1).
     #[serde(default = "count::<2>")]
     pub num_classes: usize,
@@ -101,15 +98,8 @@ pub struct SentenceExperimentConfig {
     /// Training sentences held out to validate.
     #[serde(default = "count::<2000>")]
     pub valid_size: usize,
-    /// Epochs, sentences per batch, Adam's (peak) learning rate, its L2 penalty, clipping, early
-    /// stopping... The seed also draws the held-out part.
-    #[serde(flatten)]
-    pub training: TrainingSettings,
 }
 
-impl Config for SentenceExperimentConfig {}
-
-const SMOKE_BATCHES: (usize, usize) = (4, 2);
 const EVAL_BATCH: usize = 256;
 
 impl SentenceExperimentConfig {
@@ -121,32 +111,29 @@ impl SentenceExperimentConfig {
         model: SentenceModelConfig,
         training: TrainingSettings,
     ) -> Self {
-        Self {
-            experiment: experiment.into(),
-            dataset: dataset.into(),
-            model,
+        let data = SentenceOptions {
             num_classes: count::<2>(),
             min_count: count::<1>(),
             max_len: count::<64>(),
             valid_size: count::<2000>(),
-            training,
-        }
+        };
+        Self::with_data(experiment, dataset, model, training, data)
     }
 
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.max_len == 0 || self.valid_size == 0 {
+        if self.data.max_len == 0 || self.data.valid_size == 0 {
             return bad("max_len and valid_size must be at least 1".into());
         }
-        if self.num_classes < 2 {
+        if self.data.num_classes < 2 {
             return bad(format!(
                 "num_classes must be at least 2, got {}",
-                self.num_classes
+                self.data.num_classes
             ));
         }
         self.training.validate().or_else(bad)?;
-        self.model.validate(self.max_len).or_else(bad)
+        self.model.validate(self.data.max_len).or_else(bad)
     }
 }
 
@@ -163,11 +150,11 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
         folder => PathBuf::from(folder),
     };
     let [train_file, dev_file] = sst2::FILE_NAMES.map(|f| dir.join(f));
-    let mut train = sst2::load_tsv(&train_file, config.num_classes)?;
-    let dev = sst2::load_tsv(&dev_file, config.num_classes)?;
+    let mut train = sst2::load_tsv(&train_file, config.data.num_classes)?;
+    let dev = sst2::load_tsv(&dev_file, config.data.num_classes)?;
     let valid_size = match config.training.smoke {
-        true => config.valid_size.min(train.len() / 4).max(1),
-        false => config.valid_size,
+        true => config.data.valid_size.min(train.len() / 4).max(1),
+        false => config.data.valid_size,
     };
     if train.len() <= valid_size {
         bail!(
@@ -179,19 +166,20 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
     }
     SplitMix64::new(config.training.seed).shuffle(&mut train);
     let valid: Vec<LabelledSentence> = train.split_off(train.len() - valid_size);
-    let vocab = WordVocab::build(train.iter().map(|s| tokenize(&s.text)), config.min_count);
+    let vocab = WordVocab::build(
+        train.iter().map(|s| tokenize(&s.text)),
+        config.data.min_count,
+    );
     let mut splits = Splits {
         train: SentenceDataset::new(&train, &vocab),
         valid: SentenceDataset::new(&valid, &vocab),
         test: SentenceDataset::new(&dev, &vocab),
         vocab,
     };
-    if config.training.smoke {
-        let (train_batches, eval_batches) = SMOKE_BATCHES;
-        let batch = config.training.batch_size;
-        splits.train = splits.train.truncate(train_batches * batch);
-        splits.valid = splits.valid.truncate(eval_batches * batch);
-        splits.test = splits.test.truncate(eval_batches * batch);
+    if let Some((train, eval)) = config.smoke_sizes() {
+        splits.train = splits.train.truncate(train);
+        splits.valid = splits.valid.truncate(eval);
+        splits.test = splits.test.truncate(eval);
     }
     Ok(splits)
 }
@@ -203,7 +191,7 @@ fn loader<B: Backend>(
     device: &B::Device,
 ) -> Arc<dyn DataLoader<B, SentenceBatch<B>>> {
     let batcher = SentenceBatcher {
-        max_len: config.max_len,
+        max_len: config.data.max_len,
     };
     let builder = DataLoaderBuilder::new(batcher).set_device(device.clone());
     match shuffle {
@@ -232,7 +220,9 @@ pub fn train<B: AutodiffBackend>(
         splits.test.len(),
         splits.vocab.len()
     );
-    let model = config.model.sized(splits.vocab.len(), config.num_classes);
+    let model = config
+        .model
+        .sized(splits.vocab.len(), config.data.num_classes);
     let loaders = Loaders {
         train: loader::<B>(splits.train, config, true, &device),
         valid: loader(splits.valid, config, false, &device),
@@ -260,7 +250,7 @@ pub fn eval<B: AutodiffBackend>(
         );
     }
     let test = loader(splits.test, config, false, &device);
-    let model = config.model.sized(saved.len(), config.num_classes);
+    let model = config.model.sized(saved.len(), config.data.num_classes);
     model
         .run::<B>(Scoring::new(ctx, device, test).into())?
         .scores()
