@@ -21,7 +21,10 @@ use burn::train::metric::Adaptor;
 use burn::train::{InferenceStep, LearningComponentsMarker, MetricRegistration, TrainStep};
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Held while a run seeds the backend and builds its model: see [`Job::run`].
+static SEEDING: Mutex<()> = Mutex::new(());
 
 /// What to do with a model once its pipeline has built it.
 pub enum Job<'a, B: AutodiffBackend, I, V> {
@@ -169,22 +172,14 @@ where
     B: AutodiffBackend,
     I: Send + 'static,
 {
-    /// The device to build the model on, after seeding for training: the backend's generator and
-    /// the host dropout streams take the run's seed here, right before the pipeline builds the
-    /// model, so its weights and masks are the seed's and no pipeline seeds on its own.
-    pub fn seeded_device(&self) -> B::Device {
-        match self {
-            Job::Train(training) => {
-                let device = training.devices[0].clone();
-                pdl_models::seed::<B>(&device, training.settings.seed);
-                device
-            }
-            Job::Eval(scoring) => scoring.device.clone(),
-        }
-    }
-
-    /// Trains and scores `model`, or loads and scores it.
-    pub fn run<M, T, U>(self, model: M) -> Result<Outcome>
+    /// Builds the model with `build`, then trains and scores it, or loads and scores it.
+    ///
+    /// For training, the backend's generator and the host dropout streams take the run's seed
+    /// right before `build` runs, so the weights and masks are the seed's and no pipeline seeds
+    /// on its own. The backend's generator is one per process: seeding and building hold a
+    /// process-wide lock, so that two runs in one process (the tests, `--seeds`) cannot draw from
+    /// each other's stream, and each gets the weights its seed gives alone.
+    pub fn run<M, T, U>(self, build: impl FnOnce(&B::Device) -> M) -> Result<Outcome>
     where
         M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
         M::InnerModule: InferenceStep<Input = V, Output = U>,
@@ -201,6 +196,12 @@ where
         match self {
             Job::Train(training) => {
                 let settings = training.settings;
+                let model = {
+                    let _only_we_draw = SEEDING.lock().unwrap_or_else(PoisonError::into_inner);
+                    let device = &training.devices[0];
+                    pdl_models::seed::<B>(device, settings.seed);
+                    build(device)
+                };
                 println!("{model}\n{}", training.about);
                 match training.optimiser {
                     Optimiser::AdamW => {
@@ -224,7 +225,10 @@ where
                     }
                 }
             }
-            Job::Eval(scoring) => scoring.run(model).map(Outcome::Scored),
+            Job::Eval(scoring) => {
+                let model = build(&scoring.device);
+                scoring.run(model).map(Outcome::Scored)
+            }
         }
     }
 }
