@@ -9,8 +9,13 @@
 //! ```
 
 use crate::backend::BackendKind;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use burn::record::{
+    BurnRecord, FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Record, RecorderError,
+};
+use burn::tensor::backend::Backend;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// Where a run reads data and writes artifacts, and how.
@@ -73,7 +78,7 @@ impl std::fmt::Display for Scores {
 pub struct RunReport {
     /// Epochs with a checkpoint at the end.
     pub epochs: usize,
-    /// Wall-clock seconds of training (this invocation).
+    /// Wall-clock seconds of training, all processes of a resumed run together.
     pub wall_seconds: f64,
     /// Training examples per epoch.
     pub train_items: usize,
@@ -96,7 +101,7 @@ pub struct MetricsFile<'a> {
     pub devices: usize,
     /// Epochs trained in all.
     pub epochs: usize,
-    /// Seconds this invocation trained.
+    /// Seconds trained, all processes of a resumed run together.
     pub wall_seconds: f64,
     /// Training examples per epoch.
     pub train_items: usize,
@@ -109,15 +114,217 @@ pub struct MetricsFile<'a> {
     /// The pipeline's baseline on the test split (forecasting: the naive forecast).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Scores>,
+    /// What a rerun needs to give the same numbers.
+    pub rerun: Rerun,
 }
 
-/// Writes `value` as pretty JSON to `path` through a temporary file, so a crash never leaves half
-/// a file.
+/// What a rerun needs to repeat a run's numbers: the same seed, backend and thread count, and the
+/// same code (pdl's commit, Burn's version), on the same machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rerun {
+    /// The seed of weights, data order, dropout and augmentation.
+    pub seed: u64,
+    /// The backend.
+    pub backend: String,
+    /// Threads the CPU backends may use: `RAYON_NUM_THREADS` if set, else the cores available.
+    pub threads: usize,
+    /// pdl's version.
+    pub pdl_version: &'static str,
+    /// The git commit checked out when pdl was built ("unknown" outside a git checkout); changes
+    /// not committed are not counted.
+    pub git_commit: &'static str,
+    /// Burn's version, from `Cargo.lock`.
+    pub burn_version: &'static str,
+}
+
+impl Rerun {
+    /// This process's settings for a run with `seed` on `backend`.
+    pub fn now(seed: u64, backend: BackendKind) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(cores);
+        Self {
+            seed,
+            backend: backend.name().to_string(),
+            threads,
+            pdl_version: env!("CARGO_PKG_VERSION"),
+            git_commit: env!("PDL_GIT_COMMIT"),
+            burn_version: env!("PDL_BURN_VERSION"),
+        }
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`, whole or not at all (see [`write_atomic`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    write_atomic(path, (text + "\n").as_bytes())
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file beside it, flushed to disk,
+/// then renamed over `path`. A kill at any moment leaves the old file or the new one, never half of
+/// one; a full disk or a read-only folder is an error naming the path, and the old file stays.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    });
+    written
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            std::fs::remove_file(&tmp).ok();
+            anyhow::anyhow!("cannot write {}: {e}", path.display())
+        })
+}
+
+/// The recorder of checkpoints and `model.mpk`: Burn's named MessagePack at full precision, with
+/// each file written whole or not at all. Burn's own recorder writes in place, so a kill in the
+/// middle of a checkpoint would leave a file that `--resume` trips over; this one writes into
+/// `.partial/` beside the file, flushes it to disk, and renames it into place. It stores the same
+/// bytes as Burn's recorder (metadata included), so files load either way.
+#[derive(Debug, Default, Clone)]
+pub struct Recorder(NamedMpkFileRecorder<FullPrecisionSettings>);
+
+type Mpk = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+impl Recorder {
+    /// The recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<B: Backend> burn::record::Recorder<B> for Recorder {
+    type Settings = FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn record<R: Record<B>>(&self, record: R, file: PathBuf) -> Result<(), RecorderError> {
+        // Burn's metadata names the recorder; keep the name Burn's recorder writes.
+        let item = BurnRecord::<_, B>::new::<Mpk>(record.into_item::<FullPrecisionSettings>());
+        <Self as burn::record::Recorder<B>>::save_item(self, item, file)
+    }
+
+    fn save_item<I: Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
+        let extension = <Mpk as FileRecorder<B>>::file_extension();
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return Err(RecorderError::Unknown(format!(
+                "{}: not a file path",
+                file.display()
+            )));
+        };
+        let partial = dir.join(".partial").join(name);
+        <Mpk as burn::record::Recorder<B>>::save_item(&self.0, item, partial.clone())?;
+        let (written, target) = (
+            partial.with_extension(extension),
+            file.with_extension(extension),
+        );
+        let moved = std::fs::File::open(&written)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&written, &target));
+        if moved.is_err() {
+            std::fs::remove_file(&written).ok();
+        }
+        // Gone once empty; another file still being written keeps it.
+        std::fs::remove_dir(dir.join(".partial")).ok();
+        moved.map_err(|e| RecorderError::Unknown(format!("cannot write {}: {e}", target.display())))
+    }
+
+    fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+        <Mpk as burn::record::Recorder<B>>::load_item(&self.0, file)
+    }
+}
+
+impl<B: Backend> FileRecorder<B> for Recorder {
+    fn file_extension() -> &'static str {
+        <Mpk as FileRecorder<B>>::file_extension()
+    }
+}
+
+/// One writer per run folder: `.lock` in it holds the pid of the `pdl train` writing there, and
+/// is removed when the run ends (or fails). A second `pdl train` into the folder stops with an
+/// error naming the holder; the lock of a process that no longer exists (killed, machine
+/// restarted) is taken over with a note.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir`, which must exist.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(".lock");
+        loop {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            match created {
+                Ok(mut file) => {
+                    std::io::Write::write_all(&mut file, std::process::id().to_string().as_bytes())
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => anyhow::bail!("cannot write {}: {e}", path.display()),
+            }
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            match holder.trim().parse::<u32>() {
+                Ok(pid) if is_running(pid) => anyhow::bail!(
+                    "{} is being written by another pdl train (pid {pid}); wait for it to end, or \
+                     train into another --artifact-dir (if no such process is yours, delete {})",
+                    dir.display(),
+                    path.display()
+                ),
+                // Empty: a holder killed between creating and writing the file.
+                _ => {
+                    eprintln!(
+                        "note: {} was left by a run that no longer exists (pid {}); taking it over",
+                        path.display(),
+                        holder.trim()
+                    );
+                    std::fs::remove_file(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", path.display()))?;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+/// Whether a process `pid` exists. This process counts (two runs in one process must not share a
+/// folder either).
+fn is_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc = Path::new("/proc");
+    if proc.is_dir() {
+        // A killed process stays a zombie (`Z`) until its parent reaps it: dead all the same.
+        let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat"));
+        return stat.is_ok_and(|stat| {
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            !matches!(state, Some('Z' | 'X'))
+        });
+    }
+    // No /proc (macOS, BSD): `kill -0` asks without sending anything.
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// True when `dir` holds a run worth keeping: a trained model or at least one checkpoint. A folder
@@ -127,4 +334,100 @@ pub fn holds_a_run(dir: &Path) -> bool {
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
     has_checkpoint || dir.join("model.mpk").is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::module::Module;
+    use burn::nn::{Linear, LinearConfig};
+
+    type B = NdArray;
+
+    #[test]
+    fn the_recorder_writes_the_bytes_burns_does_and_leaves_nothing_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let fresh = || LinearConfig::new(3, 2).init::<B>(&device);
+        let (ours, burns) = (dir.path().join("ours"), dir.path().join("burns"));
+        fresh().save_file(&burns, &Mpk::new()).unwrap();
+        // Ours loads Burn's file, and writes it again byte for byte.
+        let model = fresh()
+            .load_file(&burns, &Recorder::new(), &device)
+            .unwrap();
+        model.clone().save_file(&ours, &Recorder::new()).unwrap();
+        let read = |p: &Path| std::fs::read(p.with_extension("mpk")).unwrap();
+        assert_eq!(read(&ours), read(&burns));
+        let back = fresh().load_file(&ours, &Mpk::new(), &device).unwrap();
+        let weights = |m: &Linear<B>| m.weight.val().into_data();
+        weights(&back).assert_eq(&weights(&model), true);
+        // Overwriting replaces the file; no temporary file or folder stays behind.
+        model.save_file(&ours, &Recorder::new()).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["burns.mpk", "ours.mpk"]);
+    }
+
+    #[test]
+    fn a_write_that_cannot_happen_names_the_path_and_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        write_json(&path, &[1, 2]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\n  1,\n  2\n]\n");
+        // A folder where the file should go: the rename fails, the temporary file is removed.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(blocked.join("inside")).unwrap();
+        let e = write_atomic(&blocked, b"x").unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}", blocked.display())),
+            "{e}"
+        );
+        assert!(!dir.path().join(".blocked.partial").exists());
+        let missing = dir.path().join("no/such/folder/metrics.json");
+        let e = write_json(&missing, &1).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot write") && e.contains("no/such/folder"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\n  1,\n  2\n]\n");
+    }
+
+    /// A killed holder is a zombie until its parent reaps it: its lock is stale already.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_that_has_exited_but_is_not_reaped_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let stat = format!("/proc/{}/stat", child.id());
+        let exited = || std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !exited() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(exited(), "the child should be a zombie by now");
+        assert!(!is_running(child.id()));
+        child.wait().unwrap();
+        assert!(!is_running(child.id()));
+        assert!(is_running(std::process::id()));
+    }
+
+    #[test]
+    fn a_lock_is_one_writer_at_a_time_and_a_dead_holders_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        let e = RunLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(lock);
+        assert!(!dir.path().join(".lock").exists());
+        for stale in ["4000000000", "", "not a pid"] {
+            std::fs::write(dir.path().join(".lock"), stale).unwrap();
+            let lock = RunLock::acquire(dir.path()).unwrap();
+            let holder = std::fs::read_to_string(dir.path().join(".lock")).unwrap();
+            assert_eq!(holder, std::process::id().to_string());
+            drop(lock);
+        }
+    }
 }

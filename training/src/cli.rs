@@ -1,7 +1,9 @@
 //! The `pdl` command line: `list`, `train`, `eval`, `bench`. The commands live in the library so
 //! the tests drive them in-process, exactly as the binary does.
 
-use crate::artifacts::{MetricsFile, RunContext, RunReport, Scores, holds_a_run, write_json};
+use crate::artifacts::{
+    MetricsFile, Rerun, RunContext, RunLock, RunReport, Scores, holds_a_run, write_json,
+};
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
     self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, forecasting, image_classification,
@@ -517,20 +519,23 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             dir.display()
         );
     }
-    if !args.resume && holds_a_run(&dir) {
-        bail!(
+    // Everything is checked before the folder is made or touched, then checked again under the
+    // lock, in case another run got there in between.
+    let check_folder = |config: &ExperimentConfig| match args.resume {
+        true => check_resumable(&dir, config.num_epochs()).map(Some),
+        false if holds_a_run(&dir) => bail!(
             "{} already holds a run: add --resume to continue it, or --artifact-dir DIR for a new \
              one (or delete the folder)",
             dir.display()
-        );
-    }
-    let config = config_for(args, experiment, &dir)?;
-    let resume_from = match args.resume {
-        true => Some(check_resumable(&dir, config.num_epochs())?),
-        false => None,
+        ),
+        false => Ok(None),
     };
+    let config = config_for(args, experiment, &dir)?;
+    check_folder(&config)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let _lock = RunLock::acquire(&dir)?;
+    let resume_from = check_folder(&config)?;
     config.save(&dir.join("config.json"))?;
     let ctx = RunContext {
         data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
@@ -570,6 +575,7 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             valid: report.valid,
             test: report.test,
             baseline: report.baseline,
+            rerun: Rerun::now(config.seed(), backend),
         },
     )?;
     println!(

@@ -7,10 +7,10 @@
 //! and its output (classification or regression), so a new pipeline writes only its data.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, LossValue, Recorder, TaskOutput, evaluate, fit};
+use crate::learner::{FitOptions, LossValue, TaskOutput, evaluate, fit, load_model};
 use crate::schedule::Schedule;
 use crate::settings::{Optimiser, TrainingSettings};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::data::dataloader::DataLoader;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -284,9 +284,7 @@ impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
                 path.display()
             );
         }
-        let model = model
-            .load_file(&path, &Recorder::new(), &self.device)
-            .with_context(|| format!("{}: not a model for this config", path.display()))?;
+        let model = load_model(model, &path, &self.device)?;
         Ok(evaluate(&model.valid(), &self.test))
     }
 }

@@ -2,14 +2,14 @@
 //! stopping, the renderer (Burn's TUI dashboard in a terminal, [`PlainRenderer`] otherwise), the
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
-use crate::artifacts::{RunReport, Scores};
+use crate::artifacts::{RunReport, Scores, write_json};
 use crate::renderer::PlainRenderer;
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoader;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::RecorderError;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::logger::{FileMetricLogger, MetricLogger};
@@ -23,13 +23,14 @@ use burn::train::{
     LearningComponentsMarker, MetricEarlyStoppingStrategy, MetricRegistration, MultiDeviceOptim,
     RegressionOutput, StoppingCondition, SupervisedTraining, TrainStep,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-/// The recorder for checkpoints and the final `model.mpk`: full precision, named MessagePack.
-pub type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+pub use crate::artifacts::Recorder;
 
 /// How a training run is set up, beyond its model and data.
 #[derive(Debug, Clone)]
@@ -76,7 +77,7 @@ pub struct Fitted<M> {
     /// The epoch whose weights `model` holds: `epochs_done`, or the best one with
     /// [`FitOptions::restore_best`].
     pub model_epoch: usize,
-    /// Wall-clock seconds `fit` trained for.
+    /// Wall-clock seconds trained, across resumes ([`EpochClock`]).
     pub wall_seconds: f64,
 }
 
@@ -159,7 +160,7 @@ where
     V::ItemSync: Adaptor<LossValue>,
     T::Metrics: MetricRegistration<LearningComponentsMarker<B, S, M, O>>,
 {
-    let started = std::time::Instant::now();
+    let clock = EpochClock::start(dir, options.resume_from.unwrap_or(0));
     let model = materialize(model);
     let interrupter = Interrupter::new();
     let diverged = Arc::new(Mutex::new(None));
@@ -188,6 +189,7 @@ where
     training = training.with_metric_logger(ResumedFileLogger::new(
         FileMetricLogger::new(dir),
         options.resume_from.unwrap_or(0),
+        clock.clone(),
     ));
     if let Some(epoch) = options.resume_from {
         println!("resuming from the checkpoint of epoch {epoch}");
@@ -224,7 +226,7 @@ where
         model: result.model,
         epochs_done,
         model_epoch: epochs_done,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: clock.seconds(),
     };
     if options.restore_best {
         let losses = valid_losses.lock().expect("loss lock").clone();
@@ -234,10 +236,8 @@ where
         {
             let device = fitted.model.devices()[0].clone();
             let path = checkpoints.join(format!("model-{best}"));
-            fitted.model = fitted
-                .model
-                .load_file(&path, &Recorder::new(), &device)
-                .with_context(|| format!("cannot restore {}.mpk", path.display()))?;
+            fitted.model = load_model(fitted.model, &path, &device)
+                .with_context(|| format!("cannot restore epoch {best}"))?;
             fitted.model_epoch = best;
             println!("restored the weights of epoch {best} (lowest valid loss) of {epochs_done}");
         }
@@ -261,29 +261,28 @@ fn best_epoch(losses: &[(usize, f64)], available: impl Fn(usize) -> bool) -> Opt
         .map(|(epoch, _)| epoch)
 }
 
-/// Loads `dir/model.mpk` into `model` (built from the run's config) and scores it on `loader`.
-pub fn load_and_evaluate<B, M, I>(
+/// Loads the record at `path` (with or without its `.mpk`) into `model`, built from the run's
+/// config. A damaged, truncated or foreign file is a one-line error naming it, with the first line
+/// of Burn's reason.
+pub fn load_model<B: Backend, M: Module<B>>(
     model: M,
-    dir: &Path,
+    path: &Path,
     device: &B::Device,
-    loader: &Arc<dyn DataLoader<B, I>>,
-) -> Result<Scores>
-where
-    B: Backend,
-    M: Module<B> + InferenceStep<Input = I>,
-    M::Output: TaskOutput,
-{
-    let path = dir.join("model.mpk");
-    if !path.is_file() {
-        bail!(
-            "{}: no trained model (train first, or check the path)",
-            path.display()
-        );
-    }
-    let model = model
-        .load_file(&path, &Recorder::new(), device)
-        .with_context(|| format!("{}: not a model for this config", path.display()))?;
-    Ok(evaluate(&model, loader))
+) -> Result<M> {
+    let file = path.with_extension("mpk");
+    model
+        .load_file(path, &Recorder::new(), device)
+        .map_err(|e| {
+            let (RecorderError::FileNotFound(text)
+            | RecorderError::DeserializeError(text)
+            | RecorderError::Unknown(text)) = e;
+            let reason = text.lines().next().unwrap_or_default().to_string();
+            anyhow::anyhow!(
+                "{}: cannot be read as a model for this config: damaged, truncated, or saved by \
+                 another model ({reason})",
+                file.display()
+            )
+        })
 }
 
 /// The task's scores of `model` over every batch of `loader`: mean loss, and accuracy or MAE.
@@ -427,19 +426,88 @@ pub fn save_model<B: Backend, M: burn::module::Module<B>>(model: M, dir: &Path) 
 /// at the end of the first epoch, so a run resumed after epoch `k` would log its first epoch into
 /// `train/epoch-1/` (overwriting it), and early stopping would find no metrics for epoch `k + 1`.
 /// This adds `k` to the epoch of each split's writes until that split's first epoch ends.
+///
+/// It also tells `clock` when an epoch's validation ends.
 pub struct ResumedFileLogger {
     inner: FileMetricLogger,
     offset: usize,
     synced: HashSet<Split>,
+    clock: EpochClock,
 }
 
 impl ResumedFileLogger {
     /// Logs into `inner`, the first epoch of this process being epoch `offset + 1`.
-    pub fn new(inner: FileMetricLogger, offset: usize) -> Self {
+    pub fn new(inner: FileMetricLogger, offset: usize, clock: EpochClock) -> Self {
         Self {
             inner,
             offset,
             synced: HashSet::new(),
+            clock,
+        }
+    }
+}
+
+/// The file in a run folder with the training time at the end of each epoch.
+pub const ELAPSED_FILE: &str = "elapsed.json";
+
+/// A run's training time across resumes. `elapsed.json` holds the seconds trained by the end of
+/// each epoch, all processes together; a run resumed after epoch `k` starts from the `k`-th.
+#[derive(Debug, Clone)]
+pub struct EpochClock {
+    path: PathBuf,
+    started: Instant,
+    /// Seconds at the end of each epoch so far.
+    ends: Vec<f64>,
+    /// Seconds trained before this process started.
+    before: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
+struct ElapsedFile {
+    seconds_at_epoch_end: Vec<f64>,
+}
+
+impl EpochClock {
+    /// The clock of the run in `dir`, resumed after epoch `resume_from` (0: a new run).
+    pub fn start(dir: &Path, resume_from: usize) -> Self {
+        let path = dir.join(ELAPSED_FILE);
+        let mut ends = match resume_from {
+            0 => vec![],
+            _ => std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<ElapsedFile>(&text).ok())
+                .map_or(vec![], |file| file.seconds_at_epoch_end),
+        };
+        ends.truncate(resume_from);
+        if ends.len() < resume_from {
+            println!(
+                "note: {} has no time for epoch {resume_from}; the reported time counts from the \
+                 last epoch it has",
+                path.display()
+            );
+        }
+        Self {
+            path,
+            started: Instant::now(),
+            before: ends.last().copied().unwrap_or(0.0),
+            ends,
+        }
+    }
+
+    /// Seconds trained so far, all processes together.
+    pub fn seconds(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Records the end of an epoch.
+    fn epoch_ended(&mut self) {
+        self.ends.push(self.seconds());
+        let file = ElapsedFile {
+            seconds_at_epoch_end: self.ends.clone(),
+        };
+        if let Err(e) = write_json(&self.path, &file) {
+            println!("note: the training time is not saved: {e:#}");
         }
     }
 }
@@ -467,6 +535,9 @@ impl MetricLogger for ResumedFileLogger {
     }
 
     fn log_epoch_summary(&mut self, summary: EpochSummary) {
+        if summary.split == Split::Valid {
+            self.clock.epoch_ended();
+        }
         self.synced.insert(summary.split.clone());
         self.inner.log_epoch_summary(summary);
     }
@@ -595,6 +666,26 @@ mod tests {
         assert_eq!(best_epoch(&losses, |_| true), Some(2));
         assert_eq!(best_epoch(&losses, |e| e != 2), Some(4));
         assert_eq!(best_epoch(&[], |_| true), None);
+    }
+
+    #[test]
+    fn the_clock_of_a_resumed_run_starts_from_its_epochs_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(ELAPSED_FILE);
+        std::fs::write(&file, r#"{"seconds_at_epoch_end": [10.0, 20.0, 30.0]}"#).unwrap();
+        let fresh = EpochClock::start(dir.path(), 0);
+        assert!(fresh.seconds() < 10.0);
+        let mut resumed = EpochClock::start(dir.path(), 2);
+        assert!((20.0..30.0).contains(&resumed.seconds()));
+        resumed.epoch_ended();
+        let saved: ElapsedFile =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(saved.seconds_at_epoch_end[..2], [10.0, 20.0]);
+        assert!((20.0..30.0).contains(&saved.seconds_at_epoch_end[2]));
+        // Fewer epochs on file than the checkpoint's: count from the last one there.
+        assert!(EpochClock::start(dir.path(), 9).seconds() >= saved.seconds_at_epoch_end[2]);
+        std::fs::write(&file, "not json").unwrap();
+        assert!(EpochClock::start(dir.path(), 2).seconds() < 10.0);
     }
 
     #[test]

@@ -119,6 +119,7 @@ fn an_interrupted_run_resumes_from_its_last_checkpoint() {
     })
     .unwrap();
     assert_eq!(metrics(&dir)["epochs"], 1);
+    let first_seconds = metrics(&dir)["wall_seconds"].as_f64().unwrap();
     let epoch1_log = dir.join("train/epoch-1/Loss.log");
     let epoch1_written = std::fs::metadata(&epoch1_log).unwrap().modified().unwrap();
 
@@ -146,6 +147,13 @@ fn an_interrupted_run_resumes_from_its_last_checkpoint() {
     .unwrap();
     assert_eq!(metrics(&dir)["epochs"], 2);
     assert!(dir.join("checkpoint/model-2.mpk").is_file());
+    // The reported time counts both invocations: epoch 1's seconds, then epoch 2's.
+    let elapsed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("elapsed.json")).unwrap()).unwrap();
+    let ends = elapsed["seconds_at_epoch_end"].as_array().unwrap();
+    assert_eq!(ends.len(), 2);
+    assert!(ends[0].as_f64().unwrap() <= first_seconds);
+    assert!(metrics(&dir)["wall_seconds"].as_f64().unwrap() > ends[0].as_f64().unwrap());
     // Resuming trained and logged epoch 2 only: epoch 1's log is untouched.
     let epoch1_now = std::fs::metadata(&epoch1_log).unwrap().modified().unwrap();
     assert_eq!(epoch1_now, epoch1_written);
@@ -157,6 +165,72 @@ fn an_interrupted_run_resumes_from_its_last_checkpoint() {
         ..resume
     });
     assert!(done.contains("already holds 2 of 2 epochs"), "{done}");
+}
+
+/// A run folder has one writer: a live holder's lock stops a second run, a dead one's is taken
+/// over, and the lock goes when the run ends. Files are renamed into place, so no partial file is
+/// left behind.
+#[test]
+fn a_second_writer_is_refused_and_a_stale_lock_is_taken_over() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("run");
+    let run = args("mnist-mlp", data.path(), &dir);
+    let smoke = TrainArgs { smoke: true, ..run };
+    std::fs::create_dir_all(&dir).unwrap();
+    // This process is alive: as if another `pdl train` were writing here.
+    std::fs::write(dir.join(".lock"), std::process::id().to_string()).unwrap();
+    let busy = err(&smoke);
+    assert!(
+        busy.contains("being written by another pdl train")
+            && busy.contains(&format!("pid {}", std::process::id())),
+        "{busy}"
+    );
+    assert!(
+        !dir.join("config.json").exists(),
+        "the refused run wrote nothing"
+    );
+    // No process has this pid (above the kernel's limit of 2^22).
+    std::fs::write(dir.join(".lock"), "4000000000").unwrap();
+    cli::train(&smoke).unwrap();
+    assert!(!dir.join(".lock").exists());
+    let m = metrics(&dir);
+    assert_eq!(m["rerun"]["seed"], 42);
+    assert_eq!(m["rerun"]["backend"], "flex");
+    assert!(
+        m["rerun"]["burn_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("0.21")
+    );
+    assert!(m["rerun"]["threads"].as_u64().unwrap() >= 1);
+    for folder in [dir.clone(), dir.join("checkpoint")] {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(
+                !name.contains("partial"),
+                "{name} left in {}",
+                folder.display()
+            );
+        }
+    }
+    // A damaged model.mpk is a one-line error naming it.
+    let model = dir.join("model.mpk");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let e = cli::eval(&EvalArgs {
+        artifact_dir: dir.clone(),
+        backend: Some("flex".into()),
+        data_dir: Some(data.path().to_path_buf()),
+        offline: true,
+    })
+    .unwrap_err();
+    let line = cli::one_line(&e);
+    assert!(
+        line.starts_with(&format!("{}: cannot be read as a model", model.display()))
+            && line.contains("damaged, truncated"),
+        "{line}"
+    );
 }
 
 #[test]

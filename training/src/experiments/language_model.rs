@@ -357,9 +357,7 @@ fn continue_prompt<B: Backend, M: Module<B> + Generate<B>>(
     request: &GenerateRequest,
     device: &B::Device,
 ) -> Result<(Vec<u32>, f64)> {
-    let model = model
-        .load_file(path, &crate::learner::Recorder::new(), device)
-        .with_context(|| format!("{}: not a model for this config", path.display()))?;
+    let model = crate::learner::load_model(model, path, device)?;
     let started = std::time::Instant::now();
     let ids = model.generate(
         prompt,

@@ -192,8 +192,7 @@ impl ExperimentConfig {
 
     /// Writes the config as JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json())
-            .with_context(|| format!("cannot write {}", path.display()))
+        crate::artifacts::write_atomic(path, self.to_json().as_bytes())
     }
 
     /// The experiment name stored in the config.

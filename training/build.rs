@@ -1,0 +1,39 @@
+//! Records, for `metrics.json`, the git commit pdl is built from and Burn's version in
+//! `Cargo.lock` (`PDL_GIT_COMMIT`, `PDL_BURN_VERSION`).
+
+use std::process::Command;
+
+fn main() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(["-C", root])
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PDL_GIT_COMMIT={commit}");
+    // A commit moves the branch's ref, not HEAD: watch both (a packed ref moves packed-refs).
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for path in ["HEAD", "packed-refs"]
+        .into_iter()
+        .map(String::from)
+        .chain(branch)
+    {
+        if let Some(file) = git(&["rev-parse", "--git-path", &path]) {
+            println!("cargo:rerun-if-changed={root}/{file}");
+        }
+    }
+
+    let lock = std::fs::read_to_string(format!("{root}/Cargo.lock")).unwrap_or_default();
+    let burn = lock
+        .split("[[package]]")
+        .find(|package| package.contains("\nname = \"burn\"\n"))
+        .and_then(|package| package.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map_or("unknown".to_string(), |v| v.trim_matches('"').to_string());
+    println!("cargo:rustc-env=PDL_BURN_VERSION={burn}");
+    println!("cargo:rerun-if-changed={root}/Cargo.lock");
+}
