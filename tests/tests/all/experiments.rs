@@ -20,6 +20,17 @@ fn args(experiment: &str, data: &Path, out: &Path) -> TrainArgs {
     }
 }
 
+/// `pdl eval` of the run in `dir` on flex, offline; an error as `pdl` prints it.
+fn eval(dir: &Path, data: &Path) -> Result<pdl_training::artifacts::Scores, String> {
+    cli::eval(&EvalArgs {
+        artifact_dir: dir.to_path_buf(),
+        backend: Some("flex".into()),
+        data_dir: Some(data.to_path_buf()),
+        offline: true,
+    })
+    .map_err(|e| cli::one_line(&e))
+}
+
 fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
 }
@@ -75,13 +86,7 @@ fn every_experiment_runs_end_to_end_and_evaluates_back() {
             assert!(m["test"]["mae"].as_f64().unwrap() >= 0.0, "{}", e.name);
         }
 
-        let scores = cli::eval(&EvalArgs {
-            artifact_dir: dir.clone(),
-            backend: Some("flex".into()),
-            data_dir: Some(data.path().to_path_buf()),
-            offline: true,
-        })
-        .unwrap();
+        let scores = eval(&dir, data.path()).unwrap();
         assert!((scores.headline().1 - value).abs() < 1e-6, "{}", e.name);
         assert!((scores.loss - m["test"]["loss"].as_f64().unwrap()).abs() < 1e-4);
     }
@@ -218,14 +223,7 @@ fn a_second_writer_is_refused_and_a_stale_lock_is_taken_over() {
     let model = dir.join("model.mpk");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    let e = cli::eval(&EvalArgs {
-        artifact_dir: dir.clone(),
-        backend: Some("flex".into()),
-        data_dir: Some(data.path().to_path_buf()),
-        offline: true,
-    })
-    .unwrap_err();
-    let line = cli::one_line(&e);
+    let line = eval(&dir, data.path()).unwrap_err();
     assert!(
         line.starts_with(&format!("{}: cannot be read as a model", model.display()))
             && line.contains("damaged, truncated"),
