@@ -169,16 +169,19 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.partial"));
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        std::io::Write::write_all(&mut file, bytes)?;
-        file.sync_all()
-    });
-    written
-        .and_then(|()| std::fs::rename(&tmp, path))
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| put_in_place(&tmp, path))
         .map_err(|e| {
             std::fs::remove_file(&tmp).ok();
             anyhow::anyhow!("cannot write {}: {e}", path.display())
         })
+}
+
+/// Flushes the finished file `written` to disk, then renames it over `target`: the last step of
+/// every whole-or-nothing write here.
+fn put_in_place(written: &Path, target: &Path) -> std::io::Result<()> {
+    std::fs::File::open(written)?.sync_all()?;
+    std::fs::rename(written, target)
 }
 
 /// The recorder of checkpoints and `model.mpk`: Burn's named MessagePack at full precision, with
@@ -224,9 +227,7 @@ impl<B: Backend> burn::record::Recorder<B> for Recorder {
             partial.with_extension(extension),
             file.with_extension(extension),
         );
-        let moved = std::fs::File::open(&written)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| std::fs::rename(&written, &target));
+        let moved = put_in_place(&written, &target);
         if moved.is_err() {
             std::fs::remove_file(&written).ok();
         }

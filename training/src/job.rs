@@ -194,47 +194,61 @@ where
             >,
     {
         match self {
-            Job::Train(training) => {
-                let settings = training.settings;
-                let model = {
-                    let _only_we_draw = SEEDING.lock().unwrap_or_else(PoisonError::into_inner);
-                    let device = &training.devices[0];
-                    pdl_models::seed::<B>(device, settings.seed);
-                    build(device)
-                };
-                println!("{model}\n{}", training.about);
-                match training.optimiser {
-                    Optimiser::AdamW => {
-                        let optim = AdamWConfig::new()
-                            .with_weight_decay(settings.weight_decay as f32)
-                            .with_grad_clipping(settings.clipping())
-                            .init();
-                        training.fit_and_score(model, optim)
-                    }
-                    Optimiser::AdamL2 { epsilon } => {
-                        let mut config = AdamConfig::new()
-                            .with_weight_decay(
-                                (settings.weight_decay > 0.0)
-                                    .then(|| WeightDecayConfig::new(settings.weight_decay as f32)),
-                            )
-                            .with_grad_clipping(settings.clipping());
-                        if let Some(epsilon) = epsilon {
-                            config = config.with_epsilon(epsilon);
-                        }
-                        training.fit_and_score(model, config.init())
-                    }
-                }
-            }
-            Job::Eval(scoring) => {
-                let model = build(&scoring.device);
-                scoring.run(model).map(Outcome::Scored)
-            }
+            Job::Train(training) => training.train(build).map(Outcome::Trained),
+            Job::Eval(scoring) => scoring.run(build).map(Outcome::Scored),
         }
     }
 }
 
 impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
-    fn fit_and_score<M, O, T, U>(self, model: M, optim: O) -> Result<Outcome>
+    /// Seeds, builds the model with `build` (see [`Job::run`]), and trains it with the pipeline's
+    /// optimiser.
+    fn train<M, T, U>(self, build: impl FnOnce(&B::Device) -> M) -> Result<RunReport>
+    where
+        M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
+        M::InnerModule: InferenceStep<Input = V, Output = U>,
+        T: TaskOutput,
+        U: TaskOutput,
+        T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
+        U::ItemSync: Adaptor<LossValue>,
+        T::Metrics: MetricRegistration<
+                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<AdamW, M, B>>,
+            > + MetricRegistration<
+                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<Adam, M, B>>,
+            >,
+    {
+        let settings = self.settings;
+        let model = {
+            let _only_we_draw = SEEDING.lock().unwrap_or_else(PoisonError::into_inner);
+            let device = &self.devices[0];
+            pdl_models::seed::<B>(device, settings.seed);
+            build(device)
+        };
+        println!("{model}\n{}", self.about);
+        match self.optimiser {
+            Optimiser::AdamW => {
+                let optim = AdamWConfig::new()
+                    .with_weight_decay(settings.weight_decay as f32)
+                    .with_grad_clipping(settings.clipping())
+                    .init();
+                self.fit_and_score(model, optim)
+            }
+            Optimiser::AdamL2 { epsilon } => {
+                let mut config = AdamConfig::new()
+                    .with_weight_decay(
+                        (settings.weight_decay > 0.0)
+                            .then(|| WeightDecayConfig::new(settings.weight_decay as f32)),
+                    )
+                    .with_grad_clipping(settings.clipping());
+                if let Some(epsilon) = epsilon {
+                    config = config.with_epsilon(epsilon);
+                }
+                self.fit_and_score(model, config.init())
+            }
+        }
+    }
+
+    fn fit_and_score<M, O, T, U>(self, model: M, optim: O) -> Result<RunReport>
     where
         M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
         M::InnerModule: InferenceStep<Input = V, Output = U>,
@@ -266,12 +280,12 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
             &options,
         )?
         .finish(dir, self.train_items, &valid, &test)
-        .map(Outcome::Trained)
     }
 }
 
 impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
-    fn run<M, U>(self, model: M) -> Result<Scores>
+    /// Builds the model with `build`, loads `model.mpk` into it, and scores it.
+    fn run<M, U>(self, build: impl FnOnce(&B::Device) -> M) -> Result<Scores>
     where
         M: AutodiffModule<B>,
         M::InnerModule: InferenceStep<Input = V, Output = U>,
@@ -284,7 +298,7 @@ impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
                 path.display()
             );
         }
-        let model = load_model(model, &path, &self.device)?;
+        let model = load_model(build(&self.device), &path, &self.device)?;
         Ok(evaluate(&model.valid(), &self.test))
     }
 }

@@ -2,7 +2,7 @@
 //! stopping, the renderer (Burn's TUI dashboard in a terminal, [`PlainRenderer`] otherwise), the
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
-use crate::artifacts::{RunReport, Scores, write_json};
+use crate::artifacts::{Recorder, RunReport, Scores, write_json};
 use crate::renderer::PlainRenderer;
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoader;
@@ -29,8 +29,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-pub use crate::artifacts::Recorder;
 
 /// How a training run is set up, beyond its model and data.
 #[derive(Debug, Clone)]
