@@ -187,7 +187,7 @@ fn put_in_place(written: &Path, target: &Path) -> std::io::Result<()> {
 /// The recorder of checkpoints and `model.mpk`: Burn's named MessagePack at full precision, with
 /// each file written whole or not at all. Burn's own recorder writes in place, so a kill in the
 /// middle of a checkpoint would leave a file that `--resume` trips over; this one writes into
-/// `.partial/` beside the file, flushes it to disk, and renames it into place. It stores the same
+/// a `.NAME.partial/` folder beside the file, flushes it to disk, and renames it into place. It stores the same
 /// bytes as Burn's recorder (metadata included), so files load either way.
 #[derive(Debug, Default, Clone)]
 pub struct Recorder(NamedMpkFileRecorder<FullPrecisionSettings>);
@@ -221,7 +221,10 @@ impl<B: Backend> burn::record::Recorder<B> for Recorder {
                 file.display()
             )));
         };
-        let partial = dir.join(".partial").join(name);
+        // One folder per file: Burn saves the model, optimiser and schedule from three threads at
+        // once, so a shared folder could be removed under another writer.
+        let folder = dir.join(format!(".{}.partial", name.to_string_lossy()));
+        let partial = folder.join(name);
         <Mpk as burn::record::Recorder<B>>::save_item(&self.0, item, partial.clone())?;
         let (written, target) = (
             partial.with_extension(extension),
@@ -231,8 +234,7 @@ impl<B: Backend> burn::record::Recorder<B> for Recorder {
         if moved.is_err() {
             std::fs::remove_file(&written).ok();
         }
-        // Gone once empty; another file still being written keeps it.
-        std::fs::remove_dir(dir.join(".partial")).ok();
+        std::fs::remove_dir(&folder).ok();
         moved.map_err(|e| RecorderError::Unknown(format!("cannot write {}: {e}", target.display())))
     }
 
@@ -371,6 +373,31 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["burns.mpk", "ours.mpk"]);
+    }
+
+    #[test]
+    fn files_saved_at_once_from_several_threads_all_land() {
+        // Burn checkpoints the model, the optimiser and the schedule from three threads at once.
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let model = LinearConfig::new(64, 64).init::<B>(&device);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (model, dir) = (model.clone(), dir.path());
+                s.spawn(move || {
+                    for epoch in 0..25 {
+                        let path = dir.join(format!("part{t}-{epoch}"));
+                        model.clone().save_file(&path, &Recorder::new()).unwrap();
+                    }
+                });
+            }
+        });
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 100, "{names:?}");
+        assert!(names.iter().all(|n| n.ends_with(".mpk")), "{names:?}");
     }
 
     #[test]

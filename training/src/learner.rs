@@ -211,12 +211,17 @@ where
             checkpoints.display()
         );
     }
-    // The dashboard resets the stop flag when it closes, but keeps the message.
+    // The dashboard resets the stop flag when it closes, but keeps the message: the user's stop,
+    // or the error that stopped a checkpoint write.
     if interrupter.should_stop() || interrupter.get_message().is_some() {
+        let why = interrupter
+            .get_message()
+            .unwrap_or_else(|| "interrupted".into());
         bail!(
-            "training stopped after epoch {epochs_done} of {}; continue it with --resume \
+            "training stopped after epoch {epochs_done} of {} ({}); continue it with --resume \
              (checkpoints in {})",
             options.num_epochs,
+            why.trim_end_matches('.'),
             checkpoints.display()
         );
     }
