@@ -47,7 +47,7 @@ pub use host::HostValues;
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
 
 /// Seeds the host random draws of the layers built from now on, on this thread (the dropout
-/// masks: see [`dropout`]). The training pipelines call it through `pdl_models::seed`, with the
+/// masks: see [`dropout`]). The training pipelines call it through `pdl_models::seeded`, with the
 /// backend's own seed.
 pub fn seed(seed: u64) {
     dropout::seed(seed);

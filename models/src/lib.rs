@@ -49,10 +49,24 @@ pub use transformer::{
     TransformerClassifierConfig, Vit, VitConfig,
 };
 
-/// Seeds every random draw of a run: the backend's generator (initial weights, Burn's own
-/// dropout, sampling) and the mask streams of the `pdl_kernels` dropout layers built after it on
-/// this thread, so that a run repeats.
-pub fn seed<B: burn::tensor::backend::Backend>(device: &B::Device, seed: u64) {
+/// Seeds every random draw of a run and builds its model with `build`: the backend's generator
+/// (initial weights, Burn's own dropout) and the mask streams of the `pdl_kernels` dropout layers
+/// that `build` makes on this thread take `seed`, so that a run repeats.
+///
+/// The backend's generator is one per process. Seeding and building hold a process-wide lock, so
+/// that a model built beside another (two runs in one process, the tests) draws none of the
+/// other's numbers and gets the weights its seed gives alone. Build every model through here, even
+/// one whose weights are loaded over right after: its draws would move another's.
+pub fn seeded<B: burn::tensor::backend::Backend, M>(
+    device: &B::Device,
+    seed: u64,
+    build: impl FnOnce(&B::Device) -> M,
+) -> M {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_we_draw = BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     B::seed(device, seed);
     pdl_kernels::seed(seed);
+    build(device)
 }

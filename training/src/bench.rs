@@ -125,10 +125,11 @@ impl BackendTask for BenchTask {
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
-        pdl_models::seed::<B>(device, 0);
-        let mut model = ClassicCnnConfig::mnist()
-            .with_conv(Some(self.conv))
-            .init::<B>(device);
+        let mut model = pdl_models::seeded::<B, _>(device, 0, |device| {
+            ClassicCnnConfig::mnist()
+                .with_conv(Some(self.conv))
+                .init::<B>(device)
+        });
         let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
         let train_batch = batch::<B>(TRAIN_BATCH, 1, device);
         let train = steps_per_second(self.budget, || {
@@ -269,9 +270,10 @@ impl BackendTask for GenerationTask {
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> GenerationSpeed {
         let device = &devices[0];
-        pdl_models::seed::<B>(device, 0);
         // Random weights: the speed does not depend on them, and no trained run is needed.
-        let model = self.config.init::<B::InnerBackend>(device);
+        let model = pdl_models::seeded::<B::InnerBackend, _>(device, 0, |device| {
+            self.config.init::<B::InnerBackend>(device)
+        });
         let sampling = Sampling {
             temperature: 1.0,
             top_k: None,

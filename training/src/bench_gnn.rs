@@ -67,8 +67,9 @@ impl BackendTask for Task {
         let batch = GraphBatch::<B>::new(&graph, &all, device);
         let edges = graph.num_edges();
         drop(graph);
-        pdl_models::seed::<B>(device, 0);
-        let mut model = GcnConfig::new(size.features, 10).init::<B>(device);
+        let mut model = pdl_models::seeded::<B, _>(device, 0, |device| {
+            GcnConfig::new(size.features, 10).init::<B>(device)
+        });
         let mut optim = AdamConfig::new().init();
         let mut epoch = || {
             let out = model.step(batch.clone());

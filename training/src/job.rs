@@ -21,10 +21,7 @@ use burn::train::metric::Adaptor;
 use burn::train::{InferenceStep, LearningComponentsMarker, MetricRegistration, TrainStep};
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
-
-/// Held while a run seeds the backend and builds its model: see [`Job::run`].
-static SEEDING: Mutex<()> = Mutex::new(());
+use std::sync::Arc;
 
 /// What to do with a model once its pipeline has built it.
 pub enum Job<'a, B: AutodiffBackend, I, V> {
@@ -174,11 +171,8 @@ where
 {
     /// Builds the model with `build`, then trains and scores it, or loads and scores it.
     ///
-    /// For training, the backend's generator and the host dropout streams take the run's seed
-    /// right before `build` runs, so the weights and masks are the seed's and no pipeline seeds
-    /// on its own. The backend's generator is one per process: seeding and building hold a
-    /// process-wide lock, so that two runs in one process (the tests, `--seeds`) cannot draw from
-    /// each other's stream, and each gets the weights its seed gives alone.
+    /// For training, the model is built through [`pdl_models::seeded`] with the run's seed, so
+    /// the weights and masks are the seed's and no pipeline seeds on its own.
     pub fn run<M, T, U>(self, build: impl FnOnce(&B::Device) -> M) -> Result<Outcome>
     where
         M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
@@ -218,12 +212,7 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
             >,
     {
         let settings = self.settings;
-        let model = {
-            let _only_we_draw = SEEDING.lock().unwrap_or_else(PoisonError::into_inner);
-            let device = &self.devices[0];
-            pdl_models::seed::<B>(device, settings.seed);
-            build(device)
-        };
+        let model = pdl_models::seeded::<B, _>(&self.devices[0], settings.seed, build);
         println!("{model}\n{}", self.about);
         match self.optimiser {
             Optimiser::AdamW => {
@@ -298,7 +287,9 @@ impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
                 path.display()
             );
         }
-        let model = load_model(build(&self.device), &path, &self.device)?;
+        // Built under the seeding lock like any model, though its weights are loaded over.
+        let model = pdl_models::seeded::<B, _>(&self.device, 0, build);
+        let model = load_model(model, &path, &self.device)?;
         Ok(evaluate(&model.valid(), &self.test))
     }
 }

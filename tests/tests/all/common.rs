@@ -154,3 +154,26 @@ pub fn write_text(dir: &Path) {
         std::fs::write(sst.join(file), tsv).unwrap();
     }
 }
+
+/// Runs `body` in a process of its own: this test binary again, running only `test` (its full
+/// name, `module::name`). The backend's generator is one per process, so a test that compares two
+/// runs draw for draw cannot share a process with the tests training beside it.
+pub fn in_a_process_of_its_own(test: &str, body: impl FnOnce()) {
+    const ALONE: &str = "PDL_TEST_ALONE";
+    if std::env::var(ALONE).as_deref() == Ok(test) {
+        return body();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ALONE, test)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test}, in a process of its own:\n{stdout}\n{stderr}"
+    );
+}

@@ -1,7 +1,7 @@
 //! Every experiment end to end on tiny IDX files (the real loader), plus resume, multi-device, and
 //! the errors a person meets: each one line, naming what to fix.
 
-use crate::common::tiny_data_dir;
+use crate::common::{in_a_process_of_its_own, tiny_data_dir};
 use pdl_training::cli::{self, EvalArgs, TrainArgs};
 use pdl_training::experiments::EXPERIMENTS;
 use std::path::Path;
@@ -46,8 +46,17 @@ fn err(args: &TrainArgs) -> String {
     line
 }
 
+/// Also: the same seed repeats a run exactly (weights, dropout masks, data order, so the scores),
+/// in a process of its own (see [`in_a_process_of_its_own`]).
 #[test]
-fn every_experiment_runs_end_to_end_and_evaluates_back() {
+fn every_experiment_runs_end_to_end_evaluates_back_and_repeats() {
+    in_a_process_of_its_own(
+        "experiments::every_experiment_runs_end_to_end_evaluates_back_and_repeats",
+        every_experiment_end_to_end,
+    );
+}
+
+fn every_experiment_end_to_end() {
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     for e in EXPERIMENTS {
@@ -89,6 +98,22 @@ fn every_experiment_runs_end_to_end_and_evaluates_back() {
         let scores = eval(&dir, data.path()).unwrap();
         assert!((scores.headline().1 - value).abs() < 1e-6, "{}", e.name);
         assert!((scores.loss - m["test"]["loss"].as_f64().unwrap()).abs() < 1e-4);
+
+        let again = runs.path().join(format!("{}-again", e.name));
+        cli::train(&TrainArgs {
+            smoke: true,
+            ..args(e.name, data.path(), &again)
+        })
+        .unwrap();
+        // The scores to the last digit of the loss: other weights or masks would move them. (The
+        // saved files differ anyway: Burn gives every parameter a random id.)
+        let n = metrics(&again);
+        assert_eq!(
+            (&n["valid"], &n["test"]),
+            (&m["valid"], &m["test"]),
+            "{}",
+            e.name
+        );
     }
 }
 
@@ -284,6 +309,13 @@ fn two_cpu_devices_train_data_parallel() {
 /// device order, so two runs on two devices repeat exactly however the worker threads interleave.
 #[test]
 fn two_devices_with_the_same_seed_give_the_same_scores() {
+    in_a_process_of_its_own(
+        "experiments::two_devices_with_the_same_seed_give_the_same_scores",
+        two_devices_twice,
+    );
+}
+
+fn two_devices_twice() {
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     let scores = |name: &str| {

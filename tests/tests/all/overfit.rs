@@ -33,6 +33,12 @@ fn fixed_batch() -> ImageBatch<B> {
     ImageBatcher::new(0.13, 0.31).batch(items, &Default::default())
 }
 
+/// A model built the way a run builds one: seeded (0) under the process-wide seeding lock, so
+/// that the tests running beside it cannot move its weights.
+fn built<M>(build: impl FnOnce(&burn::tensor::Device<B>) -> M) -> M {
+    pdl_models::seeded::<B, _>(&Default::default(), 0, build)
+}
+
 fn assert_overfits<M, I: Clone>(mut model: M, batch: I, steps: usize, lr: f64)
 where
     M: TrainStep<Input = I, Output = ClassificationOutput<B>> + AutodiffModule<B>,
@@ -55,7 +61,7 @@ where
 #[test]
 fn mlp_overfits_one_batch() {
     assert_overfits(
-        MlpConfig::mnist().init::<B>(&Default::default()),
+        built(|d| MlpConfig::mnist().init::<B>(d)),
         fixed_batch(),
         30,
         1e-3,
@@ -65,7 +71,7 @@ fn mlp_overfits_one_batch() {
 #[test]
 fn lenet_overfits_one_batch() {
     assert_overfits(
-        LeNet5Config::mnist().init::<B>(&Default::default()),
+        built(|d| LeNet5Config::mnist().init::<B>(d)),
         fixed_batch(),
         40,
         3e-3,
@@ -75,7 +81,7 @@ fn lenet_overfits_one_batch() {
 #[test]
 fn classic_cnn_overfits_one_batch() {
     assert_overfits(
-        ClassicCnnConfig::mnist().init::<B>(&Default::default()),
+        built(|d| ClassicCnnConfig::mnist().init::<B>(d)),
         fixed_batch(),
         30,
         1e-3,
@@ -85,7 +91,7 @@ fn classic_cnn_overfits_one_batch() {
 #[test]
 fn bn_cnn_overfits_one_batch() {
     assert_overfits(
-        BnCnnConfig::mnist().init::<B>(&Default::default()),
+        built(|d| BnCnnConfig::mnist().init::<B>(d)),
         fixed_batch(),
         30,
         3e-3,
@@ -111,26 +117,24 @@ fn fixed_graph() -> GraphBatch<B> {
 
 #[test]
 fn gcn_overfits_one_graph() {
-    let model = GcnConfig::new(16, 4)
-        .with_dropout(0.0)
-        .init::<B>(&Default::default());
+    let model = built(|d| GcnConfig::new(16, 4).with_dropout(0.0).init::<B>(d));
     assert_overfits(model, fixed_graph(), 60, 1e-2);
 }
 
 #[test]
 fn sage_overfits_one_graph() {
-    let model = SageConfig::new(16, 4)
-        .with_dropout(0.0)
-        .init::<B>(&Default::default());
+    let model = built(|d| SageConfig::new(16, 4).with_dropout(0.0).init::<B>(d));
     assert_overfits(model, fixed_graph(), 60, 1e-2);
 }
 
 #[test]
 fn gat_overfits_one_graph() {
-    let model = GatConfig::new(16, 4)
-        .with_dropout(0.0)
-        .with_attention_dropout(0.0)
-        .init::<B>(&Default::default());
+    let model = built(|d| {
+        GatConfig::new(16, 4)
+            .with_dropout(0.0)
+            .with_attention_dropout(0.0)
+            .init::<B>(d)
+    });
     assert_overfits(model, fixed_graph(), 60, 1e-2);
 }
 
@@ -191,22 +195,26 @@ fn recurrent_forecasters_overfit_one_batch() {
         (CellKind::Lstm, CellSource::Burn, false),
         (CellKind::Gru, CellSource::Burn, true),
     ] {
-        let model = RnnForecasterConfig::new(3, 4)
-            .with_cell(cell)
-            .with_source(source)
-            .with_instance_norm(instance_norm)
-            .with_d_hidden(16)
-            .with_dropout(0.0)
-            .init::<B>(&Default::default());
+        let model = built(|d| {
+            RnnForecasterConfig::new(3, 4)
+                .with_cell(cell)
+                .with_source(source)
+                .with_instance_norm(instance_norm)
+                .with_d_hidden(16)
+                .with_dropout(0.0)
+                .init::<B>(d)
+        });
         assert_forecaster_overfits(model, |m, x| m.forward(x), 60);
     }
 }
 
 #[test]
 fn dlinear_overfits_one_batch() {
-    let model = pdl_models::forecast::DLinearConfig::new(12, 4)
-        .with_kernel(5)
-        .init::<B>(&Default::default());
+    let model = built(|d| {
+        pdl_models::forecast::DLinearConfig::new(12, 4)
+            .with_kernel(5)
+            .init::<B>(d)
+    });
     assert_forecaster_overfits(model, |m, x| m.forward(x), 60);
 }
 
@@ -221,11 +229,13 @@ fn char_language_models_overfit_one_batch() {
         .collect();
     let batch = CharBatcher.batch(items, &Default::default());
     for cell in [CellKind::Lstm, CellKind::Gru] {
-        let model = CharRnnConfig::new(13)
-            .with_d_embed(8)
-            .with_d_hidden(32)
-            .with_cell(cell)
-            .init::<B>(&Default::default());
+        let model = built(|d| {
+            CharRnnConfig::new(13)
+                .with_d_embed(8)
+                .with_d_hidden(32)
+                .with_cell(cell)
+                .init::<B>(d)
+        });
         assert_overfits(model, batch.clone(), 40, 1e-2);
     }
 }
@@ -245,12 +255,14 @@ fn sentence_classifiers_overfit_one_batch() {
         .collect();
     let batch = SentenceBatcher { max_len: 16 }.batch(items, &Default::default());
     for pooling in [Pooling::Max, Pooling::Mean, Pooling::Last] {
-        let model = SentenceRnnConfig::new(32, 2)
-            .with_d_embed(16)
-            .with_d_hidden(16)
-            .with_pooling(pooling)
-            .with_dropout(0.0)
-            .init::<B>(&Default::default());
+        let model = built(|d| {
+            SentenceRnnConfig::new(32, 2)
+                .with_d_embed(16)
+                .with_d_hidden(16)
+                .with_pooling(pooling)
+                .with_dropout(0.0)
+                .init::<B>(d)
+        });
         assert_overfits(model, batch.clone(), 40, 1e-2);
     }
 }

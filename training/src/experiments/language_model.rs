@@ -335,10 +335,12 @@ pub fn generate<B: Backend>(
     let model = config.model.with_vocab(vocab.len());
     let (ids, seconds) = match &model {
         LanguageModelConfig::Rnn(c) => {
-            continue_prompt(c.init::<B>(&device), &path, &prompt, request, &device)?
+            let model = pdl_models::seeded::<B, _>(&device, 0, |d| c.init::<B>(d));
+            continue_prompt(model, &path, &prompt, request, &device)?
         }
         LanguageModelConfig::Gpt(c) => {
-            continue_prompt(c.init::<B>(&device), &path, &prompt, request, &device)?
+            let model = pdl_models::seeded::<B, _>(&device, 0, |d| c.init::<B>(d));
+            continue_prompt(model, &path, &prompt, request, &device)?
         }
     };
     Ok(Generated {
