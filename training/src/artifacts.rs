@@ -330,13 +330,11 @@ fn is_running(pid: u32) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// True when `dir` holds a run worth keeping: a trained model or at least one checkpoint. A folder
-/// where a run failed before its first epoch (only `config.json`) can be trained into again.
+/// True when `dir` holds a run worth keeping: a trained model or at least one complete checkpoint.
+/// A folder where a run failed or was killed before its first epoch was saved (`config.json`,
+/// perhaps part of a checkpoint) can be trained into again.
 pub fn holds_a_run(dir: &Path) -> bool {
-    let has_checkpoint = std::fs::read_dir(dir.join("checkpoint"))
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false);
-    has_checkpoint || dir.join("model.mpk").is_file()
+    crate::learner::last_checkpoint(dir).is_some() || dir.join("model.mpk").is_file()
 }
 
 #[cfg(test)]

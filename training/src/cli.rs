@@ -598,9 +598,10 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
 /// The epoch to resume from: the last complete checkpoint, which must be short of `epochs`
 /// (checked before anything is written).
 fn check_resumable(dir: &std::path::Path, epochs: usize) -> Result<usize> {
-    let Some(epoch) = crate::learner::last_checkpoint(dir) else {
+    let Some(epoch) = crate::learner::last_readable_checkpoint(dir) else {
         bail!(
-            "--resume: no complete checkpoint in {}",
+            "--resume: no complete checkpoint in {} (the run stopped before saving its first \
+             epoch); start it again without --resume",
             dir.join("checkpoint").display()
         );
     };

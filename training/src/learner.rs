@@ -5,7 +5,7 @@
 use crate::artifacts::{Recorder, RunReport, Scores, write_json};
 use crate::renderer::PlainRenderer;
 use anyhow::{Context, Result, bail};
-use burn::data::dataloader::DataLoader;
+use burn::data::dataloader::{DataLoader, DataLoaderIterator};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -106,9 +107,18 @@ impl<M> Fitted<M> {
     }
 }
 
-/// The highest epoch with a complete model checkpoint under `dir/checkpoint`.
+/// The highest epoch with a complete checkpoint (model, optimiser and schedule files) under
+/// `dir/checkpoint`.
 pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    let entries = std::fs::read_dir(dir.join("checkpoint")).ok()?;
+    checkpoints(dir).into_iter().max()
+}
+
+/// The epochs with a complete checkpoint (model, optimiser and schedule files) under
+/// `dir/checkpoint`, in no order.
+fn checkpoints(dir: &Path) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(dir.join("checkpoint")) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -119,11 +129,46 @@ pub fn last_checkpoint(dir: &Path) -> Option<usize> {
                 .ok()
         })
         .filter(|epoch| {
-            ["optim", "scheduler"]
+            CHECKPOINT_PARTS
                 .iter()
-                .all(|part| dir.join(format!("checkpoint/{part}-{epoch}.mpk")).is_file())
+                .all(|part| checkpoint_file(dir, part, *epoch).is_file())
         })
-        .max()
+        .collect()
+}
+
+/// The files of one epoch's checkpoint.
+const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
+
+fn checkpoint_file(dir: &Path, part: &str, epoch: usize) -> PathBuf {
+    dir.join(format!("checkpoint/{part}-{epoch}.mpk"))
+}
+
+/// The checkpoint a resumed run starts from: the newest complete one whose files all read through
+/// to the end. A damaged newer one (truncated or garbled on disk: the writes here are
+/// whole-or-nothing, the disk under them may not be) is skipped with a one-line note naming the
+/// file, and is overwritten when training reaches its epoch again.
+pub fn last_readable_checkpoint(dir: &Path) -> Option<usize> {
+    let mut epochs = checkpoints(dir);
+    epochs.sort_unstable_by(|a, b| b.cmp(a));
+    epochs.into_iter().find(|&epoch| {
+        CHECKPOINT_PARTS.iter().all(|part| {
+            let path = checkpoint_file(dir, part, epoch);
+            let read = std::fs::File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|file| {
+                    let reader = std::io::BufReader::new(file);
+                    rmp_serde::from_read::<_, serde::de::IgnoredAny>(reader)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(why) = &read {
+                println!(
+                    "note: skipping the checkpoint of epoch {epoch}: {} is damaged ({why})",
+                    path.display()
+                );
+            }
+            read.is_ok()
+        })
+    })
 }
 
 /// Trains a model with Burn's `SupervisedTraining`, checkpointing every epoch into `dir`.
@@ -160,6 +205,7 @@ where
 {
     let clock = EpochClock::start(dir, options.resume_from.unwrap_or(0));
     let model = materialize(model);
+    let train = Replaying::wrap(train, options.resume_from.unwrap_or(0));
     let interrupter = Interrupter::new();
     let diverged = Arc::new(Mutex::new(None));
     let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
@@ -246,6 +292,67 @@ where
         }
     }
     Ok(fitted)
+}
+
+/// The training loader of a resumed run: its first pass makes and drops the batches of the epochs
+/// already done, then starts the next one, so that the run sees the data an uninterrupted one
+/// would. Burn's loader shuffles with a generator that moves on at every epoch, and a batcher may
+/// draw per batch (augmentation); the checkpoint brings back the weights, the optimiser's state
+/// and the schedule, this brings back the data. Burn forks the loader for each device (and splits
+/// it across several) inside the learner, so the replay travels with each fork and happens on the
+/// loader that trains. Making the batches costs a small part of training on them.
+///
+/// Not restored: the masks of dropout layers (a layer's stream is not part of Burn's record, and
+/// Burn's own dropout draws from the backend's generator, which cannot be read back), and with
+/// several devices the order of augmentation draws (one batcher, its batches made device by
+/// device). Such a run resumes with the right weights, data order and schedule, and new draws.
+struct Replaying<B: Backend, O> {
+    inner: Arc<dyn DataLoader<B, O>>,
+    epochs: AtomicUsize,
+}
+
+impl<B: Backend, O: 'static> Replaying<B, O> {
+    fn wrap(inner: Arc<dyn DataLoader<B, O>>, epochs: usize) -> Arc<dyn DataLoader<B, O>> {
+        Arc::new(Self {
+            inner,
+            epochs: AtomicUsize::new(epochs),
+        })
+    }
+}
+
+impl<B: Backend, O: 'static> DataLoader<B, O> for Replaying<B, O> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
+        let epochs = self.epochs.swap(0, Ordering::Relaxed);
+        if epochs > 0 {
+            let started = Instant::now();
+            for _ in 0..epochs {
+                self.inner.iter().for_each(drop);
+            }
+            println!(
+                "replayed the data order of epochs 1-{epochs} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        self.inner.iter()
+    }
+
+    fn num_items(&self) -> usize {
+        self.inner.num_items()
+    }
+
+    fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, O>> {
+        Self::wrap(
+            self.inner.to_device(device),
+            self.epochs.load(Ordering::Relaxed),
+        )
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, O>> {
+        Self::wrap(
+            self.inner.slice(start, end),
+            self.epochs.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The epoch with the lowest mean valid loss among `(epoch, loss)` batch records, considering only

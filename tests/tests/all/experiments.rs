@@ -197,6 +197,97 @@ fn an_interrupted_run_resumes_from_its_last_checkpoint() {
     assert!(done.contains("already holds 2 of 2 epochs"), "{done}");
 }
 
+/// The `pdl` binary beside this test binary (`cargo test --workspace` builds it).
+fn pdl_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let pdl = exe.parent().unwrap().parent().unwrap().join("pdl");
+    assert!(
+        pdl.is_file(),
+        "{}: not built (cargo build -p pdl-training)",
+        pdl.display()
+    );
+    pdl
+}
+
+/// A run killed for real (SIGKILL, as a crash or `kill -9`) mid-run and resumed ends with the
+/// scores of the same run left alone: the data order is replayed, and the weights, optimiser
+/// state and schedule come back from the checkpoint. The model has no dropout: its masks are not
+/// restored (see `fit` in training/src/learner.rs).
+#[test]
+fn a_run_killed_mid_epoch_and_resumed_ends_with_the_uninterrupted_scores() {
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    crate::common::write_mnist_style(&data.path().join("mnist"), 3000, 200);
+    let runs = tempfile::tempdir().unwrap();
+    let config = runs.path().join("mlp.json");
+    let pdl_training::experiments::ExperimentConfig::Image(c) =
+        (pdl_training::experiments::find("mnist-mlp").unwrap().preset)()
+    else {
+        panic!("mnist-mlp is an image experiment")
+    };
+    let mut v = serde_json::to_value(c).unwrap();
+    v["model"]["Mlp"]["dropout"] = 0.0.into();
+    (v["valid_size"], v["num_epochs"], v["batch_size"]) = (200.into(), 4.into(), 32.into());
+    std::fs::write(&config, v.to_string()).unwrap();
+    let pdl = |dir: &Path, extra: &[&str]| {
+        let mut command = Command::new(pdl_binary());
+        command
+            .args([
+                "train",
+                "mnist-mlp",
+                "--plain",
+                "--offline",
+                "--backend",
+                "flex",
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--artifact-dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let config_flag = ["--config", config.to_str().unwrap()];
+    let finish = |mut command: Command| {
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+    };
+
+    let whole = runs.path().join("whole");
+    finish(pdl(&whole, &config_flag));
+
+    let killed = runs.path().join("killed");
+    let mut child = pdl(&killed, &config_flag).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let epoch_1_saved = || {
+        ["model", "optim", "scheduler"]
+            .iter()
+            .all(|part| killed.join(format!("checkpoint/{part}-1.mpk")).is_file())
+    };
+    while !epoch_1_saved() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint after 2 min"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !killed.join("model.mpk").exists(),
+        "the run finished before the kill: give it more epochs"
+    );
+    finish(pdl(&killed, &["--resume"]));
+
+    let m = metrics(&killed);
+    assert_eq!(m["epochs"], 4);
+    let whole = metrics(&whole);
+    assert_eq!((&m["valid"], &m["test"]), (&whole["valid"], &whole["test"]));
+}
+
 /// A run folder has one writer: a live holder's lock stops a second run, a dead one's is taken
 /// over, and the lock goes when the run ends. Files are renamed into place, so no partial file is
 /// left behind.
@@ -257,21 +348,63 @@ fn a_second_writer_is_refused_and_a_stale_lock_is_taken_over() {
 }
 
 #[test]
-fn a_run_that_failed_before_its_first_epoch_can_be_started_again() {
+fn a_run_that_stopped_before_its_first_checkpoint_can_be_started_again() {
     let data = tiny_data_dir();
     let runs = tempfile::tempdir().unwrap();
     let dir = runs.path().join("run");
     let empty = tempfile::tempdir().unwrap();
-    let missing = err(&TrainArgs {
+    let smoke = |data: &Path| TrainArgs {
         smoke: true,
-        ..args("mnist-cnn", empty.path(), &dir)
-    });
+        ..args("mnist-cnn", data, &dir)
+    };
+    let missing = err(&smoke(empty.path()));
     assert!(missing.contains("MNIST not found"), "{missing}");
-    cli::train(&TrainArgs {
-        smoke: true,
+    cli::train(&smoke(data.path())).unwrap();
+    // As if killed between the first checkpoint's files: the model's is there, not the others.
+    for f in ["model.mpk", "metrics.json", "checkpoint/optim-1.mpk"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let resume = err(&TrainArgs {
+        resume: true,
         ..args("mnist-cnn", data.path(), &dir)
+    });
+    assert!(
+        resume.contains("no complete checkpoint") && resume.contains("without --resume"),
+        "{resume}"
+    );
+    cli::train(&smoke(data.path())).unwrap();
+    assert!(dir.join("checkpoint/optim-1.mpk").is_file());
+}
+
+/// A newest checkpoint damaged on disk (here: cut short) is skipped: the run resumes from the one
+/// before, and trains the damaged epoch again.
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_on_resume() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("run");
+    let base = TrainArgs {
+        config: Some(tiny_config(runs.path())),
+        ..args("mnist-mlp", data.path(), &dir)
+    };
+    cli::train(&base).unwrap();
+    let newest = dir.join("checkpoint/optim-2.mpk");
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let epoch2_log = dir.join("train/epoch-2/Loss.log");
+    let before = std::fs::metadata(&epoch2_log).unwrap().modified().unwrap();
+    cli::train(&TrainArgs {
+        resume: true,
+        config: None,
+        epochs: Some(3),
+        ..base
     })
     .unwrap();
+    assert_eq!(metrics(&dir)["epochs"], 3);
+    let after = std::fs::metadata(&epoch2_log).unwrap().modified().unwrap();
+    assert!(after > before, "epoch 2 was not trained again");
+    let bytes_now = std::fs::read(&newest).unwrap();
+    assert!(bytes_now.len() > bytes.len() / 2, "the damaged file stayed");
 }
 
 #[test]
