@@ -17,6 +17,8 @@ pub mod augment;
 pub mod batcher;
 pub mod download;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod graph;
 pub mod idx;
 pub mod mnist;

@@ -891,6 +891,83 @@ fn mnist_vit() -> ExperimentConfig {
 mod tests {
     use super::*;
 
+    /// Replaces a random node of `v` (or a key of an object) with something a hand-edited or
+    /// damaged config might hold: another type, zero, a negative, a huge or a fractional number.
+    fn mutate_json(v: &mut serde_json::Value, rng: &mut pdl_datasets::SplitMix64) {
+        use serde_json::{Value, json};
+        let mut node = v;
+        loop {
+            let children = match &*node {
+                Value::Object(m) => m.len(),
+                Value::Array(a) => a.len(),
+                _ => 0,
+            };
+            if children == 0 || rng.below(4) == 0 {
+                break;
+            }
+            let i = rng.below(children);
+            node = match node {
+                Value::Object(m) => m.values_mut().nth(i).unwrap(),
+                Value::Array(a) => &mut a[i],
+                _ => unreachable!(),
+            };
+        }
+        if let Value::Object(m) = node
+            && !m.is_empty()
+            && rng.below(2) == 0
+        {
+            let key = m.keys().nth(rng.below(m.len())).unwrap().clone();
+            match rng.below(2) {
+                0 => drop(m.remove(&key)),
+                _ => drop(m.insert(format!("{key}_"), json!(1))),
+            }
+            return;
+        }
+        let replacements = [
+            json!(null),
+            json!(true),
+            json!("x"),
+            json!(-1),
+            json!(0),
+            json!(1),
+            json!(3),
+            json!(0.5),
+            json!(-0.5),
+            json!(1e300),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!([]),
+            json!({}),
+            json!({"Relu": null}),
+        ];
+        *node = replacements[rng.below(replacements.len())].clone();
+    }
+
+    /// Random edits of every preset's config file load as a config or fail with an error; none
+    /// panics, in loading or in the checks that run before training (`validate`, the overrides).
+    #[test]
+    fn edited_config_files_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut rng = pdl_datasets::SplitMix64::new(1);
+        for e in EXPERIMENTS {
+            let preset: serde_json::Value = serde_json::from_str(&(e.preset)().to_json()).unwrap();
+            for case in 0..150 {
+                let mut v = preset.clone();
+                for _ in 0..1 + rng.below(3) {
+                    mutate_json(&mut v, &mut rng);
+                }
+                std::fs::write(&path, v.to_string()).unwrap();
+                let checked = std::panic::catch_unwind(|| {
+                    if let Ok(c) = ExperimentConfig::load(e, &path) {
+                        drop(c.apply(&Overrides::default()));
+                    }
+                });
+                assert!(checked.is_ok(), "{}: case {case} panicked on {v}", e.name);
+            }
+        }
+    }
+
     #[test]
     fn names_are_unique_and_presets_match_their_names() {
         for (i, e) in EXPERIMENTS.iter().enumerate() {
