@@ -17,6 +17,7 @@ use burn::tensor::backend::Backend;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Where a run reads data and writes artifacts, and how.
 #[derive(Debug, Clone)]
@@ -170,27 +171,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.partial"));
     std::fs::write(&tmp, bytes)
-        .and_then(|()| put_in_place(&tmp, path))
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
             std::fs::remove_file(&tmp).ok();
             anyhow::anyhow!("cannot write {}: {e}", path.display())
         })
 }
 
-/// Flushes the finished file `written` to disk, then renames it over `target`: the last step of
-/// every whole-or-nothing write here.
-fn put_in_place(written: &Path, target: &Path) -> std::io::Result<()> {
-    std::fs::File::open(written)?.sync_all()?;
-    std::fs::rename(written, target)
-}
-
 /// The recorder of checkpoints and `model.mpk`: Burn's named MessagePack at full precision, with
 /// each file written whole or not at all. Burn's own recorder writes in place, so a kill in the
-/// middle of a checkpoint would leave a file that `--resume` trips over; this one writes into
-/// a `.NAME.partial/` folder beside the file, flushes it to disk, and renames it into place. It stores the same
-/// bytes as Burn's recorder (metadata included), so files load either way.
+/// middle of a checkpoint would leave a file that `--resume` trips over; this one encodes the
+/// record in memory with the encoder Burn's uses (the same bytes, metadata included, so files load
+/// either way) and hands them to [`write_atomic`]. A write that fails (a full disk) is kept, so
+/// that the run's error can name the file and the cause, which Burn's checkpointer reports only as
+/// a stop.
 #[derive(Debug, Default, Clone)]
-pub struct Recorder(NamedMpkFileRecorder<FullPrecisionSettings>);
+pub struct Recorder {
+    burns: Mpk,
+    failure: Arc<Mutex<Option<String>>>,
+}
 
 type Mpk = NamedMpkFileRecorder<FullPrecisionSettings>;
 
@@ -198,6 +198,11 @@ impl Recorder {
     /// The recorder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The first write that failed, as `cannot write PATH: CAUSE`; shared by the recorder's clones.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok()?.clone()
     }
 }
 
@@ -214,32 +219,24 @@ impl<B: Backend> burn::record::Recorder<B> for Recorder {
     }
 
     fn save_item<I: Serialize>(&self, item: I, file: PathBuf) -> Result<(), RecorderError> {
-        let extension = <Mpk as FileRecorder<B>>::file_extension();
-        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
-            return Err(RecorderError::Unknown(format!(
-                "{}: not a file path",
-                file.display()
-            )));
-        };
-        // One folder per file: Burn saves the model, optimiser and schedule from three threads at
-        // once, so a shared folder could be removed under another writer.
-        let folder = dir.join(format!(".{}.partial", name.to_string_lossy()));
-        let partial = folder.join(name);
-        <Mpk as burn::record::Recorder<B>>::save_item(&self.0, item, partial.clone())?;
-        let (written, target) = (
-            partial.with_extension(extension),
-            file.with_extension(extension),
-        );
-        let moved = put_in_place(&written, &target);
-        if moved.is_err() {
-            std::fs::remove_file(&written).ok();
-        }
-        std::fs::remove_dir(&folder).ok();
-        moved.map_err(|e| RecorderError::Unknown(format!("cannot write {}: {e}", target.display())))
+        let mut bytes = Vec::new();
+        rmp_serde::encode::write_named(&mut bytes, &item)
+            .map_err(|e| RecorderError::Unknown(e.to_string()))?;
+        let path = file.with_extension(<Mpk as FileRecorder<B>>::file_extension());
+        let parent = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))
+            .and_then(|()| write_atomic(&path, &bytes))
+            .map_err(|e| {
+                if let Ok(mut failure) = self.failure.lock() {
+                    failure.get_or_insert_with(|| e.to_string());
+                }
+                RecorderError::Unknown(e.to_string())
+            })
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
-        <Mpk as burn::record::Recorder<B>>::load_item(&self.0, file)
+        <Mpk as burn::record::Recorder<B>>::load_item(&self.burns, file)
     }
 }
 

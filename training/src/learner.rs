@@ -207,6 +207,7 @@ where
     let model = materialize(model);
     let train = Replaying::wrap(train, options.resume_from.unwrap_or(0));
     let interrupter = Interrupter::new();
+    let recorder = Recorder::new();
     let diverged = Arc::new(Mutex::new(None));
     let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
     let valid_losses: LossLog = Arc::default();
@@ -215,7 +216,7 @@ where
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train(guard("training"))
         .metric_valid(guard("validation").recording(valid_losses.clone()))
-        .with_file_checkpointer(Recorder::new())
+        .with_file_checkpointer(recorder.clone())
         .with_interrupter(interrupter.clone())
         .num_epochs(options.num_epochs)
         .summary();
@@ -258,16 +259,20 @@ where
         );
     }
     // The dashboard resets the stop flag when it closes, but keeps the message: the user's stop,
-    // or the error that stopped a checkpoint write.
+    // or Burn's word for a checkpoint write that failed (the recorder has the file and cause).
     if interrupter.should_stop() || interrupter.get_message().is_some() {
-        let why = interrupter
-            .get_message()
+        let why = recorder
+            .failure()
+            .or_else(|| interrupter.get_message())
             .unwrap_or_else(|| "interrupted".into());
+        let why = why.trim_end_matches('.');
+        if epochs_done == 0 {
+            bail!("training stopped before its first checkpoint ({why}); start it again");
+        }
         bail!(
-            "training stopped after epoch {epochs_done} of {} ({}); continue it with --resume \
+            "training stopped after epoch {epochs_done} of {} ({why}); continue it with --resume \
              (checkpoints in {})",
             options.num_epochs,
-            why.trim_end_matches('.'),
             checkpoints.display()
         );
     }

@@ -288,6 +288,63 @@ fn a_run_killed_mid_epoch_and_resumed_ends_with_the_uninterrupted_scores() {
     assert_eq!((&m["valid"], &m["test"]), (&whole["valid"], &whole["test"]));
 }
 
+/// A disk that fills up mid-run (here: a file-size limit, `ulimit -f`, with SIGXFSZ ignored so
+/// that a write fails as on a full disk) stops the run with a one-line error naming the file, and
+/// damages nothing saved before: the run resumes from its last checkpoint once there is room.
+#[test]
+fn a_full_disk_is_a_one_line_error_and_loses_nothing_saved() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("run");
+    let config = tiny_config(runs.path());
+    let pdl = |limit_kib: Option<u64>, extra: &str| {
+        let limit = limit_kib.map_or(String::new(), |k| format!("trap '' XFSZ; ulimit -f {k}; "));
+        let script = format!(
+            "{limit}exec '{}' train mnist-mlp --plain --offline --backend flex --data-dir '{}' \
+             --artifact-dir '{}' {extra}",
+            pdl_binary().display(),
+            data.path().display(),
+            dir.display()
+        );
+        std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    };
+    let first = pdl(None, &format!("--config '{}' --epochs 1", config.display()));
+    assert!(first.status.success(), "{first:?}");
+    // (config.json is rewritten by the resume, with its new epoch count.)
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = [
+        "checkpoint/model-1.mpk",
+        "checkpoint/optim-1.mpk",
+        "metrics.json",
+        "model.mpk",
+    ]
+    .iter()
+    .map(|f| (dir.join(f), std::fs::read(dir.join(f)).unwrap()))
+    .collect();
+
+    // The MLP's checkpoint is megabytes: 512 KiB lets the small files through, not it.
+    let full = pdl(Some(512), "--resume --epochs 2");
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("-2.mpk") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    for (path, bytes) in &saved {
+        assert!(
+            std::fs::read(path).unwrap() == *bytes,
+            "{} changed",
+            path.display()
+        );
+    }
+    let again = pdl(None, "--resume --epochs 2");
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(metrics(&dir)["epochs"], 2);
+}
+
 /// A run folder has one writer: a live holder's lock stops a second run, a dead one's is taken
 /// over, and the lock goes when the run ends. Files are renamed into place, so no partial file is
 /// left behind.
