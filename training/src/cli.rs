@@ -36,6 +36,15 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure training and inference images/s of the classic MNIST net on each backend.
     Bench(crate::bench::BenchArgs),
+    /// Draw a run's learning curves into <artifact-dir>/curves.png (training does it at its end).
+    Plot(PlotArgs),
+}
+
+/// Options of `pdl plot`.
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// A run's artifact directory (holding Burn's train/ and valid/ logs).
+    pub artifact_dir: PathBuf,
 }
 
 /// Options of `pdl list`.
@@ -185,6 +194,13 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Plot(args) => {
+            println!(
+                "{}",
+                crate::plots::write_curves(&args.artifact_dir)?.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -578,6 +594,11 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             rerun: Rerun::now(config.seed(), backend),
         },
     )?;
+    // The run is saved; a plot that cannot be drawn is a note, not a failed run.
+    match crate::plots::write_curves(&dir) {
+        Ok(path) => println!("learning curves in {}", path.display()),
+        Err(e) => println!("note: no learning curves: {}", one_line(&e)),
+    }
     println!(
         "{}: test {}, valid {}, after {} epochs in {:.1} s; artifacts in {}{}",
         experiment.name,

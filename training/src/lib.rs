@@ -15,6 +15,7 @@ pub mod cli;
 pub mod experiments;
 pub mod job;
 pub mod learner;
+pub mod plots;
 pub mod renderer;
 pub mod schedule;
 pub mod settings;

@@ -31,6 +31,8 @@ enum Cmd {
     Generate(launch::PassThrough),
     /// Throughput per backend: `cargo xtask bench [--backend flex,ndarray] [--model gcn]`.
     Bench(launch::PassThrough),
+    /// Draw a run's learning curves: `cargo xtask plot runs/mnist-cnn` writes its curves.png.
+    Plot(launch::PassThrough),
 }
 
 fn main() -> Result<()> {
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
         Cmd::Eval(a) => launch::pdl("eval", a),
         Cmd::Generate(a) => launch::pdl("generate", a),
         Cmd::Bench(a) => launch::pdl("bench", a),
+        Cmd::Plot(a) => launch::pdl("plot", a),
     }?;
     std::process::exit(status);
 }

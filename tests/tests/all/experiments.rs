@@ -117,6 +117,18 @@ fn every_experiment_end_to_end() {
     }
 }
 
+/// A PNG's width, height and number of distinct colours, decoded (never compared pixel by pixel).
+fn decode_png(path: &Path) -> (u32, u32, usize) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let step = info.color_type.samples();
+    let colours: std::collections::HashSet<&[u8]> =
+        pixels[..info.buffer_size()].chunks_exact(step).collect();
+    (info.width, info.height, colours.len())
+}
+
 /// A two-epoch mnist-mlp config whose valid split fits the tiny set.
 fn tiny_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tiny.json");
@@ -189,6 +201,10 @@ fn an_interrupted_run_resumes_from_its_last_checkpoint() {
     assert_eq!(epoch1_now, epoch1_written);
     assert!(dir.join("train/epoch-2/Loss.log").is_file());
     assert!(dir.join("valid/epoch-2/Loss.log").is_file());
+    // The learning curves cover both invocations: loss and accuracy panels, the rate beneath.
+    let (width, height, colours) = decode_png(&dir.join("curves.png"));
+    assert_eq!((width, height), (1000, 2 * 330 + 220));
+    assert!(colours > 50, "{colours} colours: a blank picture?");
 
     let done = err(&TrainArgs {
         epochs: Some(2),

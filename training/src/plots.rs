@@ -1,0 +1,314 @@
+//! Learning curves of a run, drawn from the logs Burn's learner leaves in its folder (d2l draws one
+//! under every training cell; lecture 2 reads the generalisation gap off it).
+//!
+//! `curves.png` has up to three panels sharing the epoch axis: the mean loss per epoch on the
+//! training and validation sets, the gap between them shaded and the epoch of lowest validation
+//! loss marked; the task's other metric (accuracy for a classifier) the same way; and the
+//! learning rate of every optimiser step beneath. Each epoch's value is the mean over its batches,
+//! weighted by batch size, which is what the dashboard shows at the end of the epoch.
+//!
+//! Burn writes `<run>/<split>/epoch-<n>/<Metric>.log`, one `value,count` line per batch. Text is
+//! drawn with the DejaVu Sans font in `training/assets/` (its licence beside it), so a plot needs
+//! no font library on the machine.
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Per-epoch means of one metric on one split, `(epoch, mean)` in epoch order.
+type Curve = Vec<(usize, f64)>;
+
+/// The metric logs of a split, by file stem, that are not the loss, the guard or the rate.
+fn other_metrics(dir: &Path, split: &str) -> Vec<String> {
+    let first = dir.join(split).join("epoch-1");
+    let Ok(entries) = std::fs::read_dir(first) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log").map(str::to_owned)
+        })
+        .filter(|n| !["Loss", "Loss_is_finite", "Learning_Rate"].contains(&n.as_str()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The epochs logged under `dir/split`, ascending.
+fn epochs(dir: &Path, split: &str) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(dir.join(split)) else {
+        return Vec::new();
+    };
+    let mut epochs: Vec<usize> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("epoch-")?.parse().ok()
+        })
+        .collect();
+    epochs.sort_unstable();
+    epochs
+}
+
+/// The `value,count` lines of one log file. A line that is not two numbers is an error naming
+/// the file and line (a log cut short by a kill ends without a newline and is read up to there).
+fn read_log(path: &Path) -> Result<Vec<(f64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let parsed = line.split_once(',').and_then(|(v, n)| {
+                Some((v.trim().parse::<f64>().ok()?, n.trim().parse::<f64>().ok()?))
+            });
+            parsed.with_context(|| {
+                format!(
+                    "{} line {}: not 'value,count': {line:?}",
+                    path.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+/// The batch-size-weighted mean of `metric` per epoch on `split`; epochs without the log are left
+/// out.
+fn curve(dir: &Path, split: &str, metric: &str) -> Result<Curve> {
+    let mut points = Vec::new();
+    for epoch in epochs(dir, split) {
+        let path = dir.join(format!("{split}/epoch-{epoch}/{metric}.log"));
+        if !path.is_file() {
+            continue;
+        }
+        let rows = read_log(&path)?;
+        let weight: f64 = rows.iter().map(|r| r.1).sum();
+        if weight > 0.0 {
+            points.push((epoch, rows.iter().map(|r| r.0 * r.1).sum::<f64>() / weight));
+        }
+    }
+    Ok(points)
+}
+
+/// The learning rate of every optimiser step, numbered from 1, with the epoch it belongs to as a
+/// fraction (`epoch - 1 + step / steps`) so that it shares the epoch axis.
+fn learning_rates(dir: &Path) -> Result<Vec<(f64, f64)>> {
+    let mut points = Vec::new();
+    for epoch in epochs(dir, "train") {
+        let path = dir.join(format!("train/epoch-{epoch}/Learning_Rate.log"));
+        if !path.is_file() {
+            continue;
+        }
+        let rows = read_log(&path)?;
+        let steps = rows.len() as f64;
+        points.extend(
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| (epoch as f64 - 1.0 + (i + 1) as f64 / steps, r.0)),
+        );
+    }
+    Ok(points)
+}
+
+/// The font every label is drawn in.
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .unwrap_or_else(|_| unreachable!("the bundled font parses"));
+    });
+}
+
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const VALID: RGBColor = RGBColor(214, 39, 40);
+
+/// Draws `curves.png` into the run folder `dir` from its logs and returns its path.
+pub fn write_curves(dir: &Path) -> Result<PathBuf> {
+    let loss = (curve(dir, "train", "Loss")?, curve(dir, "valid", "Loss")?);
+    if loss.0.is_empty() {
+        bail!(
+            "{}: no training logs (train/epoch-N/Loss.log); is it a run folder?",
+            dir.display()
+        );
+    }
+    let mut panels = vec![("Loss".to_string(), loss.0, loss.1)];
+    let valid_metrics = other_metrics(dir, "valid");
+    for metric in other_metrics(dir, "train") {
+        if valid_metrics.contains(&metric) {
+            let (train, valid) = (curve(dir, "train", &metric)?, curve(dir, "valid", &metric)?);
+            panels.push((metric.replace('_', " "), train, valid));
+        }
+    }
+    panels.truncate(2);
+    let rates = learning_rates(dir)?;
+    let last_epoch = panels[0].1.last().map_or(1, |p| p.0).max(1) as f64;
+    let best = panels[0]
+        .2
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|p| p.0);
+
+    register_font();
+    let path = dir.join("curves.png");
+    let height = 330 * panels.len() as u32 + if rates.is_empty() { 0 } else { 220 };
+    let area = BitMapBackend::new(&path, (1000, height)).into_drawing_area();
+    let draw = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>| -> Result<()> {
+        area.fill(&WHITE)?;
+        let mut rest = area.clone();
+        for (name, train, valid) in &panels {
+            let (top, bottom) = rest.split_vertically(330);
+            rest = bottom;
+            draw_panel(&top, name, train, valid, best, last_epoch)?;
+        }
+        if !rates.is_empty() {
+            draw_rates(&rest, &rates, last_epoch)?;
+        }
+        area.present()?;
+        Ok(())
+    };
+    let drawn = draw(&area).map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()));
+    drop(area);
+    drawn.map(|()| path)
+}
+
+/// One metric: the training and validation curves, the gap between them shaded, the best epoch
+/// (lowest validation loss) as a dashed vertical line.
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    name: &str,
+    train: &Curve,
+    valid: &Curve,
+    best: Option<usize>,
+    last_epoch: f64,
+) -> Result<()> {
+    let values = train
+        .iter()
+        .chain(valid)
+        .map(|p| p.1)
+        .filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let pad = ((hi - lo) * 0.08).max(hi.abs() * 1e-3).max(1e-9);
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("{name} per epoch"), ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.5..last_epoch + 0.5, lo - pad..hi + pad)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(name)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(WHITE.mix(0.0))
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    // The gap: the polygon between the two curves over the epochs both have.
+    let both: Vec<(f64, f64, f64)> = train
+        .iter()
+        .filter_map(|&(e, t)| valid.iter().find(|v| v.0 == e).map(|v| (e as f64, t, v.1)))
+        .collect();
+    if both.len() > 1 {
+        let outline = both
+            .iter()
+            .map(|&(e, t, _)| (e, t))
+            .chain(both.iter().rev().map(|&(e, _, v)| (e, v)));
+        chart.draw_series(std::iter::once(Polygon::new(
+            outline.collect::<Vec<_>>(),
+            VALID.mix(0.12).filled(),
+        )))?;
+    }
+    for (curve, color, label) in [(train, TRAIN, "train"), (valid, VALID, "valid")] {
+        let points: Vec<(f64, f64)> = curve.iter().map(|&(e, v)| (e as f64, v)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    if let Some(best) = best {
+        let x = best as f64;
+        let dashes = (0..20).map(|i| {
+            let y = |k: f64| lo - pad + (hi - lo + 2.0 * pad) * k / 20.0;
+            PathElement::new([(x, y(i as f64)), (x, y(i as f64 + 0.5))], BLACK.mix(0.5))
+        });
+        chart
+            .draw_series(dashes)?
+            .label(format!("lowest valid loss: epoch {best}"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.5)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
+
+/// The learning rate of every optimiser step.
+fn draw_rates(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    rates: &[(f64, f64)],
+    last_epoch: f64,
+) -> Result<()> {
+    let hi = rates.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
+    let mut chart = ChartBuilder::on(area)
+        .caption("Learning rate per step", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.5..last_epoch + 0.5, 0.0..hi * 1.08)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_labels(5)
+        .light_line_style(WHITE.mix(0.0))
+        .label_style(("sans-serif", 14))
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        rates.iter().copied(),
+        BLACK.stroke_width(1),
+    ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, file: &str, text: &str) {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn epoch_means_are_weighted_by_batch_size() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "train/epoch-1/Loss.log", "2.0,3\n1.0,1\n");
+        write(dir.path(), "train/epoch-2/Loss.log", "0.5,2\n");
+        write(dir.path(), "train/epoch-10/Loss.log", "0.25,2");
+        let c = curve(dir.path(), "train", "Loss").unwrap();
+        assert_eq!(c, vec![(1, 1.75), (2, 0.5), (10, 0.25)]);
+    }
+
+    #[test]
+    fn a_garbled_log_line_is_an_error_naming_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "train/epoch-1/Loss.log", "2.0,3\n1.0\n");
+        let e = curve(dir.path(), "train", "Loss").unwrap_err().to_string();
+        assert!(e.contains("epoch-1/Loss.log line 2"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = write_curves(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("no training logs"), "{e}");
+    }
+}
