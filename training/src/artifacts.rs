@@ -39,7 +39,7 @@ pub struct RunContext {
 }
 
 /// A split's scores: the mean loss, and the task's own measure.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Scores {
     /// Mean loss per example: cross-entropy for a classifier (nats), MSE for a regression.
     pub loss: f64,
@@ -51,6 +51,10 @@ pub struct Scores {
     pub mae: Option<f64>,
     /// Number of examples scored.
     pub count: usize,
+    /// Classification: `confusion[true class][predicted class]` examples (drawn into
+    /// `confusion.png`, not written to `metrics.json`).
+    #[serde(skip)]
+    pub confusion: Option<Vec<Vec<usize>>>,
 }
 
 impl Scores {

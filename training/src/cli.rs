@@ -462,8 +462,18 @@ pub fn train_seeds(args: &TrainArgs, n: usize) -> Result<SeedRuns> {
             ..args.clone()
         })?);
     }
-    let valid = Spread::of(&runs.iter().map(|r| r.report.valid).collect::<Vec<_>>());
-    let test = Spread::of(&runs.iter().map(|r| r.report.test).collect::<Vec<_>>());
+    let valid = Spread::of(
+        &runs
+            .iter()
+            .map(|r| r.report.valid.clone())
+            .collect::<Vec<_>>(),
+    );
+    let test = Spread::of(
+        &runs
+            .iter()
+            .map(|r| r.report.test.clone())
+            .collect::<Vec<_>>(),
+    );
     let per_seed: Vec<serde_json::Value> = runs
         .iter()
         .zip(&seeds)
@@ -588,16 +598,25 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             wall_seconds: report.wall_seconds,
             train_items: report.train_items,
             smoke: config.smoke(),
-            valid: report.valid,
-            test: report.test,
-            baseline: report.baseline,
+            valid: report.valid.clone(),
+            test: report.test.clone(),
+            baseline: report.baseline.clone(),
             rerun: Rerun::now(config.seed(), backend),
         },
     )?;
     // The run is saved; a plot that cannot be drawn is a note, not a failed run.
-    match crate::plots::write_curves(&dir) {
-        Ok(path) => println!("learning curves in {}", path.display()),
-        Err(e) => println!("note: no learning curves: {}", one_line(&e)),
+    let plot = |what: &str, draw: &dyn Fn() -> Result<PathBuf>| match std::panic::catch_unwind(
+        std::panic::AssertUnwindSafe(draw),
+    ) {
+        Ok(Ok(path)) => println!("{what} in {}", path.display()),
+        Ok(Err(e)) => println!("note: no {what}: {}", one_line(&e)),
+        Err(_) => println!("note: no {what}: the plotting library failed"),
+    };
+    plot("learning curves", &|| crate::plots::write_curves(&dir));
+    if let Some(confusion) = &report.test.confusion {
+        plot("test confusion matrix", &|| {
+            crate::plots::write_confusion(&dir, confusion)
+        });
     }
     println!(
         "{}: test {}, valid {}, after {} epochs in {:.1} s; artifacts in {}{}",

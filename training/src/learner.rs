@@ -415,7 +415,7 @@ where
 }
 
 /// Sums over batches, for [`TaskOutput::scores`].
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
     /// Examples seen.
     pub count: usize,
@@ -424,6 +424,8 @@ pub struct Tally {
     /// Sum over batches of the task's second measure (correct examples; absolute error times
     /// examples).
     pub other: f64,
+    /// A classifier's confusion matrix: `confusion[true class][predicted class]` examples.
+    pub confusion: Vec<Vec<usize>>,
 }
 
 /// What [`fit`] and [`evaluate`] need of a step's output, whatever the task: the metrics the
@@ -474,11 +476,25 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
     }
 
     fn tally(self, tally: &mut Tally) {
-        let [n] = self.targets.dims();
+        let [n, classes] = self.output.dims();
         let predicted = self.output.argmax(1).flatten::<1>(0, 1);
         tally.count += n;
         tally.loss += scalar(self.loss) * n as f64;
-        tally.other += scalar(predicted.equal(self.targets).int().sum().float());
+        let host = |x: Tensor<B, 1, burn::tensor::Int>| {
+            x.into_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .unwrap_or_default()
+        };
+        if tally.confusion.is_empty() {
+            tally.confusion = vec![vec![0; classes]; classes];
+        }
+        for (truth, guess) in host(self.targets).into_iter().zip(host(predicted)) {
+            if let Some(row) = tally.confusion.get_mut(truth as usize) {
+                row[guess as usize] += 1;
+            }
+            tally.other += (truth == guess) as u8 as f64;
+        }
     }
 
     fn scores(tally: &Tally) -> Scores {
@@ -488,6 +504,7 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
             accuracy: Some(100.0 * tally.other / n),
             mae: None,
             count: tally.count,
+            confusion: Some(tally.confusion.clone()),
         }
     }
 }
@@ -514,6 +531,7 @@ impl<B: Backend> TaskOutput for RegressionOutput<B> {
             accuracy: None,
             mae: Some(tally.other / n),
             count: tally.count,
+            confusion: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! `curves.png` has up to three panels sharing the epoch axis: the mean loss per epoch on the
 //! training and validation sets, the gap between them shaded and the epoch of lowest validation
 //! loss marked; the task's other metric (accuracy for a classifier) the same way; and the
-//! learning rate of every optimiser step beneath. Each epoch's value is the mean over its batches,
+//! learning rate of every optimiser step beneath. A classifier also gets `confusion.png`, its
+//! test set's confusion matrix. Each epoch's value is the mean over its batches,
 //! weighted by batch size, which is what the dashboard shows at the end of the epoch.
 //!
 //! Burn writes `<run>/<split>/epoch-<n>/<Metric>.log`, one `value,count` line per batch. Text is
@@ -13,6 +14,7 @@
 
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
 /// Per-epoch means of one metric on one split, `(epoch, mean)` in epoch order.
@@ -167,6 +169,84 @@ pub fn write_curves(dir: &Path) -> Result<PathBuf> {
         }
         if !rates.is_empty() {
             draw_rates(&rest, &rates, last_epoch)?;
+        }
+        area.present()?;
+        Ok(())
+    };
+    let drawn = draw(&area).map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()));
+    drop(area);
+    drawn.map(|()| path)
+}
+
+/// Draws `confusion.png` (and writes `confusion.json`, the counts) into the run folder `dir`: the
+/// test set's `confusion[true class][predicted class]`, each cell shaded by the share of its true
+/// class (so the diagonal reads as each class's recall) and labelled with its count.
+pub fn write_confusion(dir: &Path, confusion: &[Vec<usize>]) -> Result<PathBuf> {
+    let k = confusion.len();
+    if k == 0 || confusion.iter().any(|row| row.len() != k) {
+        bail!("a confusion matrix must be square and not empty");
+    }
+    crate::artifacts::write_json(&dir.join("confusion.json"), &confusion)?;
+    let total: usize = confusion.iter().flatten().sum();
+    let correct: usize = (0..k).map(|i| confusion[i][i]).sum();
+    register_font();
+    let path = dir.join("confusion.png");
+    let side = 90 + 48 * k as u32;
+    let area = BitMapBackend::new(&path, (side + 40, side + 50)).into_drawing_area();
+    let draw = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>| -> Result<()> {
+        area.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!(
+                    "Test confusion matrix: {:.2}% of {total} correct",
+                    100.0 * correct as f64 / total.max(1) as f64
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())?;
+        // Row 0 at the top: the chart's y runs upwards, so true class i is drawn at k - 1 - i.
+        let class_of = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(c) | SegmentValue::Exact(c) if *c < k => Some(*c),
+            _ => None,
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted class")
+            .y_desc("true class")
+            .x_labels(k)
+            .y_labels(k)
+            .x_label_formatter(&|v| class_of(v).map_or(String::new(), |c| c.to_string()))
+            .y_label_formatter(&|v| class_of(v).map_or(String::new(), |c| (k - 1 - c).to_string()))
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        for (i, row) in confusion.iter().enumerate() {
+            let of_class = row.iter().sum::<usize>().max(1) as f64;
+            for (j, &count) in row.iter().enumerate() {
+                let share = count as f64 / of_class;
+                let y = k - 1 - i;
+                let cell = [
+                    (SegmentValue::Exact(j), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(j + 1), SegmentValue::Exact(y + 1)),
+                ];
+                let shade = if i == j { TRAIN } else { VALID };
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    cell,
+                    shade.mix(0.08 + 0.92 * share.sqrt()).filled(),
+                )))?;
+                let ink = if share > 0.45 { WHITE } else { BLACK };
+                let style = TextStyle::from(("sans-serif", 13).into_font())
+                    .color(&ink)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                chart.draw_series(std::iter::once(Text::new(
+                    count.to_string(),
+                    (SegmentValue::CenterOf(j), SegmentValue::CenterOf(y)),
+                    style,
+                )))?;
+            }
         }
         area.present()?;
         Ok(())

@@ -89,8 +89,21 @@ fn every_experiment_end_to_end() {
         }
         let (name, value) = trained.report.test.headline();
         assert!((m["test"][name].as_f64().unwrap() - value).abs() < 1e-9);
+        assert!(decode_png(&dir.join("curves.png")).2 > 20, "{}", e.name);
         if name == "accuracy" {
             assert!((0.0..=100.0).contains(&value));
+            // The confusion matrix counts every test example once, its diagonal the correct ones.
+            let confusion: Vec<Vec<u64>> =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("confusion.json")).unwrap())
+                    .unwrap();
+            let total: u64 = confusion.iter().flatten().sum();
+            let correct: u64 = (0..confusion.len()).map(|i| confusion[i][i]).sum();
+            assert_eq!(total, count, "{}", e.name);
+            assert!((100.0 * correct as f64 / total as f64 - value).abs() < 1e-9);
+            let (width, height, colours) = decode_png(&dir.join("confusion.png"));
+            assert_eq!(width, 40 + 90 + 48 * confusion.len() as u32, "{}", e.name);
+            assert_eq!(height, width + 10);
+            assert!(colours > 20, "{}", e.name);
         } else {
             assert!(m["test"]["mae"].as_f64().unwrap() >= 0.0, "{}", e.name);
         }
