@@ -125,6 +125,14 @@ fn register_font() {
     });
 }
 
+/// An epoch-axis label: whole epochs only (the axis runs from 0, the start of training).
+fn whole_epochs(x: &f64) -> String {
+    match (x - x.round()).abs() < 1e-6 {
+        true => format!("{x:.0}"),
+        false => String::new(),
+    }
+}
+
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VALID: RGBColor = RGBColor(214, 39, 40);
 
@@ -280,12 +288,12 @@ fn draw_panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.5..last_epoch + 0.5, lo - pad..hi + pad)?;
+        .build_cartesian_2d(0.0..last_epoch + 0.3, lo - pad..hi + pad)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
         .y_desc(name)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&whole_epochs)
         .light_line_style(WHITE.mix(0.0))
         .label_style(("sans-serif", 14))
         .draw()?;
@@ -344,11 +352,11 @@ fn draw_rates(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.5..last_epoch + 0.5, 0.0..hi * 1.08)?;
+        .build_cartesian_2d(0.0..last_epoch + 0.3, 0.0..hi * 1.08)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&whole_epochs)
         .y_labels(5)
         .light_line_style(WHITE.mix(0.0))
         .label_style(("sans-serif", 14))
