@@ -4,7 +4,11 @@
 use std::process::Command;
 
 fn main() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Read when the script runs, not when it is compiled: a build script compiled for a checkout
+    // elsewhere (a shared target dir) is reused here, and its compiled-in path may be gone.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let root = format!("{manifest}/..");
+    let root = root.as_str();
     let git = |args: &[&str]| {
         Command::new("git")
             .args(["-C", root])
