@@ -612,11 +612,14 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
         Ok(Err(e)) => println!("note: no {what}: {}", one_line(&e)),
         Err(_) => println!("note: no {what}: the plotting library failed"),
     };
-    plot("learning curves", &|| crate::plots::write_curves(&dir));
-    if let Some(confusion) = &report.test.confusion {
-        plot("test confusion matrix", &|| {
-            crate::plots::write_confusion(&dir, confusion)
-        });
+    // A smoke run's temporary folder is removed when it ends: nothing to draw into.
+    if smoke_dir.is_none() {
+        plot("learning curves", &|| crate::plots::write_curves(&dir));
+        if let Some(confusion) = &report.test.confusion {
+            plot("test confusion matrix", &|| {
+                crate::plots::write_confusion(&dir, confusion)
+            });
+        }
     }
     println!(
         "{}: test {}, valid {}, after {} epochs in {:.1} s; artifacts in {}{}",
