@@ -121,9 +121,15 @@ impl<B: Backend> Sage<B> {
     /// - features: `[num_nodes, d_input]`, edge_index: `[2, num_edges]`
     /// - output: `[num_nodes, num_classes]`
     pub fn forward(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(features);
-        let x = relu(self.conv1.forward(x, edge_index.clone())); // [num_nodes, d_hidden]
+        let x = self.hidden(features, edge_index.clone());
         self.conv2.forward(self.dropout.forward(x), edge_index)
+    }
+
+    /// The hidden layer every node ends the first layer with, `[num_nodes, d_hidden]`: what the
+    /// output layer reads (the course report projects it to 2-D).
+    pub fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let x = self.dropout.forward(features);
+        relu(self.conv1.forward(x, edge_index)) // [num_nodes, d_hidden]
     }
 
     /// None: GraphSAGE's L2 applies to every parameter (the optimiser's weight decay).
@@ -135,6 +141,10 @@ impl<B: Backend> Sage<B> {
 impl<B: Backend> NodeClassifier<B> for Sage<B> {
     fn logits(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         self.forward(features, edge_index)
+    }
+
+    fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        Sage::hidden(self, features, edge_index)
     }
 
     fn penalty(&self) -> Option<Tensor<B, 1>> {
