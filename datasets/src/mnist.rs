@@ -130,6 +130,27 @@ impl ImageSource {
         }
     }
 
+    /// The names of the ten classes, by label: the digits, or Fashion-MNIST's garments (from its
+    /// README). A folder's labels are their numbers.
+    pub fn class_names(&self) -> Vec<String> {
+        const FASHION: [&str; NUM_CLASSES] = [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ];
+        match self {
+            Self::FashionMnist => FASHION.iter().map(|s| s.to_string()).collect(),
+            _ => (0..NUM_CLASSES).map(|c| c.to_string()).collect(),
+        }
+    }
+
     /// The folder holding the files, downloading missing ones for the known sets when
     /// `allow_download` (and `PDL_OFFLINE` is not set).
     pub fn locate(&self, data_dir: &Path, allow_download: bool) -> Result<PathBuf, DataError> {

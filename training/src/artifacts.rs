@@ -55,6 +55,10 @@ pub struct Scores {
     /// `confusion.png`, not written to `metrics.json`).
     #[serde(skip)]
     pub confusion: Option<Vec<Vec<usize>>>,
+    /// Classification: the most confident mistakes, most confident first (drawn into
+    /// `mistakes.png` for images, not written to `metrics.json`).
+    #[serde(skip)]
+    pub wrong: Vec<crate::learner::Wrong>,
 }
 
 impl Scores {
@@ -93,6 +97,8 @@ pub struct RunReport {
     pub test: Scores,
     /// A baseline on the test split, where the pipeline has one (forecasting: the naive forecast).
     pub baseline: Option<Scores>,
+    /// The pipeline's figures, drawn into the run folder once it is saved.
+    pub figures: Vec<crate::plots::Figure>,
 }
 
 /// The content of `metrics.json`.

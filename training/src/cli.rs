@@ -195,10 +195,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => crate::bench::run(&args),
         Command::Plot(args) => {
-            println!(
-                "{}",
-                crate::plots::write_curves(&args.artifact_dir)?.display()
-            );
+            for path in crate::plots::redraw(&args.artifact_dir)? {
+                println!("{}", path.display());
+            }
             Ok(())
         }
     }
@@ -614,11 +613,19 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
     };
     // A smoke run's temporary folder is removed when it ends: nothing to draw into.
     if smoke_dir.is_none() {
-        plot("learning curves", &|| crate::plots::write_curves(&dir));
-        if let Some(confusion) = &report.test.confusion {
+        let unit = config.loss_unit();
+        plot("learning curves", &|| {
+            crate::plots::write_curves(&dir, unit)
+        });
+        // A matrix of a language model's characters would be thousands of pixels of noise.
+        let few_classes = |c: &&Vec<Vec<usize>>| c.len() <= crate::plots::MAX_CONFUSION_CLASSES;
+        if let Some(confusion) = report.test.confusion.as_ref().filter(few_classes) {
             plot("test confusion matrix", &|| {
                 crate::plots::write_confusion(&dir, confusion)
             });
+        }
+        for figure in &report.figures {
+            plot(figure.what(), &|| figure.draw(&dir));
         }
     }
     println!(
@@ -677,7 +684,9 @@ impl BackendTask for TrainTask<'_> {
 }
 
 /// Reads a run directory's `config.json`, for the experiment it names.
-fn load_run_config(dir: &std::path::Path) -> Result<(&'static Experiment, ExperimentConfig)> {
+pub(crate) fn load_run_config(
+    dir: &std::path::Path,
+) -> Result<(&'static Experiment, ExperimentConfig)> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         bail!(

@@ -29,23 +29,27 @@ pub enum Job<'a, B: AutodiffBackend, I, V> {
     Train(Training<'a, B, I, V>),
     /// Load the saved one, score it.
     Eval(Scoring<'a, B, V>),
+    /// Load the saved one, and give what it outputs for each example (for the figures).
+    Predict(Predicting<'a, B, V>),
 }
 
 /// What [`Job::run`] came back with.
 #[derive(Debug)]
 pub enum Outcome {
     /// A [`Job::Train`]'s report.
-    Trained(RunReport),
+    Trained(Box<RunReport>),
     /// A [`Job::Eval`]'s test scores.
     Scored(Scores),
+    /// A [`Job::Predict`]'s outputs, one row per example ([`TaskOutput::rows`]).
+    Predicted(Vec<Vec<f32>>),
 }
 
 impl Outcome {
     /// The report of a training job.
     pub fn report(self) -> Result<RunReport> {
         match self {
-            Outcome::Trained(report) => Ok(report),
-            Outcome::Scored(_) => bail!("an evaluation has no training report"),
+            Outcome::Trained(report) => Ok(*report),
+            _ => bail!("only a training job has a training report"),
         }
     }
 
@@ -53,7 +57,15 @@ impl Outcome {
     pub fn scores(self) -> Result<Scores> {
         match self {
             Outcome::Scored(scores) => Ok(scores),
-            Outcome::Trained(_) => bail!("a training job reports more than scores"),
+            _ => bail!("only an evaluation job has test scores alone"),
+        }
+    }
+
+    /// The outputs of a prediction job.
+    pub fn rows(self) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Outcome::Predicted(rows) => Ok(rows),
+            _ => bail!("only a prediction job has outputs"),
         }
     }
 }
@@ -164,6 +176,27 @@ impl<'a, B: AutodiffBackend, I, V> From<Scoring<'a, B, V>> for Job<'a, B, I, V> 
     }
 }
 
+/// A saved run's model run over some examples: what the figures show next to the truth (a
+/// forecaster's forecasts). Loads `model.mpk` like [`Scoring`].
+pub struct Predicting<'a, B: AutodiffBackend, V>(Scoring<'a, B, V>);
+
+impl<'a, B: AutodiffBackend, V> Predicting<'a, B, V> {
+    /// The model saved in `ctx`'s artifact directory on `device`, over `examples`.
+    pub fn new(
+        ctx: &'a RunContext,
+        device: B::Device,
+        examples: Arc<dyn DataLoader<B::InnerBackend, V>>,
+    ) -> Self {
+        Self(Scoring::new(ctx, device, examples))
+    }
+}
+
+impl<'a, B: AutodiffBackend, I, V> From<Predicting<'a, B, V>> for Job<'a, B, I, V> {
+    fn from(predicting: Predicting<'a, B, V>) -> Self {
+        Job::Predict(predicting)
+    }
+}
+
 impl<B, I, V> Job<'_, B, I, V>
 where
     B: AutodiffBackend,
@@ -188,8 +221,16 @@ where
             >,
     {
         match self {
-            Job::Train(training) => training.train(build).map(Outcome::Trained),
-            Job::Eval(scoring) => scoring.run(build).map(Outcome::Scored),
+            Job::Train(training) => Ok(Outcome::Trained(Box::new(training.train(build)?))),
+            Job::Eval(scoring) => {
+                let (model, test) = scoring.load(build)?;
+                Ok(Outcome::Scored(evaluate(&model, &test)))
+            }
+            Job::Predict(Predicting(scoring)) => {
+                let (model, examples) = scoring.load(build)?;
+                let rows = examples.iter().flat_map(|b| model.step(b).rows());
+                Ok(Outcome::Predicted(rows.collect()))
+            }
         }
     }
 }
@@ -273,13 +314,13 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
 }
 
 impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
-    /// Builds the model with `build`, loads `model.mpk` into it, and scores it.
-    fn run<M, U>(self, build: impl FnOnce(&B::Device) -> M) -> Result<Scores>
-    where
-        M: AutodiffModule<B>,
-        M::InnerModule: InferenceStep<Input = V, Output = U>,
-        U: TaskOutput,
-    {
+    /// Builds the model with `build` and loads `model.mpk` into it: the inference model, and the
+    /// batches to run it on.
+    #[allow(clippy::type_complexity)]
+    fn load<M: AutodiffModule<B>>(
+        self,
+        build: impl FnOnce(&B::Device) -> M,
+    ) -> Result<(M::InnerModule, Arc<dyn DataLoader<B::InnerBackend, V>>)> {
         let path = self.dir.join("model.mpk");
         if !path.is_file() {
             bail!(
@@ -290,6 +331,6 @@ impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
         // Built under the seeding lock like any model, though its weights are loaded over.
         let model = pdl_models::seeded::<B, _>(&self.device, 0, build);
         let model = load_model(model, &path, &self.device)?;
-        Ok(evaluate(&model.valid(), &self.test))
+        Ok((model.valid(), self.test))
     }
 }

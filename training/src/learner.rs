@@ -103,6 +103,7 @@ impl<M> Fitted<M> {
             valid: evaluate(&self.model, valid),
             test: evaluate(&self.model, test),
             baseline: None,
+            figures: Vec::new(),
         })
     }
 }
@@ -426,6 +427,37 @@ pub struct Tally {
     pub other: f64,
     /// A classifier's confusion matrix: `confusion[true class][predicted class]` examples.
     pub confusion: Vec<Vec<usize>>,
+    /// A classifier's most confident mistakes so far, at most [`Tally::KEEP_WRONG`] once scored.
+    pub wrong: Vec<Wrong>,
+}
+
+impl Tally {
+    /// How many of the most confident mistakes a classifier's scores keep.
+    pub const KEEP_WRONG: usize = 24;
+}
+
+/// `wrong`, most confident first (ties in split order), cut to `keep`.
+fn most_confident(mut wrong: Vec<Wrong>, keep: usize) -> Vec<Wrong> {
+    wrong.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.index.cmp(&b.index))
+    });
+    wrong.truncate(keep);
+    wrong
+}
+
+/// One example a classifier got wrong.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wrong {
+    /// Its position in the split, in loader order (the evaluation loaders do not shuffle).
+    pub index: usize,
+    /// Its class.
+    pub truth: usize,
+    /// The class predicted.
+    pub guess: usize,
+    /// The probability the model gave `guess` (softmax of the logits).
+    pub confidence: f64,
 }
 
 /// What [`fit`] and [`evaluate`] need of a step's output, whatever the task: the metrics the
@@ -442,6 +474,21 @@ pub trait TaskOutput: ItemLazy + Send + 'static {
 
     /// The scores of a whole split.
     fn scores(tally: &Tally) -> Scores;
+
+    /// What the model output for each example of the batch, one row each: a classifier's class
+    /// probabilities, a regression's values (flattened).
+    fn rows(self) -> Vec<Vec<f32>>;
+}
+
+/// The rows of a `[n, d]` tensor.
+fn host_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [_, d] = x.dims();
+    let values = x
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    values.chunks(d.max(1)).map(<[f32]>::to_vec).collect()
 }
 
 /// The backend a synchronised output (what Burn's metrics read) lives on.
@@ -477,7 +524,15 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
 
     fn tally(self, tally: &mut Tally) {
         let [n, classes] = self.output.dims();
-        let predicted = self.output.argmax(1).flatten::<1>(0, 1);
+        let predicted = self.output.clone().argmax(1).flatten::<1>(0, 1);
+        let confidence = burn::tensor::activation::softmax(self.output, 1)
+            .max_dim(1)
+            .flatten::<1>(0, 1)
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .unwrap_or_default();
+        let first = tally.count;
         tally.count += n;
         tally.loss += scalar(self.loss) * n as f64;
         let host = |x: Tensor<B, 1, burn::tensor::Int>| {
@@ -489,11 +544,23 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
         if tally.confusion.is_empty() {
             tally.confusion = vec![vec![0; classes]; classes];
         }
-        for (truth, guess) in host(self.targets).into_iter().zip(host(predicted)) {
+        let guesses = host(self.targets).into_iter().zip(host(predicted));
+        for (i, (truth, guess)) in guesses.enumerate() {
             if let Some(row) = tally.confusion.get_mut(truth as usize) {
                 row[guess as usize] += 1;
             }
             tally.other += (truth == guess) as u8 as f64;
+            if truth != guess {
+                tally.wrong.push(Wrong {
+                    index: first + i,
+                    truth: truth as usize,
+                    guess: guess as usize,
+                    confidence: confidence.get(i).copied().unwrap_or(f64::NAN),
+                });
+            }
+        }
+        if tally.wrong.len() > 4 * Tally::KEEP_WRONG {
+            tally.wrong = most_confident(std::mem::take(&mut tally.wrong), Tally::KEEP_WRONG);
         }
     }
 
@@ -505,7 +572,16 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
             mae: None,
             count: tally.count,
             confusion: Some(tally.confusion.clone()),
+            wrong: {
+                let mut tally = tally.clone();
+                tally.wrong = most_confident(std::mem::take(&mut tally.wrong), Tally::KEEP_WRONG);
+                tally.wrong
+            },
         }
+    }
+
+    fn rows(self) -> Vec<Vec<f32>> {
+        host_rows(burn::tensor::activation::softmax(self.output, 1))
     }
 }
 
@@ -532,7 +608,12 @@ impl<B: Backend> TaskOutput for RegressionOutput<B> {
             mae: Some(tally.other / n),
             count: tally.count,
             confusion: None,
+            wrong: Vec::new(),
         }
+    }
+
+    fn rows(self) -> Vec<Vec<f32>> {
+        host_rows(self.output)
     }
 }
 
@@ -775,6 +856,31 @@ mod tests {
     use burn::backend::NdArray;
     use burn::tensor::Tensor;
     use pdl_models::MlpConfig;
+
+    #[test]
+    fn a_classifier_keeps_its_most_confident_mistakes_across_batches() {
+        let device = Default::default();
+        let mut tally = Tally::default();
+        // Two batches of three: logits for two classes, all targets class 0.
+        for logits in [
+            [[0.0f32, 3.0], [2.0, 0.0], [0.0, 1.0]],
+            [[0.0, 5.0], [0.0, 3.0], [1.0, 0.0]],
+        ] {
+            let output = Tensor::<NdArray, 2>::from_floats(logits, &device);
+            let targets = Tensor::from_ints([0, 0, 0], &device);
+            let loss = Tensor::from_floats([0.5], &device);
+            ClassificationOutput::new(loss, output, targets).tally(&mut tally);
+        }
+        let scores = ClassificationOutput::<NdArray>::scores(&tally);
+        assert_eq!(scores.confusion, Some(vec![vec![2, 4], vec![0, 0]]));
+        // Wrong: items 0 (3 vs 0), 2 (1 vs 0), 3 (5 vs 0), 4 (3 vs 0), most confident first,
+        // the tie between 0 and 4 in split order.
+        let order: Vec<usize> = scores.wrong.iter().map(|w| w.index).collect();
+        assert_eq!(order, vec![3, 0, 4, 2]);
+        let p = 1.0 / (1.0 + (-5.0f64).exp());
+        assert!((scores.wrong[0].confidence - p).abs() < 1e-6);
+        assert_eq!((scores.wrong[0].truth, scores.wrong[0].guess), (0, 1));
+    }
 
     #[test]
     fn clones_of_a_materialized_model_share_its_weights() {

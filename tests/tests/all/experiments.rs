@@ -90,8 +90,12 @@ fn every_experiment_end_to_end() {
         let (name, value) = trained.report.test.headline();
         assert!((m["test"][name].as_f64().unwrap() - value).abs() < 1e-9);
         assert!(decode_png(&dir.join("curves.png")).2 > 20, "{}", e.name);
+        let language_model = e.name.starts_with("shakespeare");
         if name == "accuracy" {
             assert!((0.0..=100.0).contains(&value));
+        }
+        // A language model's 'classes' are its characters: no confusion matrix.
+        if name == "accuracy" && !language_model {
             // The confusion matrix counts every test example once, its diagonal the correct ones.
             let confusion: Vec<Vec<u64>> =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("confusion.json")).unwrap())
@@ -104,8 +108,44 @@ fn every_experiment_end_to_end() {
             assert_eq!(width, 40 + 90 + 48 * confusion.len() as u32, "{}", e.name);
             assert_eq!(height, width + 10);
             assert!(colours > 20, "{}", e.name);
-        } else {
+        } else if name != "accuracy" {
             assert!(m["test"]["mae"].as_f64().unwrap() >= 0.0, "{}", e.name);
+        }
+        // Each pipeline's own figures: a picture decodes, at its size, and is not blank.
+        let picture = |file: &str| {
+            let (width, height, colours) = decode_png(&dir.join(file));
+            assert!(colours > 20, "{}: {file} is blank", e.name);
+            (width, height)
+        };
+        match e.name.split('-').next().unwrap() {
+            "mnist" | "fashion" => {
+                // Up to 24 mistakes, six to a row.
+                let right = value / 100.0 * count as f64;
+                let rows = (count as f64 - right).round().min(24.0) as u32;
+                match rows.div_ceil(6) {
+                    // The tiny set's classes are easy: no mistake, no grid (a note says so).
+                    0 => assert!(!dir.join("mistakes.png").exists(), "{}", e.name),
+                    rows => {
+                        let size = (6 * 152, 40 + rows * 160);
+                        assert_eq!(picture("mistakes.png"), size, "{}", e.name);
+                    }
+                }
+            }
+            "cora" => {
+                assert_eq!(picture("per_class.png"), (120 + 150 * 7, 400));
+                assert_eq!(picture("embedding.png"), (900, 720));
+            }
+            "ett" | "airline" => {
+                assert_eq!(picture("forecasts.png"), (1120, 40 + 2 * 320), "{}", e.name);
+            }
+            "shakespeare" => {
+                // The prompt and 500 characters.
+                let sample = std::fs::read_to_string(dir.join("sample.txt")).unwrap();
+                assert!(sample.starts_with("ROMEO:"), "{}: {sample:?}", e.name);
+                assert_eq!(sample.chars().count(), 506, "{}: {sample:?}", e.name);
+                assert!(!dir.join("confusion.png").exists(), "{}", e.name);
+            }
+            _ => {}
         }
 
         let scores = eval(&dir, data.path()).unwrap();

@@ -10,17 +10,19 @@
 //! windows: a model that does not beat it has learnt nothing.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::job::{Job, Loaders, Outcome, Predicting, Scoring, Training};
 use crate::learner::{Tally, TaskOutput};
+use crate::plots::Figure;
+use crate::plots::figures::{ForecastWindow, Forecasts};
 use crate::settings::{Optimiser, RunConfig, SMOKE_BATCHES, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
-use burn::data::dataset::Dataset;
+use burn::data::dataset::{Dataset, InMemDataset};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::RegressionOutput;
 use pdl_datasets::timeseries::{
-    Scaler, SeriesSource, TimeSeries, WindowBatch, WindowBatcher, WindowDataset, ett_splits,
+    Scaler, SeriesSource, TimeSeries, Window, WindowBatch, WindowBatcher, WindowDataset, ett_splits,
 };
 use pdl_models::forecast::{regression_output, repeat_last_window};
 use pdl_models::{DLinearConfig, RnnForecasterConfig};
@@ -178,6 +180,8 @@ struct Splits {
     valid: WindowDataset,
     test: WindowDataset,
     columns: usize,
+    /// The last series' name: the one the figures show (ETT's oil temperature, `OT`).
+    shown: String,
 }
 
 fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Splits> {
@@ -201,6 +205,7 @@ fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Sp
         .split
         .ranges(series.rows, config.data.lookback)
         .map_err(at)?;
+    let shown = series.columns.last().cloned().unwrap_or_default();
     let scaler = Scaler::fit(&series, train.clone());
     let series = Arc::new(scaler.transform(&series));
     let windows = |rows| {
@@ -216,6 +221,7 @@ fn load_splits(config: &ForecastExperimentConfig, ctx: &RunContext) -> Result<Sp
         valid: windows(valid),
         test: windows(test),
         columns: series.num_columns(),
+        shown,
     };
     for (name, split) in [
         ("train", &splits.train),
@@ -275,6 +281,7 @@ pub fn train<B: AutodiffBackend>(
         false => (None, None),
     };
     let columns = splits.columns;
+    let (test_windows, shown) = (splits.test.clone(), splits.shown.clone());
     let eval =
         |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
     let loaders = Loaders {
@@ -307,7 +314,69 @@ pub fn train<B: AutodiffBackend>(
         config.data.horizon
     );
     report.baseline = Some(naive);
+    match forecasts::<B>(config, ctx, device, &test_windows, columns, shown) {
+        Ok(figure) => report.figures.push(figure),
+        Err(e) => println!("note: no test forecasts: {e:#}"),
+    }
     Ok(report)
+}
+
+/// How many test windows `forecasts.png` shows.
+const SHOWN_WINDOWS: usize = 4;
+
+/// The saved model's forecasts of a few test windows, spread evenly over the test split, for the
+/// last series: `forecasts.png`.
+fn forecasts<B: AutodiffBackend>(
+    config: &ForecastExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+    test: &WindowDataset,
+    columns: usize,
+    series: String,
+) -> Result<Figure> {
+    let n = test.len();
+    let mut picked: Vec<usize> = (0..SHOWN_WINDOWS)
+        .map(|k| k * n.saturating_sub(1) / (SHOWN_WINDOWS - 1))
+        .collect();
+    picked.dedup();
+    let windows: Vec<Window> = picked.iter().filter_map(|&i| test.get(i)).collect();
+    let examples = super::loader(
+        WindowBatcher { columns },
+        InMemDataset::new(windows.clone()),
+        SHOWN_WINDOWS,
+        None,
+        None,
+        &device,
+    );
+    let rows = config
+        .model
+        .run::<B>(Predicting::new(ctx, device, examples).into())?
+        .rows()?;
+    let column = |values: &[f32]| -> Vec<f32> {
+        values
+            .iter()
+            .skip(columns - 1)
+            .step_by(columns)
+            .copied()
+            .collect()
+    };
+    let shown = picked.iter().zip(&windows).zip(rows);
+    let windows = shown.map(|((&index, window), forecast)| {
+        let (lookback, truth) = (column(&window.input), column(&window.target));
+        let take = truth.len().min(lookback.len()).max(1);
+        let tail = &lookback[lookback.len() - take..];
+        ForecastWindow {
+            index,
+            naive: (0..truth.len()).map(|t| tail[t % take]).collect(),
+            forecast: column(&forecast),
+            lookback,
+            truth,
+        }
+    });
+    Ok(Figure::Forecasts(Forecasts {
+        series,
+        windows: windows.collect(),
+    }))
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the

@@ -8,10 +8,13 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::plots::Figure;
+use crate::plots::figures::Mistakes;
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
@@ -217,6 +220,7 @@ pub fn train<B: AutodiffBackend>(
         batcher = batcher.with_augment(Augment::mnist(), settings.seed);
     }
     let (mean, std) = (splits.mean, splits.std);
+    let test_images = splits.test.clone();
     let loaders = Loaders {
         train: DataLoaderBuilder::new(batcher)
             .batch_size(settings.batch_size)
@@ -228,10 +232,35 @@ pub fn train<B: AutodiffBackend>(
     };
     let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
     let about = format!("images: {} train", training.train_items());
-    config
+    let mut report = config
         .model
         .run::<B>(training.about(about).into())?
-        .report()
+        .report()?;
+    report.figures.push(mistakes(
+        &report.test,
+        &test_images,
+        ImageSource::parse(&config.dataset).class_names(),
+    ));
+    Ok(report)
+}
+
+/// The test images behind a classifier's most confident mistakes, for `mistakes.png`.
+fn mistakes(test: &Scores, images: &ImageDataset, classes: Vec<String>) -> Figure {
+    let found = test.wrong.iter().filter_map(|wrong| {
+        let image = images.get(wrong.index)?;
+        Some((*wrong, image.pixels, (image.height, image.width)))
+    });
+    let found: Vec<_> = found.collect();
+    let (height, width) = found.first().map_or((0, 0), |f| f.2);
+    Figure::Mistakes(Mistakes {
+        images: found
+            .into_iter()
+            .map(|(w, pixels, _)| (w, pixels))
+            .collect(),
+        height,
+        width,
+        classes,
+    })
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the

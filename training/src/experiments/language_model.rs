@@ -10,6 +10,7 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::plots::Figure;
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
@@ -186,6 +187,10 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<RunReport> {
     config.validate()?;
     let (train, valid, vocab) = load(config, ctx)?;
+    let prompt = match vocab.encode(SAMPLE_PROMPT) {
+        Ok(_) => SAMPLE_PROMPT.to_string(),
+        Err(_) => vocab.decode(valid.get(..1).unwrap_or_default()),
+    };
     let path = ctx.artifact_dir.join(VOCAB_FILE);
     std::fs::write(&path, vocab.as_string())
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -240,14 +245,33 @@ pub fn train<B: AutodiffBackend>(
         config.data.seq_len
     );
     let model = config.model.with_vocab(vocab.len());
-    let report = model.run::<B>(training.about(about).into())?.report()?;
+    let mut report = model.run::<B>(training.about(about).into())?.report()?;
     println!(
         "valid loss {:.4} nats/char = {:.4} bits/char",
         report.valid.loss,
         report.valid.loss / std::f64::consts::LN_2
     );
+    let request = GenerateRequest {
+        prompt,
+        length: 500,
+        sampling: Sampling {
+            temperature: 0.8,
+            top_k: None,
+        },
+        seed: 1,
+        kv_cache: true,
+    };
+    match generate::<B::InnerBackend>(config, &ctx.artifact_dir, &request, device) {
+        Ok(sample) => report.figures.push(Figure::Sample(sample.text)),
+        Err(e) => println!("note: no generated sample: {e:#}"),
+    }
     Ok(report)
 }
+
+/// The prompt of the sample every run leaves in `sample.txt` (500 characters, temperature 0.8,
+/// seed 1); a text whose vocabulary lacks its letters is prompted with its valid part's first
+/// character instead.
+pub const SAMPLE_PROMPT: &str = "ROMEO:";
 
 /// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the valid text.
 pub fn eval<B: AutodiffBackend>(

@@ -225,6 +225,14 @@ impl ExperimentConfig {
         self.training().seed
     }
 
+    /// What the run's loss is counted in.
+    pub fn loss_unit(&self) -> crate::plots::LossUnit {
+        match self {
+            ExperimentConfig::Language(_) => crate::plots::LossUnit::PerCharacter,
+            _ => crate::plots::LossUnit::PerExample,
+        }
+    }
+
     /// Whether this is a `--smoke` run.
     pub fn smoke(&self) -> bool {
         self.training().smoke

@@ -14,12 +14,16 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::plots::Figure;
+use crate::plots::figures::Embedding;
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use pdl_datasets::graph::{Graph, GraphBatch, GraphBatcher, GraphDataset, NodeSplit, cora};
+use pdl_models::gnn::NodeClassifier;
 use pdl_models::{GatConfig, GcnConfig, SageConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -56,6 +60,60 @@ impl GraphModelConfig {
             Self::Sage(c) => job.run(|device| c.init::<B>(device)),
             Self::Gat(c) => job.run(|device| c.init::<B>(device)),
         }
+    }
+
+    /// Loads the run's saved model and gives every node's last hidden layer, and its name (the
+    /// model's other match on the enum).
+    fn hidden<B: Backend>(
+        &self,
+        dir: &std::path::Path,
+        graph: &Graph,
+        device: &B::Device,
+    ) -> Result<(String, Vec<Vec<f32>>)> {
+        fn rows<B: Backend, M: Module<B> + NodeClassifier<B>>(
+            model: M,
+            path: &std::path::Path,
+            graph: &Graph,
+            device: &B::Device,
+        ) -> Result<Vec<Vec<f32>>> {
+            let model = crate::learner::load_model(model, path, device)?;
+            let batch = GraphBatch::<B>::new(graph, &[], device);
+            let hidden = model.hidden(batch.features, batch.edge_index);
+            let [_, d] = hidden.dims();
+            let values = hidden.into_data().convert::<f32>().to_vec::<f32>();
+            let values = values.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(values.chunks(d.max(1)).map(<[f32]>::to_vec).collect())
+        }
+        let path = dir.join("model.mpk");
+        Ok(match self {
+            Self::Gcn(c) => (
+                format!("GCN hidden layer ({})", c.d_hidden),
+                rows(
+                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                    &path,
+                    graph,
+                    device,
+                )?,
+            ),
+            Self::Sage(c) => (
+                format!("GraphSAGE hidden layer ({})", c.d_hidden),
+                rows(
+                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                    &path,
+                    graph,
+                    device,
+                )?,
+            ),
+            Self::Gat(c) => (
+                format!("GAT hidden layer ({} heads x {})", c.n_heads, c.d_hidden),
+                rows(
+                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                    &path,
+                    graph,
+                    device,
+                )?,
+            ),
+        })
     }
 
     fn sizes(&self) -> (usize, usize) {
@@ -225,7 +283,25 @@ pub fn train<B: AutodiffBackend>(
     let training = Training::new(&config.training, optimiser, ctx, devices, loaders)
         .one_batch_of(split.train.len())
         .about(about);
-    config.model.run::<B>(training.into())?.report()
+    let mut report = config.model.run::<B>(training.into())?.report()?;
+    if let Some(confusion) = &report.test.confusion {
+        report.figures.push(Figure::PerClass {
+            classes: graph.class_names.clone(),
+            confusion: confusion.clone(),
+        });
+    }
+    let projected = config
+        .model
+        .hidden::<B::InnerBackend>(&ctx.artifact_dir, &graph, &device)
+        .and_then(|(layer, rows)| {
+            let (labels, classes) = (graph.labels.clone(), graph.class_names.clone());
+            Embedding::project(layer, &rows, labels, classes)
+        });
+    match projected {
+        Ok(embedding) => report.figures.push(Figure::Embedding(embedding)),
+        Err(e) => println!("note: no hidden-layer projection: {e:#}"),
+    }
+    Ok(report)
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the

@@ -12,10 +12,17 @@
 //! drawn with the DejaVu Sans font in `training/assets/` (its licence beside it), so a plot needs
 //! no font library on the machine.
 
+pub mod figures;
+
+pub use figures::Figure;
+
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
+
+/// A picture's drawing area.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 /// Per-epoch means of one metric on one split, `(epoch, mean)` in epoch order.
 type Curve = Vec<(usize, f64)>;
@@ -119,7 +126,7 @@ fn learning_rates(dir: &Path) -> Result<Vec<(f64, f64)>> {
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
         plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
             .unwrap_or_else(|_| unreachable!("the bundled font parses"));
     });
@@ -133,11 +140,45 @@ fn whole_epochs(x: &f64) -> String {
     }
 }
 
-const TRAIN: RGBColor = RGBColor(31, 119, 180);
-const VALID: RGBColor = RGBColor(214, 39, 40);
+const BLUE: RGBColor = RGBColor(31, 119, 180);
+const RED: RGBColor = RGBColor(214, 39, 40);
+const GREY: RGBColor = RGBColor(127, 127, 127);
+const TRAIN: RGBColor = BLUE;
+const VALID: RGBColor = RED;
+
+/// Draws a PNG of `size` pixels at `path`: a white canvas handed to `draw`, then written out. An
+/// error from the plotting library names the file.
+fn draw_with(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area) -> Result<()>,
+) -> Result<PathBuf> {
+    register_font();
+    let area = BitMapBackend::new(path, size).into_drawing_area();
+    let drawn = (|| {
+        area.fill(&WHITE)?;
+        draw(&area)?;
+        area.present()?;
+        Ok(())
+    })();
+    drop(area);
+    drawn
+        .map(|()| path.to_path_buf())
+        .map_err(|e: anyhow::Error| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+/// What a run's loss is counted in, for the axis that shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossUnit {
+    /// Per example (cross-entropy in nats, or MSE).
+    PerExample,
+    /// Nats per character, with bits per character (nats / ln 2) on a second axis: a language
+    /// model's.
+    PerCharacter,
+}
 
 /// Draws `curves.png` into the run folder `dir` from its logs and returns its path.
-pub fn write_curves(dir: &Path) -> Result<PathBuf> {
+pub fn write_curves(dir: &Path, unit: LossUnit) -> Result<PathBuf> {
     let loss = (curve(dir, "train", "Loss")?, curve(dir, "valid", "Loss")?);
     if loss.0.is_empty() {
         bail!(
@@ -145,7 +186,11 @@ pub fn write_curves(dir: &Path) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let mut panels = vec![("Loss".to_string(), loss.0, loss.1)];
+    let loss_name = match unit {
+        LossUnit::PerExample => "Loss",
+        LossUnit::PerCharacter => "Loss (nats/char)",
+    };
+    let mut panels = vec![(loss_name.to_string(), loss.0, loss.1)];
     let valid_metrics = other_metrics(dir, "valid");
     for metric in other_metrics(dir, "train") {
         if valid_metrics.contains(&metric) {
@@ -163,27 +208,41 @@ pub fn write_curves(dir: &Path) -> Result<PathBuf> {
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|p| p.0);
 
-    register_font();
-    let path = dir.join("curves.png");
     let height = 330 * panels.len() as u32 + if rates.is_empty() { 0 } else { 220 };
-    let area = BitMapBackend::new(&path, (1000, height)).into_drawing_area();
-    let draw = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>| -> Result<()> {
-        area.fill(&WHITE)?;
+    draw_with(&dir.join("curves.png"), (1000, height), |area| {
         let mut rest = area.clone();
-        for (name, train, valid) in &panels {
+        for (i, (name, train, valid)) in panels.iter().enumerate() {
             let (top, bottom) = rest.split_vertically(330);
             rest = bottom;
-            draw_panel(&top, name, train, valid, best, last_epoch)?;
+            let bits = i == 0 && unit == LossUnit::PerCharacter;
+            draw_panel(&top, name, (train, valid), best, last_epoch, bits)?;
         }
         if !rates.is_empty() {
             draw_rates(&rest, &rates, last_epoch)?;
         }
-        area.present()?;
         Ok(())
-    };
-    let drawn = draw(&area).map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()));
-    drop(area);
-    drawn.map(|()| path)
+    })
+}
+
+/// The most classes a confusion matrix is drawn for.
+pub const MAX_CONFUSION_CLASSES: usize = 20;
+
+/// `pdl plot`: redraws what a run folder's files hold: `curves.png` from the logs (in the unit of
+/// the experiment in its `config.json`) and `confusion.png` from `confusion.json`. The other
+/// figures need the model run over the test set and are drawn when training ends.
+pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
+    let unit =
+        crate::cli::load_run_config(dir).map_or(LossUnit::PerExample, |(_, c)| c.loss_unit());
+    let mut drawn = vec![write_curves(dir, unit)?];
+    let counts = dir.join("confusion.json");
+    if counts.is_file() {
+        let text = std::fs::read_to_string(&counts)
+            .with_context(|| format!("cannot read {}", counts.display()))?;
+        let confusion: Vec<Vec<usize>> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a confusion matrix", counts.display()))?;
+        drawn.push(write_confusion(dir, &confusion)?);
+    }
+    Ok(drawn)
 }
 
 /// Draws `confusion.png` (and writes `confusion.json`, the counts) into the run folder `dir`: the
@@ -197,12 +256,8 @@ pub fn write_confusion(dir: &Path, confusion: &[Vec<usize>]) -> Result<PathBuf> 
     crate::artifacts::write_json(&dir.join("confusion.json"), &confusion)?;
     let total: usize = confusion.iter().flatten().sum();
     let correct: usize = (0..k).map(|i| confusion[i][i]).sum();
-    register_font();
-    let path = dir.join("confusion.png");
     let side = 90 + 48 * k as u32;
-    let area = BitMapBackend::new(&path, (side + 40, side + 50)).into_drawing_area();
-    let draw = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>| -> Result<()> {
-        area.fill(&WHITE)?;
+    draw_with(&dir.join("confusion.png"), (side + 40, side + 50), |area| {
         let mut chart = ChartBuilder::on(area)
             .caption(
                 format!(
@@ -256,23 +311,20 @@ pub fn write_confusion(dir: &Path, confusion: &[Vec<usize>]) -> Result<PathBuf> 
                 )))?;
             }
         }
-        area.present()?;
         Ok(())
-    };
-    let drawn = draw(&area).map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", path.display()));
-    drop(area);
-    drawn.map(|()| path)
+    })
 }
 
 /// One metric: the training and validation curves, the gap between them shaded, the best epoch
-/// (lowest validation loss) as a dashed vertical line.
+/// (lowest validation loss) as a dashed vertical line; with `bits`, a loss in nats is read in
+/// bits on the right-hand axis too.
 fn draw_panel(
-    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    area: &Area,
     name: &str,
-    train: &Curve,
-    valid: &Curve,
+    (train, valid): (&Curve, &Curve),
     best: Option<usize>,
     last_epoch: f64,
+    bits: bool,
 ) -> Result<()> {
     let values = train
         .iter()
@@ -288,7 +340,12 @@ fn draw_panel(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..last_epoch + 0.3, lo - pad..hi + pad)?;
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(0.0..last_epoch + 0.3, lo - pad..hi + pad)?
+        .set_secondary_coord(
+            0.0..last_epoch + 0.3,
+            (lo - pad) / std::f64::consts::LN_2..(hi + pad) / std::f64::consts::LN_2,
+        );
     chart
         .configure_mesh()
         .x_desc("epoch")
@@ -297,6 +354,13 @@ fn draw_panel(
         .light_line_style(WHITE.mix(0.0))
         .label_style(("sans-serif", 14))
         .draw()?;
+    if bits {
+        chart
+            .configure_secondary_axes()
+            .y_desc("bits/char")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+    }
     // The gap: the polygon between the two curves over the epochs both have.
     let both: Vec<(f64, f64, f64)> = train
         .iter()
@@ -341,11 +405,7 @@ fn draw_panel(
 }
 
 /// The learning rate of every optimiser step.
-fn draw_rates(
-    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-    rates: &[(f64, f64)],
-    last_epoch: f64,
-) -> Result<()> {
+fn draw_rates(area: &Area, rates: &[(f64, f64)], last_epoch: f64) -> Result<()> {
     let hi = rates.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
     let mut chart = ChartBuilder::on(area)
         .caption("Learning rate per step", ("sans-serif", 18))
@@ -396,7 +456,9 @@ mod tests {
         let e = curve(dir.path(), "train", "Loss").unwrap_err().to_string();
         assert!(e.contains("epoch-1/Loss.log line 2"), "{e}");
         let empty = tempfile::tempdir().unwrap();
-        let e = write_curves(empty.path()).unwrap_err().to_string();
+        let e = write_curves(empty.path(), LossUnit::PerExample)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no training logs"), "{e}");
     }
 }
