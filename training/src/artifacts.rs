@@ -146,6 +146,25 @@ pub struct Rerun {
     pub git_commit: &'static str,
     /// Burn's version, from `Cargo.lock`.
     pub burn_version: &'static str,
+    /// The machine: its CPU model (from `/proc/cpuinfo` on Linux, else the architecture) and the
+    /// cores available.
+    pub machine: String,
+}
+
+/// This machine in a few words: its CPU model and the cores available ("AMD EPYC 7B13, 2
+/// cores"); the architecture where the model cannot be read.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("model name"))?;
+            Some(line.split_once(':')?.1.trim().to_string())
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let plural = if cores == 1 { "" } else { "s" };
+    format!("{model}, {cores} core{plural}")
 }
 
 impl Rerun {
@@ -164,6 +183,7 @@ impl Rerun {
             pdl_version: env!("CARGO_PKG_VERSION"),
             git_commit: env!("PDL_GIT_COMMIT"),
             burn_version: env!("PDL_BURN_VERSION"),
+            machine: machine(),
         }
     }
 }

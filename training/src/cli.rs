@@ -36,8 +36,20 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure training and inference images/s of the classic MNIST net on each backend.
     Bench(crate::bench::BenchArgs),
-    /// Draw a run's learning curves into <artifact-dir>/curves.png (training does it at its end).
+    /// Redraw a run's learning curves (curves.png) and confusion matrix from its files (training
+    /// draws them, and its other figures, when it ends).
     Plot(PlotArgs),
+    /// Write the course report (report.md and report.html) from every run in a folder of runs.
+    Report(ReportArgs),
+}
+
+/// Options of `pdl report`.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// The folder of runs, one folder per experiment (`runs/mnist-cnn`, ...); the report is
+    /// written into it.
+    #[arg(default_value = "runs")]
+    pub runs: PathBuf,
 }
 
 /// Options of `pdl plot`.
@@ -194,6 +206,19 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Report(args) => {
+            let written = crate::report::write_report(&args.runs)?;
+            for note in &written.notes {
+                println!("note: {note}");
+            }
+            println!(
+                "course report of {} experiments: {} and {}",
+                written.reported,
+                written.markdown.display(),
+                written.html.display()
+            );
+            Ok(())
+        }
         Command::Plot(args) => {
             for path in crate::plots::redraw(&args.artifact_dir)? {
                 println!("{}", path.display());

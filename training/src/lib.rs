@@ -17,5 +17,6 @@ pub mod job;
 pub mod learner;
 pub mod plots;
 pub mod renderer;
+pub mod report;
 pub mod schedule;
 pub mod settings;

@@ -33,6 +33,9 @@ enum Cmd {
     Bench(launch::PassThrough),
     /// Draw a run's learning curves: `cargo xtask plot runs/mnist-cnn` writes its curves.png.
     Plot(launch::PassThrough),
+    /// Write the course report from a folder of runs: `cargo xtask report [runs]` writes
+    /// runs/report.md and runs/report.html.
+    Report(launch::PassThrough),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         Cmd::Generate(a) => launch::pdl("generate", a),
         Cmd::Bench(a) => launch::pdl("bench", a),
         Cmd::Plot(a) => launch::pdl("plot", a),
+        Cmd::Report(a) => launch::pdl("report", a),
     }?;
     std::process::exit(status);
 }

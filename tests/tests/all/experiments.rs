@@ -168,6 +168,33 @@ fn every_experiment_end_to_end() {
             e.name
         );
     }
+    // The course report over a folder of runs from every chapter: a row with a score for each
+    // experiment, its pictures on the page, and a note for each '-again' folder it leaves out.
+    let written = pdl_training::report::write_report(runs.path()).unwrap();
+    assert_eq!(written.reported, EXPERIMENTS.len());
+    assert_eq!(
+        written.notes.len(),
+        EXPERIMENTS.len(),
+        "{:?}",
+        written.notes
+    );
+    assert!(
+        written
+            .notes
+            .iter()
+            .all(|n| n.contains("outside its folder"))
+    );
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(!md.contains("not run"));
+    assert_eq!(
+        md.matches("(smoke run: means nothing)").count(),
+        EXPERIMENTS.len()
+    );
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    for e in EXPERIMENTS {
+        let curves = format!("<img src=\"{}/curves.png\"", e.name);
+        assert!(html.contains(&curves), "{}", e.name);
+    }
 }
 
 /// A PNG's width, height and number of distinct colours, decoded (never compared pixel by pixel).
