@@ -38,7 +38,7 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Redraw a run's learning curves (curves.png) and confusion matrix from its files (training
     /// draws them, and its other figures, when it ends).
-    Plot(PlotArgs),
+    Plot(EvalArgs),
     /// Write the course report (report.md and report.html) from every run in a folder of runs.
     Report(ReportArgs),
 }
@@ -50,13 +50,6 @@ pub struct ReportArgs {
     /// written into it.
     #[arg(default_value = "runs")]
     pub runs: PathBuf,
-}
-
-/// Options of `pdl plot`.
-#[derive(Args, Debug, Clone)]
-pub struct PlotArgs {
-    /// A run's artifact directory (holding Burn's train/ and valid/ logs).
-    pub artifact_dir: PathBuf,
 }
 
 /// Options of `pdl list`.
@@ -220,7 +213,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Plot(args) => {
-            for path in crate::plots::redraw(&args.artifact_dir)? {
+            for path in plot(&args)? {
                 println!("{}", path.display());
             }
             Ok(())
@@ -734,44 +727,90 @@ pub(crate) fn load_run_config(
 
 /// `pdl eval`: rebuilds the model from `config.json` and `model.mpk` and scores the test set.
 pub fn eval(args: &EvalArgs) -> Result<Scores> {
+    let (_, config) = load_run_config(&args.artifact_dir)?;
+    let ctx = eval_context(args)?;
+    let task = EvalTask {
+        config: &config,
+        ctx: &ctx,
+        figures: false,
+    };
+    Ok(run_on(ctx.backend, &DeviceSpec::Count(1), task)??.0)
+}
+
+/// `pdl plot`: redraws a run's pictures. The curves and the confusion matrix come from its files;
+/// the pipeline's own figures need its data and model (scored again, as `pdl eval` does), and
+/// without them are a note. The paths drawn.
+pub fn plot(args: &EvalArgs) -> Result<Vec<PathBuf>> {
     let dir = &args.artifact_dir;
-    let (_, config) = load_run_config(dir)?;
-    let backend = backend_from(args.backend.as_deref())?;
-    let ctx = RunContext {
+    let mut drawn = crate::plots::redraw(dir)?;
+    let figures = (|| {
+        let (_, config) = load_run_config(dir)?;
+        let ctx = eval_context(args)?;
+        let task = EvalTask {
+            config: &config,
+            ctx: &ctx,
+            figures: true,
+        };
+        run_on(ctx.backend, &DeviceSpec::Count(1), task)?
+    })();
+    match figures {
+        Ok((_, figures)) => {
+            for figure in figures {
+                match figure.draw(dir) {
+                    Ok(path) => drawn.push(path),
+                    Err(e) => println!("note: no {}: {}", figure.what(), one_line(&e)),
+                }
+            }
+        }
+        Err(e) => println!("note: the learning curves only: {}", one_line(&e)),
+    }
+    Ok(drawn)
+}
+
+/// What `pdl eval` and `pdl plot` run in.
+fn eval_context(args: &EvalArgs) -> Result<RunContext> {
+    Ok(RunContext {
         data_dir: pdl_datasets::resolve_data_dir(args.data_dir.as_deref()),
-        artifact_dir: dir.clone(),
+        artifact_dir: args.artifact_dir.clone(),
         resume_from: None,
         plain: true,
         offline: args.offline,
-        backend,
+        backend: backend_from(args.backend.as_deref())?,
         devices: 1,
-    };
-    run_on(
-        backend,
-        &DeviceSpec::Count(1),
-        EvalTask {
-            config: &config,
-            ctx: &ctx,
-        },
-    )?
+    })
 }
 
 struct EvalTask<'a> {
     config: &'a ExperimentConfig,
     ctx: &'a RunContext,
+    /// Draw the pipeline's figures too (`pdl plot`).
+    figures: bool,
 }
 
 impl BackendTask for EvalTask<'_> {
-    type Output = Result<Scores>;
+    type Output = Result<(Scores, Vec<crate::plots::Figure>)>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        let device = devices[0].clone();
-        match self.config {
-            ExperimentConfig::Image(c) => image_classification::eval::<B>(c, self.ctx, device),
-            ExperimentConfig::Graph(c) => node_classification::eval::<B>(c, self.ctx, device),
-            ExperimentConfig::Forecast(c) => forecasting::eval::<B>(c, self.ctx, device),
-            ExperimentConfig::Language(c) => language_model::eval::<B>(c, self.ctx, device),
-            ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, self.ctx, device),
+        let (device, ctx) = (devices[0].clone(), self.ctx);
+        let scores = match self.config {
+            ExperimentConfig::Image(c) => image_classification::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::Graph(c) => node_classification::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::Forecast(c) => forecasting::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::Language(c) => language_model::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, ctx, device.clone()),
+        }?;
+        if !self.figures {
+            return Ok((scores, Vec::new()));
         }
+        let figures = match self.config {
+            ExperimentConfig::Image(c) => image_classification::figures(c, ctx, &scores)?,
+            ExperimentConfig::Graph(c) => {
+                node_classification::figures::<B>(c, ctx, device, &scores)?
+            }
+            ExperimentConfig::Forecast(c) => forecasting::figures::<B>(c, ctx, device)?,
+            ExperimentConfig::Language(c) => language_model::figures::<B>(c, ctx, device)?,
+            ExperimentConfig::Sentence(_) => Vec::new(),
+        };
+        Ok((scores, figures))
     }
 }

@@ -148,6 +148,31 @@ fn every_experiment_end_to_end() {
             _ => {}
         }
 
+        // `pdl plot` draws every picture again, from the run's files and its saved model.
+        let pictures = |dir: &Path| -> Vec<String> {
+            let mut files: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|f| f.ends_with(".png") || f == "sample.txt")
+                .collect();
+            files.sort();
+            files
+        };
+        let before = pictures(&dir);
+        assert!(before.contains(&"curves.png".to_string()), "{}", e.name);
+        for file in &before {
+            std::fs::remove_file(dir.join(file)).unwrap();
+        }
+        let drawn = cli::plot(&EvalArgs {
+            artifact_dir: dir.clone(),
+            backend: Some("flex".into()),
+            data_dir: Some(data.path().to_path_buf()),
+            offline: true,
+        })
+        .unwrap();
+        assert_eq!(pictures(&dir), before, "{}", e.name);
+        assert_eq!(drawn.len(), before.len(), "{}", e.name);
+
         let scores = eval(&dir, data.path()).unwrap();
         assert!((scores.headline().1 - value).abs() < 1e-6, "{}", e.name);
         assert!((scores.loss - m["test"]["loss"].as_f64().unwrap()).abs() < 1e-4);

@@ -321,6 +321,24 @@ pub fn train<B: AutodiffBackend>(
     Ok(report)
 }
 
+/// The run's own figures (`pdl plot`): the saved model's forecasts of a few test windows.
+pub fn figures<B: AutodiffBackend>(
+    config: &ForecastExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+) -> Result<Vec<Figure>> {
+    let splits = load_splits(config, ctx)?;
+    let figure = forecasts::<B>(
+        config,
+        ctx,
+        device,
+        &splits.test,
+        splits.columns,
+        splits.shown,
+    )?;
+    Ok(vec![figure])
+}
+
 /// How many test windows `forecasts.png` shows.
 const SHOWN_WINDOWS: usize = 4;
 

@@ -236,12 +236,20 @@ pub fn train<B: AutodiffBackend>(
         .model
         .run::<B>(training.about(about).into())?
         .report()?;
-    report.figures.push(mistakes(
-        &report.test,
-        &test_images,
-        ImageSource::parse(&config.dataset).class_names(),
-    ));
+    let classes = ImageSource::parse(&config.dataset).class_names();
+    report.figures = vec![mistakes(&report.test, &test_images, classes)];
     Ok(report)
+}
+
+/// The run's own figures (`pdl plot`), from its `test` scores: the most confident mistakes.
+pub fn figures(
+    config: &ImageExperimentConfig,
+    ctx: &RunContext,
+    test: &Scores,
+) -> Result<Vec<Figure>> {
+    let splits = load_splits(config, ctx)?;
+    let classes = ImageSource::parse(&config.dataset).class_names();
+    Ok(vec![mistakes(test, &splits.test, classes)])
 }
 
 /// The test images behind a classifier's most confident mistakes, for `mistakes.png`.

@@ -187,10 +187,7 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<RunReport> {
     config.validate()?;
     let (train, valid, vocab) = load(config, ctx)?;
-    let prompt = match vocab.encode(SAMPLE_PROMPT) {
-        Ok(_) => SAMPLE_PROMPT.to_string(),
-        Err(_) => vocab.decode(valid.get(..1).unwrap_or_default()),
-    };
+    let prompt = sample_prompt(&vocab, &valid);
     let path = ctx.artifact_dir.join(VOCAB_FILE);
     std::fs::write(&path, vocab.as_string())
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -251,6 +248,41 @@ pub fn train<B: AutodiffBackend>(
         report.valid.loss,
         report.valid.loss / std::f64::consts::LN_2
     );
+    match sample::<B::InnerBackend>(config, ctx, prompt, device) {
+        Ok(figure) => report.figures.push(figure),
+        Err(e) => println!("note: no generated sample: {e:#}"),
+    }
+    Ok(report)
+}
+
+/// The run's own figures (`pdl plot`): a sample of the saved model's writing.
+pub fn figures<B: AutodiffBackend>(
+    config: &LanguageExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+) -> Result<Vec<Figure>> {
+    let (_, valid, vocab) = load(config, ctx)?;
+    let prompt = sample_prompt(&vocab, &valid);
+    Ok(vec![sample::<B::InnerBackend>(
+        config, ctx, prompt, device,
+    )?])
+}
+
+/// [`SAMPLE_PROMPT`] where the vocabulary has its letters, else the valid text's first character.
+fn sample_prompt(vocab: &CharVocab, valid: &[u32]) -> String {
+    match vocab.encode(SAMPLE_PROMPT) {
+        Ok(_) => SAMPLE_PROMPT.to_string(),
+        Err(_) => vocab.decode(valid.get(..1).unwrap_or_default()),
+    }
+}
+
+/// 500 characters of the saved model's after `prompt`, for `sample.txt`.
+fn sample<B: Backend>(
+    config: &LanguageExperimentConfig,
+    ctx: &RunContext,
+    prompt: String,
+    device: B::Device,
+) -> Result<Figure> {
     let request = GenerateRequest {
         prompt,
         length: 500,
@@ -261,11 +293,8 @@ pub fn train<B: AutodiffBackend>(
         seed: 1,
         kv_cache: true,
     };
-    match generate::<B::InnerBackend>(config, &ctx.artifact_dir, &request, device) {
-        Ok(sample) => report.figures.push(Figure::Sample(sample.text)),
-        Err(e) => println!("note: no generated sample: {e:#}"),
-    }
-    Ok(report)
+    let sample = generate::<B>(config, &ctx.artifact_dir, &request, device)?;
+    Ok(Figure::Sample(sample.text))
 }
 
 /// The prompt of the sample every run leaves in `sample.txt` (500 characters, temperature 0.8,

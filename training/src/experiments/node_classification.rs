@@ -284,24 +284,51 @@ pub fn train<B: AutodiffBackend>(
         .one_batch_of(split.train.len())
         .about(about);
     let mut report = config.model.run::<B>(training.into())?.report()?;
-    if let Some(confusion) = &report.test.confusion {
-        report.figures.push(Figure::PerClass {
+    report.figures = graph_figures::<B::InnerBackend>(config, ctx, &graph, &report.test, &device);
+    Ok(report)
+}
+
+/// The run's own figures (`pdl plot`), from its `test` scores.
+pub fn figures<B: AutodiffBackend>(
+    config: &GraphExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+    test: &Scores,
+) -> Result<Vec<Figure>> {
+    let (graph, _) = load_graph(config, ctx)?;
+    Ok(graph_figures::<B::InnerBackend>(
+        config, ctx, &graph, test, &device,
+    ))
+}
+
+/// Test accuracy per class, and the saved model's hidden layer projected to 2-D (a note if it
+/// cannot be).
+fn graph_figures<B: Backend>(
+    config: &GraphExperimentConfig,
+    ctx: &RunContext,
+    graph: &Graph,
+    test: &Scores,
+    device: &B::Device,
+) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    if let Some(confusion) = &test.confusion {
+        figures.push(Figure::PerClass {
             classes: graph.class_names.clone(),
             confusion: confusion.clone(),
         });
     }
     let projected = config
         .model
-        .hidden::<B::InnerBackend>(&ctx.artifact_dir, &graph, &device)
+        .hidden::<B>(&ctx.artifact_dir, graph, device)
         .and_then(|(layer, rows)| {
             let (labels, classes) = (graph.labels.clone(), graph.class_names.clone());
             Embedding::project(layer, &rows, labels, classes)
         });
     match projected {
-        Ok(embedding) => report.figures.push(Figure::Embedding(embedding)),
+        Ok(embedding) => figures.push(Figure::Embedding(embedding)),
         Err(e) => println!("note: no hidden-layer projection: {e:#}"),
     }
-    Ok(report)
+    figures
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
