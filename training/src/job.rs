@@ -2,8 +2,9 @@
 //!
 //! A pipeline loads its data, then its model enum builds the configured model in its one `match`
 //! and hands it to [`Job::run`], which either trains it and scores it ([`Training`]: schedule,
-//! optimiser, [`fit`], `model.mpk`, valid and test scores) or loads a saved one and scores it
-//! ([`Scoring`], what `pdl eval` does). Everything here is generic over the model, its batches
+//! optimiser, [`fit`], `model.mpk`, valid and test scores), or loads a saved one and scores it
+//! ([`Scoring`], what `pdl eval` does), or loads a saved one and gives its outputs on a few
+//! examples ([`Predicting`], for the figures). Everything here is generic over the model, its batches
 //! and its output (classification or regression), so a new pipeline writes only its data.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
