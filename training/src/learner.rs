@@ -480,8 +480,8 @@ pub trait TaskOutput: ItemLazy + Send + 'static {
     fn rows(self) -> Vec<Vec<f32>>;
 }
 
-/// The rows of a `[n, d]` tensor.
-fn host_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<Vec<f32>> {
+/// The rows of a `[n, d]` tensor, on the host.
+pub(crate) fn host_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [_, d] = x.dims();
     let values = x
         .into_data()

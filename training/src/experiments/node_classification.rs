@@ -70,48 +70,33 @@ impl GraphModelConfig {
         graph: &Graph,
         device: &B::Device,
     ) -> Result<(String, Vec<Vec<f32>>)> {
+        /// Builds the model, loads the saved weights, and runs the first layer on every node.
         fn rows<B: Backend, M: Module<B> + NodeClassifier<B>>(
-            model: M,
+            build: impl FnOnce(&B::Device) -> M,
             path: &std::path::Path,
             graph: &Graph,
             device: &B::Device,
         ) -> Result<Vec<Vec<f32>>> {
+            let model = pdl_models::seeded::<B, _>(device, 0, build);
             let model = crate::learner::load_model(model, path, device)?;
             let batch = GraphBatch::<B>::new(graph, &[], device);
-            let hidden = model.hidden(batch.features, batch.edge_index);
-            let [_, d] = hidden.dims();
-            let values = hidden.into_data().convert::<f32>().to_vec::<f32>();
-            let values = values.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            Ok(values.chunks(d.max(1)).map(<[f32]>::to_vec).collect())
+            Ok(crate::learner::host_rows(
+                model.hidden(batch.features, batch.edge_index),
+            ))
         }
         let path = dir.join("model.mpk");
         Ok(match self {
             Self::Gcn(c) => (
                 format!("GCN hidden layer ({})", c.d_hidden),
-                rows(
-                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
-                    &path,
-                    graph,
-                    device,
-                )?,
+                rows(|d| c.init::<B>(d), &path, graph, device)?,
             ),
             Self::Sage(c) => (
                 format!("GraphSAGE hidden layer ({})", c.d_hidden),
-                rows(
-                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
-                    &path,
-                    graph,
-                    device,
-                )?,
+                rows(|d| c.init::<B>(d), &path, graph, device)?,
             ),
             Self::Gat(c) => (
                 format!("GAT hidden layer ({} heads x {})", c.n_heads, c.d_hidden),
-                rows(
-                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
-                    &path,
-                    graph,
-                    device,
-                )?,
+                rows(|d| c.init::<B>(d), &path, graph, device)?,
             ),
         })
     }
