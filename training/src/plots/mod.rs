@@ -146,15 +146,19 @@ const GREY: RGBColor = RGBColor(127, 127, 127);
 const TRAIN: RGBColor = BLUE;
 const VALID: RGBColor = RED;
 
-/// Draws a PNG of `size` pixels at `path`: a white canvas handed to `draw`, then written out. An
-/// error from the plotting library names the file.
+/// Draws a PNG of `size` pixels at `path`: a white canvas handed to `draw`, written to a
+/// temporary file beside `path` and renamed into place, so a kill mid-draw leaves the old picture
+/// or none, never half of one. An error from the plotting library names the file.
 fn draw_with(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&Area) -> Result<()>,
 ) -> Result<PathBuf> {
     register_font();
-    let area = BitMapBackend::new(path, size).into_drawing_area();
+    // The encoder picks the format by the extension, so the temporary name ends in `.png` too.
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let partial = path.with_file_name(format!(".{name}.partial.png"));
+    let area = BitMapBackend::new(&partial, size).into_drawing_area();
     let drawn = (|| {
         area.fill(&WHITE)?;
         draw(&area)?;
@@ -162,7 +166,11 @@ fn draw_with(
         Ok(())
     })();
     drop(area);
-    drawn
+    let placed = drawn.and_then(|()| Ok(std::fs::rename(&partial, path)?));
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    placed
         .map(|()| path.to_path_buf())
         .map_err(|e: anyhow::Error| anyhow::anyhow!("cannot draw {}: {e}", path.display()))
 }
@@ -455,6 +463,17 @@ mod tests {
         write(dir.path(), "train/epoch-1/Loss.log", "2.0,3\n1.0\n");
         let e = curve(dir.path(), "train", "Loss").unwrap_err().to_string();
         assert!(e.contains("epoch-1/Loss.log line 2"), "{e}");
+        // A picture that fails half-way leaves the one before it and no temporary file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        std::fs::write(&path, b"the old picture").unwrap();
+        let e = draw_with(&path, (40, 30), |_| bail!("out of ink")).unwrap_err();
+        assert!(e.to_string().contains("x.png: out of ink"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"the old picture");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        draw_with(&path, (40, 30), |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap()[1..4], *b"PNG");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let empty = tempfile::tempdir().unwrap();
         let e = write_curves(empty.path(), LossUnit::PerExample)
             .unwrap_err()
