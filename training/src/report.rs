@@ -13,7 +13,6 @@
 
 use crate::cli::one_line;
 use crate::experiments::{EXPERIMENTS, Experiment, ExperimentConfig};
-use crate::plots::LossUnit;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -183,10 +182,20 @@ fn configured_experiment(dir: &Path) -> Option<String> {
     Some(value.get("experiment")?.as_str()?.to_string())
 }
 
+/// A folder under `root` as notes name it: from the runs folder's own name (`runs/mnist-cnn`).
+fn shown(root: &Path, rel: &Path) -> PathBuf {
+    Path::new(root.file_name().unwrap_or(root.as_os_str())).join(rel)
+}
+
+/// The link from the report (in `root`) to `file` of the run folder `rel`.
+fn link(rel: &Path, file: &str) -> String {
+    rel.join(file).to_string_lossy().replace('\\', "/")
+}
+
 /// Reads one run folder, redrawing its learning curves; a problem is a note.
 fn read_run(root: &Path, rel: PathBuf, e: &Experiment, notes: &mut Vec<String>) -> Option<Run> {
     let dir = root.join(&rel);
-    let shown = Path::new(root.file_name().unwrap_or(root.as_os_str())).join(&rel);
+    let shown = shown(root, &rel);
     if let Some(named) = configured_experiment(&dir).filter(|n| n != e.name) {
         let known = crate::experiments::find(&named).is_ok();
         notes.push(match known {
@@ -218,11 +227,7 @@ fn read_run(root: &Path, rel: PathBuf, e: &Experiment, notes: &mut Vec<String>) 
         ));
         return None;
     }
-    let unit = match Kind::of(e) {
-        Kind::Language => LossUnit::PerCharacter,
-        _ => LossUnit::PerExample,
-    };
-    if let Err(err) = crate::plots::write_curves(&dir, unit) {
+    if let Err(err) = crate::plots::write_curves(&dir, (e.preset)().loss_unit()) {
         notes.push(format!(
             "{}: no learning curves: {}",
             shown.display(),
@@ -277,14 +282,13 @@ fn survey(root: &Path) -> Result<Survey> {
         .filter(|p| p.is_dir())
         .collect();
     others.sort();
-    let top = Path::new(root.file_name().unwrap_or(root.as_os_str()));
     for dir in others {
         let name = dir
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let shown = top.join(&name);
+        let shown = shown(root, Path::new(&name));
         let shown = shown.display();
         if EXPERIMENTS.iter().any(|e| e.name == name) {
             continue;
@@ -476,7 +480,7 @@ pub fn write_report(root: &Path) -> Result<Written> {
                     .into_iter()
                     .filter(|(file, _)| root.join(&first.rel).join(file).is_file())
                     .collect();
-                let link = |file: &str| first.rel.join(file).to_string_lossy().replace('\\', "/");
+                let link = |file: &str| link(&first.rel, file);
                 let md_links = present
                     .iter()
                     .map(|(file, what)| format!("[{what}]({})", link(file)))
@@ -574,7 +578,7 @@ pub fn write_report(root: &Path) -> Result<Written> {
             if !path.is_file() {
                 continue;
             }
-            let link = first.rel.join(file).to_string_lossy().replace('\\', "/");
+            let link = link(&first.rel, file);
             if file.ends_with(".png") {
                 let _ = writeln!(md, "![{what}]({link})\n");
                 let _ = writeln!(
