@@ -17,29 +17,85 @@
 //!
 //! Each layer owns its [`MaskStream`]: every training forward pass draws the next seed from it.
 //! A layer built after [`crate::seed`] takes its stream from that seed on the building thread, so
-//! a run repeats, and two runs in one process (on two threads) do not disturb each other. Cloning
-//! a layer splits a stream of its own off the original's. That is what makes `--devices N`
-//! repeat: Burn's multi-device training clones the model for each device, on the main thread
-//! and in device order, and each device then draws from its clone's stream whatever the timing
-//! of the threads. (A process-wide stream, as before, handed the masks to whichever device came
-//! first.)
+//! a run repeats, and two runs in one process (on two threads) do not disturb each other. A clone
+//! of a layer draws masks of its own, numbered by the order of cloning. That is what makes
+//! `--devices N` repeat: Burn's multi-device training clones the model for each device, on the
+//! main thread and in device order, and each device then draws from its clone's stream whatever
+//! the timing of the threads. (A process-wide stream, as before, handed the masks to whichever
+//! device came first.)
+//!
+//! # Epochs, and resuming
+//!
+//! A stream starts over at every training epoch: the masks of epoch `e` are drawn from the
+//! layer's seed and `e` (and which copy of the layer draws: [`MaskStream`]), not from everything
+//! drawn before. The run's training loader says when an epoch starts ([`RunEpoch::start`]). So a
+//! run resumed after epoch `k` draws in epoch `k + 1` the masks an uninterrupted run draws there,
+//! with nothing saved beside the checkpoint: as PyTorch Lightning restores its generators' states
+//! on resume, but from numbers the run already knows. (A checkpoint cannot hold the stream: a
+//! dropout layer has no record, in Burn or here, and records must load either way.)
 
 use crate::rng::{GOLDEN_GAMMA, SplitMix64, mix};
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 thread_local! {
     /// The seed of the next stream a layer built on this thread takes; set by [`seed`].
     static NEXT_STREAM: Cell<u64> = const { Cell::new(0x5EED_D209_5EED_D209) };
+    /// The run whose layers this thread builds now; a new one at every [`seed`].
+    static RUN: RefCell<RunEpoch> = RefCell::new(RunEpoch::new(0));
 }
 
 /// Seeds the mask streams of the dropout layers built from now on, on this thread: the same seed
-/// and the same order of layers give the same streams.
+/// and the same order of layers give the same streams. It also starts a new run: the layers built
+/// from now on follow its epochs ([`RunEpoch::current`]).
 pub fn seed(seed: u64) {
     NEXT_STREAM.set(mix(seed));
+    RUN.set(RunEpoch::new(seed));
+}
+
+/// The training epoch of one run, as its dropout layers see it: every layer built after the
+/// run's [`seed`] (and every clone of one) shares it, and the run's training loader moves it on
+/// at the start of each epoch. Until then it is epoch 0 (as for a layer that is never trained).
+#[derive(Clone, Debug)]
+pub struct RunEpoch {
+    seed: u64,
+    epoch: Arc<AtomicU64>,
+}
+
+impl RunEpoch {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            epoch: Arc::default(),
+        }
+    }
+
+    /// The run of the layers this thread builds now: the one its last [`seed`] started.
+    pub fn current() -> Self {
+        RUN.with_borrow(Clone::clone)
+    }
+
+    /// Starts training epoch `epoch` (1 for the first): each layer's next mask is the first of
+    /// that epoch's.
+    pub fn start(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// A seed for the backend's own generator at the start of `epoch`, from the run's seed and
+    /// `epoch` alone: for the random ops that do not draw here (burn-nn's dropout, and this
+    /// [`Dropout`] on a backend without host kernels), which a caller reseeds with it so that
+    /// they too start over at every epoch.
+    pub fn backend_seed(&self, epoch: u64) -> u64 {
+        mix(self.seed ^ mix(epoch))
+    }
 }
 
 /// Configuration of a [`Dropout`]: burn-nn's `DropoutConfig`.
@@ -113,39 +169,97 @@ impl ModuleDisplay for Dropout {
     }
 }
 
-/// The seeds of one dropout layer's masks, one per training forward pass. Cloning splits off a
-/// stream of its own (module docs).
+/// The seeds of one dropout layer's masks, one per training forward pass (module docs).
+///
+/// Burn clones a model often: after every optimiser step (the stepped model is a clone), for each
+/// device at every multi-device step, for validation and checkpoints. So a seed cannot come from a
+/// state that cloning moves on, or a resumed run, whose model has not been through the same
+/// clones, would draw others. A layer and all its clones form a *lineage* with one origin seed.
+/// Within an epoch of the run, the lineage numbers the clones made in it (1, 2, ... in the order
+/// they are made, on the thread that makes them: Burn's main thread), and everything made before
+/// the epoch counts as 0. A mask's seed is a function of the origin, the epoch, that number and
+/// how many masks that copy has drawn in the epoch. So a resumed run's model (a copy from before
+/// the epoch) draws as the uninterrupted run's model does, each device's copy draws its own masks,
+/// and no draw depends on the timing of threads. One thread draws from a copy at a time.
 #[derive(Debug)]
 pub struct MaskStream {
-    next: AtomicU64,
+    /// The lineage's seed.
+    origin: u64,
+    lineage: Arc<Mutex<Lineage>>,
+    run: RunEpoch,
+    /// The epoch of the run in which this copy was made, and its number in that epoch.
+    born: (u64, u64),
+    /// The epoch of this copy's last draw, and how many it has drawn in that epoch.
+    drawn: Mutex<(u64, u64)>,
+}
+
+/// The clones a lineage has made in the epoch it last saw.
+#[derive(Debug)]
+struct Lineage {
+    epoch: u64,
+    clones: u64,
 }
 
 impl MaskStream {
-    /// A stream starting at `seed`.
+    /// A stream of seed `seed`, in a run of its own (which stays at epoch 0 unless started).
     pub fn new(seed: u64) -> Self {
+        Self::in_run(seed, RunEpoch::new(seed))
+    }
+
+    /// The first of a lineage.
+    fn in_run(origin: u64, run: RunEpoch) -> Self {
+        let epoch = run.epoch();
         Self {
-            next: AtomicU64::new(seed),
+            origin,
+            lineage: Arc::new(Mutex::new(Lineage { epoch, clones: 0 })),
+            run,
+            born: (epoch, 0),
+            drawn: Mutex::new((epoch, 0)),
         }
     }
 
-    /// The next stream of this thread's seed ([`seed`]).
+    /// The next stream of this thread's seed, in this thread's run ([`seed`]).
     fn from_thread() -> Self {
         let state = NEXT_STREAM.get();
         NEXT_STREAM.set(state.wrapping_add(GOLDEN_GAMMA));
-        Self::new(mix(state))
+        Self::in_run(mix(state), RunEpoch::current())
     }
 
-    /// The seed of the next mask; moves the stream on.
+    /// The seed of the next mask; moves this copy's count on.
     pub fn next_seed(&self) -> u64 {
-        mix(self.next.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed))
+        let epoch = self.run.epoch();
+        let number = if self.born.0 == epoch { self.born.1 } else { 0 };
+        let mut drawn = self.drawn.lock().unwrap_or_else(PoisonError::into_inner);
+        if drawn.0 != epoch {
+            *drawn = (epoch, 0);
+        }
+        let index = drawn.1;
+        drawn.1 += 1;
+        let start = mix(self.origin ^ mix(epoch)) ^ mix(number.wrapping_add(GOLDEN_GAMMA));
+        mix(start.wrapping_add(index.wrapping_mul(GOLDEN_GAMMA)))
     }
 }
 
 impl Clone for MaskStream {
-    /// A new stream seeded by the next seed of this one: the clone and the original then draw
-    /// different masks, and the same clones of the same stream draw the same ones.
+    /// The next copy of the lineage in this epoch: it draws other masks than the copies before it,
+    /// and the same clones made in the same order draw the same masks.
     fn clone(&self) -> Self {
-        Self::new(self.next_seed())
+        let epoch = self.run.epoch();
+        let number = {
+            let mut lineage = self.lineage.lock().unwrap_or_else(PoisonError::into_inner);
+            if lineage.epoch != epoch {
+                *lineage = Lineage { epoch, clones: 0 };
+            }
+            lineage.clones += 1;
+            lineage.clones
+        };
+        Self {
+            origin: self.origin,
+            lineage: self.lineage.clone(),
+            run: self.run.clone(),
+            born: (epoch, number),
+            drawn: Mutex::new((epoch, 0)),
+        }
     }
 }
 
@@ -221,6 +335,42 @@ mod tests {
         let (a, b, c) = run();
         assert_eq!((a, b, c), run());
         assert!(a != b && b != c && a != c);
+    }
+
+    /// What a resumed run needs: a layer's masks in an epoch do not depend on what it drew in
+    /// the epochs before, nor on the clones made before. As Burn's learner does, every step draws
+    /// a mask and then replaces the layer by its clone (the optimiser's output).
+    #[test]
+    fn an_epochs_masks_are_the_same_whatever_happened_before_it() {
+        let epoch_3 = |earlier: &[(u64, usize)]| {
+            seed(11);
+            let run = RunEpoch::current();
+            let mut layer = DropoutConfig::new(0.5).init();
+            layer = layer.clone(); // as loading a checkpoint does
+            let step = |layer: &mut Dropout| {
+                let seed = layer.stream.next_seed();
+                *layer = layer.clone();
+                seed
+            };
+            for &(epoch, steps) in earlier {
+                run.start(epoch);
+                (0..steps).for_each(|_| _ = step(&mut layer));
+                let _validation_copy = layer.clone();
+            }
+            run.start(3);
+            [step(&mut layer), step(&mut layer), step(&mut layer)]
+        };
+        let uninterrupted = epoch_3(&[(1, 5), (2, 5)]);
+        assert_eq!(uninterrupted, epoch_3(&[]), "resumed after epoch 2");
+        assert_eq!(uninterrupted, epoch_3(&[(1, 2)]), "killed mid-epoch 1");
+        assert!(uninterrupted[0] != uninterrupted[1] && uninterrupted[1] != uninterrupted[2]);
+
+        seed(11);
+        let run = RunEpoch::current();
+        let layer = DropoutConfig::new(0.5).init();
+        run.start(2);
+        assert_ne!(layer.stream.next_seed(), uninterrupted[0], "epochs differ");
+        assert_ne!(run.backend_seed(2), run.backend_seed(3));
     }
 
     #[test]

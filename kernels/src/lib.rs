@@ -42,7 +42,7 @@ mod rng;
 
 pub use backend::KernelBackend;
 pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};
-pub use dropout::{Dropout, DropoutConfig};
+pub use dropout::{Dropout, DropoutConfig, RunEpoch};
 pub use host::HostValues;
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
 

@@ -4,6 +4,7 @@
 
 use crate::artifacts::{Recorder, RunReport, Scores, write_json};
 use crate::renderer::PlainRenderer;
+use crate::stopping::{KeepLastAndBest, NoImprovementSince, ValidLosses};
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator};
 use burn::module::{AutodiffModule, Module};
@@ -13,16 +14,17 @@ use burn::record::RecorderError;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::logger::{FileMetricLogger, MetricLogger};
-use burn::train::metric::store::{Aggregate, Direction, EpochSummary, MetricsUpdate, Split};
+use burn::train::metric::store::{EpochSummary, MetricsUpdate, Split};
 use burn::train::metric::{
     AccuracyMetric, Adaptor, ItemLazy, LearningRateMetric, LossMetric, Metric, MetricAttributes,
     MetricDefinition, MetricMetadata, MetricName, NumericEntry, SerializedEntry,
 };
 use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Interrupter, Learner,
-    LearningComponentsMarker, MetricEarlyStoppingStrategy, MetricRegistration, MultiDeviceOptim,
-    RegressionOutput, StoppingCondition, SupervisedTraining, TrainStep,
+    LearningComponentsMarker, MetricRegistration, MultiDeviceOptim, RegressionOutput,
+    SupervisedTraining, TrainStep,
 };
+use pdl_kernels::RunEpoch;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -206,30 +208,33 @@ where
 {
     let clock = EpochClock::start(dir, options.resume_from.unwrap_or(0));
     let model = materialize(model);
-    let train = Replaying::wrap(train, options.resume_from.unwrap_or(0));
+    // The run whose model `seeded` built last on this thread: its dropout layers follow the epochs.
+    let run = RunEpoch::current();
+    let reseed = (devices.len() == 1).then(|| devices[0].clone());
+    let train = Replaying::wrap(train, options.resume_from.unwrap_or(0), run, reseed);
     let interrupter = Interrupter::new();
     let recorder = Recorder::new();
     let diverged = Arc::new(Mutex::new(None));
     let guard = |split| FiniteLossGuard::new(interrupter.clone(), diverged.clone(), split);
-    let valid_losses: LossLog = Arc::default();
+    // Checkpoints kept, early stopping and the best epoch: from the valid losses of every epoch,
+    // those logged before a resume too (see stopping.rs).
+    let done = options.resume_from.unwrap_or(0);
+    let valid_losses = ValidLosses::resumed(&dir.join("valid"), done);
+    let saved = (1..=done).filter(|e| dir.join(format!("checkpoint/model-{e}.mpk")).is_file());
     let mut training = SupervisedTraining::new(dir, train, valid)
         .metrics(T::metrics())
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train(guard("training"))
         .metric_valid(guard("validation").recording(valid_losses.clone()))
         .with_file_checkpointer(recorder.clone())
+        .with_checkpointing_strategy(KeepLastAndBest::new(valid_losses.clone(), saved))
         .with_interrupter(interrupter.clone())
         .num_epochs(options.num_epochs)
         .summary();
     if options.early_stopping_patience > 0 {
-        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
-            &LossMetric::<B>::new(),
-            Aggregate::Mean,
-            Direction::Lowest,
-            Split::Valid,
-            StoppingCondition::NoImprovementSince {
-                n_epochs: options.early_stopping_patience,
-            },
+        training = training.early_stopping(NoImprovementSince::new(
+            valid_losses.clone(),
+            options.early_stopping_patience,
         ));
     }
     training = training.with_metric_logger(ResumedFileLogger::new(
@@ -283,52 +288,87 @@ where
         model_epoch: epochs_done,
         wall_seconds: clock.seconds(),
     };
-    if options.restore_best {
-        let losses = valid_losses.lock().expect("loss lock").clone();
-        if let Some(best) = best_epoch(&losses, |e| {
-            checkpoints.join(format!("model-{e}.mpk")).is_file()
-        }) && best != epochs_done
-        {
-            let device = fitted.model.devices()[0].clone();
-            let path = checkpoints.join(format!("model-{best}"));
-            fitted.model = load_model(fitted.model, &path, &device)
-                .with_context(|| format!("cannot restore epoch {best}"))?;
-            fitted.model_epoch = best;
-            println!("restored the weights of epoch {best} (lowest valid loss) of {epochs_done}");
-        }
+    let restorable = |e: usize| checkpoints.join(format!("model-{e}.mpk")).is_file();
+    if options.restore_best
+        && let Some(best) = valid_losses.best(epochs_done, restorable)
+        && best != epochs_done
+    {
+        let device = fitted.model.devices()[0].clone();
+        let path = checkpoints.join(format!("model-{best}"));
+        fitted.model = load_model(fitted.model, &path, &device)
+            .with_context(|| format!("cannot restore epoch {best}"))?;
+        fitted.model_epoch = best;
+        println!("restored the weights of epoch {best} (lowest valid loss) of {epochs_done}");
     }
     Ok(fitted)
 }
 
-/// The training loader of a resumed run: its first pass makes and drops the batches of the epochs
-/// already done, then starts the next one, so that the run sees the data an uninterrupted one
-/// would. Burn's loader shuffles with a generator that moves on at every epoch, and a batcher may
-/// draw per batch (augmentation); the checkpoint brings back the weights, the optimiser's state
-/// and the schedule, this brings back the data. Burn forks the loader for each device (and splits
-/// it across several) inside the learner, so the replay travels with each fork and happens on the
-/// loader that trains. Making the batches costs a small part of training on them.
+/// The training loader of a run: it starts each epoch's random draws, and on resume its first
+/// pass makes and drops the batches of the epochs already done, so that a resumed run sees the
+/// data and draws the masks an uninterrupted one would.
 ///
-/// Not restored: the masks of dropout layers (a layer's stream is not part of Burn's record, and
-/// Burn's own dropout draws from the backend's generator, which cannot be read back), and with
-/// several devices the order of augmentation draws (one batcher, its batches made device by
-/// device). Such a run resumes with the right weights, data order and schedule, and new draws.
+/// - **Data.** Burn's loader shuffles with a generator that moves on at every epoch, and a batcher
+///   may draw per batch (augmentation): the replay brings those back, as the checkpoint brings
+///   back the weights, the optimiser's state and the schedule. Making the batches costs a small
+///   part of training on them.
+/// - **Dropout.** At the start of epoch `e` it tells the run's dropout layers ([`RunEpoch`]), whose
+///   masks then come from their seeds and `e` alone, and reseeds the backend's generator from the
+///   run's seed and `e`, which burn-nn's dropout draws from. Both start over at every epoch, so
+///   nothing needs saving with the checkpoint.
+///
+/// Burn forks the loader for each device (and splits it across several) inside the learner, so the
+/// replay travels with each fork and happens on the loader that trains. With several devices the
+/// backend's generator is not reseeded: the devices' threads share it, so burn-nn's dropout does
+/// not repeat there in any case (this crate's does: each device draws from its own clone), and
+/// neither does the order of augmentation draws (one batcher, its batches made device by device).
 struct Replaying<B: Backend, O> {
     inner: Arc<dyn DataLoader<B, O>>,
-    epochs: AtomicUsize,
+    /// Epochs to replay before the next one: those done before a resume.
+    replay: AtomicUsize,
+    /// The epoch the next pass trains.
+    next_epoch: AtomicUsize,
+    run: RunEpoch,
+    /// The device whose generator to reseed at every epoch: with one device only.
+    reseed: Option<B::Device>,
 }
 
 impl<B: Backend, O: 'static> Replaying<B, O> {
-    fn wrap(inner: Arc<dyn DataLoader<B, O>>, epochs: usize) -> Arc<dyn DataLoader<B, O>> {
+    /// The training loader of a run resumed after `done` epochs (0: a new run), of the dropout
+    /// layers of `run`; `reseed` is the device of a one-device run.
+    fn wrap(
+        inner: Arc<dyn DataLoader<B, O>>,
+        done: usize,
+        run: RunEpoch,
+        reseed: Option<B::Device>,
+    ) -> Arc<dyn DataLoader<B, O>> {
         Arc::new(Self {
             inner,
-            epochs: AtomicUsize::new(epochs),
+            replay: AtomicUsize::new(done),
+            next_epoch: AtomicUsize::new(done + 1),
+            run,
+            reseed,
+        })
+    }
+
+    /// This loader over `inner`, at the same point.
+    fn rewrap(
+        &self,
+        inner: Arc<dyn DataLoader<B, O>>,
+        reseed: Option<B::Device>,
+    ) -> Arc<dyn DataLoader<B, O>> {
+        Arc::new(Self {
+            inner,
+            replay: AtomicUsize::new(self.replay.load(Ordering::Relaxed)),
+            next_epoch: AtomicUsize::new(self.next_epoch.load(Ordering::Relaxed)),
+            run: self.run.clone(),
+            reseed,
         })
     }
 }
 
 impl<B: Backend, O: 'static> DataLoader<B, O> for Replaying<B, O> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
-        let epochs = self.epochs.swap(0, Ordering::Relaxed);
+        let epochs = self.replay.swap(0, Ordering::Relaxed);
         if epochs > 0 {
             let started = Instant::now();
             for _ in 0..epochs {
@@ -339,6 +379,11 @@ impl<B: Backend, O: 'static> DataLoader<B, O> for Replaying<B, O> {
                 started.elapsed().as_secs_f64()
             );
         }
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) as u64;
+        self.run.start(epoch);
+        if let Some(device) = &self.reseed {
+            B::seed(device, self.run.backend_seed(epoch));
+        }
         self.inner.iter()
     }
 
@@ -347,34 +392,13 @@ impl<B: Backend, O: 'static> DataLoader<B, O> for Replaying<B, O> {
     }
 
     fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, O>> {
-        Self::wrap(
-            self.inner.to_device(device),
-            self.epochs.load(Ordering::Relaxed),
-        )
+        let reseed = self.reseed.as_ref().map(|_| device.clone());
+        self.rewrap(self.inner.to_device(device), reseed)
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, O>> {
-        Self::wrap(
-            self.inner.slice(start, end),
-            self.epochs.load(Ordering::Relaxed),
-        )
+        self.rewrap(self.inner.slice(start, end), self.reseed.clone())
     }
-}
-
-/// The epoch with the lowest mean valid loss among `(epoch, loss)` batch records, considering only
-/// epochs `available` says can be restored.
-fn best_epoch(losses: &[(usize, f64)], available: impl Fn(usize) -> bool) -> Option<usize> {
-    let mut means: std::collections::BTreeMap<usize, (f64, usize)> = Default::default();
-    for &(epoch, loss) in losses {
-        let entry = means.entry(epoch).or_default();
-        *entry = (entry.0 + loss, entry.1 + 1);
-    }
-    means
-        .into_iter()
-        .map(|(epoch, (sum, n))| (epoch, sum / n as f64))
-        .filter(|&(epoch, mean)| mean.is_finite() && available(epoch))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(epoch, _)| epoch)
 }
 
 /// Loads the record at `path` (with or without its `.mpk`) into `model`, built from the run's
@@ -772,9 +796,6 @@ impl<B: Backend> Adaptor<LossValue> for RegressionOutput<B> {
     }
 }
 
-/// `(epoch, loss)` of every batch of a split, shared with the Learner's metric thread.
-pub type LossLog = Arc<Mutex<Vec<(usize, f64)>>>;
-
 /// A training "metric" that stops the run when the loss becomes NaN or infinite, so a diverging
 /// run ends with a clear error instead of training on garbage for the remaining epochs.
 #[derive(Clone)]
@@ -783,7 +804,7 @@ pub struct FiniteLossGuard {
     reason: Arc<Mutex<Option<String>>>,
     name: MetricName,
     split: &'static str,
-    record: Option<LossLog>,
+    record: Option<ValidLosses>,
 }
 
 impl FiniteLossGuard {
@@ -803,8 +824,9 @@ impl FiniteLossGuard {
         }
     }
 
-    /// Also appends `(epoch, loss)` of every batch to `losses` (for [`FitOptions::restore_best`]).
-    pub fn recording(mut self, losses: LossLog) -> Self {
+    /// Also records the loss of every batch in `losses`, and the end of each epoch (for the
+    /// checkpoints kept, early stopping and [`FitOptions::restore_best`]: see `stopping.rs`).
+    pub fn recording(mut self, losses: ValidLosses) -> Self {
         self.record = Some(losses);
         self
     }
@@ -825,7 +847,7 @@ impl Metric for FiniteLossGuard {
         let finite = item.0.is_finite();
         if let Some(losses) = &self.record {
             let epoch = metadata.global_progress.items_processed;
-            losses.lock().expect("loss lock").push((epoch, item.0));
+            losses.push(epoch, item.0);
         }
         if !finite {
             let mut reason = self.reason.lock().expect("guard lock");
@@ -847,7 +869,12 @@ impl Metric for FiniteLossGuard {
         }
     }
 
-    fn clear(&mut self) {}
+    /// Burn calls this at the end of each epoch of the guard's split.
+    fn clear(&mut self) {
+        if let Some(losses) = &self.record {
+            losses.end_epoch();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -890,21 +917,6 @@ mod tests {
         let a = model.clone().forward(x.clone()).into_data();
         let b = model.forward(x).into_data();
         a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-7));
-    }
-
-    #[test]
-    fn best_epoch_takes_the_lowest_mean_among_restorable_epochs() {
-        let losses = [
-            (1, 0.9),
-            (1, 0.7),
-            (2, 0.5),
-            (3, 0.6),
-            (3, f64::NAN),
-            (4, 0.55),
-        ];
-        assert_eq!(best_epoch(&losses, |_| true), Some(2));
-        assert_eq!(best_epoch(&losses, |e| e != 2), Some(4));
-        assert_eq!(best_epoch(&[], |_| true), None);
     }
 
     #[test]

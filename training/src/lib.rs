@@ -20,3 +20,4 @@ pub mod renderer;
 pub mod report;
 pub mod schedule;
 pub mod settings;
+pub mod stopping;
