@@ -10,7 +10,10 @@
 //! checkpoint of epoch 2 in one run and of epoch 3 in the next, the same seed and data; and
 //! `ett-linear` stopped after 7 epochs in one run and 9 in another with the same scores.) They also
 //! know only the epochs of their own process, so a resumed run forgot the best epoch before it.
-//! Here every decision waits until the validation guard has recorded the whole epoch.
+//! Here a decision reads only epochs whose validation the guard has recorded in full, and waits
+//! for the epoch just validated only when the decision turns on it (early stopping near its
+//! patience, and the best epoch at the end), so the training loop and the metric thread still
+//! overlap.
 
 use burn::train::EarlyStoppingStrategy;
 use burn::train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
@@ -164,8 +167,13 @@ impl CheckpointingStrategy for KeepLastAndBest {
 
 impl KeepLastAndBest {
     /// What to do once `epoch` is validated: save it, and delete what is no longer kept.
+    ///
+    /// The best epoch is looked for up to `epoch - 1` only, whose validation the metric thread has
+    /// long recorded, so training does not wait for it: if `epoch` itself is the best, its
+    /// checkpoint is kept anyway as one of the last two, and the one kept as the best before it
+    /// goes one epoch later.
     fn after(&mut self, epoch: usize) -> Vec<CheckpointingAction> {
-        let best = self.losses.best(epoch, |_| true);
+        let best = self.losses.best(epoch.saturating_sub(1), |_| true);
         let keep = |e: usize| e + 2 > epoch || Some(e) == best;
         let mut actions: Vec<CheckpointingAction> = self
             .saved
@@ -203,10 +211,19 @@ impl EarlyStoppingStrategy for NoImprovementSince {
 
 impl NoImprovementSince {
     /// Whether to stop once `epoch` is validated.
+    ///
+    /// Waits for `epoch`'s valid loss only when it decides: while the best epoch before it is
+    /// less than `patience` epochs back, `epoch` cannot make the run stop, whatever its loss.
     fn stops_after(&self, epoch: usize) -> bool {
-        self.losses
-            .best(epoch, |_| true)
-            .is_some_and(|best| epoch - best >= self.patience)
+        let recent = |best: usize| epoch - best < self.patience;
+        match self.losses.best(epoch.saturating_sub(1), |_| true) {
+            None => false,
+            Some(before) if recent(before) => false,
+            Some(_) => self
+                .losses
+                .best(epoch, |_| true)
+                .is_some_and(|best| !recent(best)),
+        }
     }
 }
 
@@ -292,12 +309,13 @@ mod tests {
                     CheckpointingAction::Delete(e) => assert!(kept.remove(&e)),
                 }
             }
+            // Epoch 5 is the best: kept as one of the last two, and epoch 2 until the next.
             let expected: &[usize] = match epoch {
                 1 => &[1],
                 2 => &[1, 2],
                 3 => &[2, 3],
                 4 => &[2, 3, 4],
-                _ => &[4, 5],
+                _ => &[2, 4, 5],
             };
             assert_eq!(
                 kept.iter().copied().collect::<Vec<_>>(),
@@ -309,10 +327,12 @@ mod tests {
 
     #[test]
     fn early_stopping_counts_the_epochs_before_a_resume() {
-        let losses = ended(&[(1, 0.9), (2, 0.4), (3, 0.6), (4, 0.7)]);
+        let losses = ended(&[(1, 0.9), (2, 0.4), (3, 0.6), (4, 0.7), (5, 0.3)]);
         let stop = NoImprovementSince::new(losses.clone(), 2);
+        assert!(!stop.stops_after(1));
         assert!(!stop.stops_after(3));
         assert!(stop.stops_after(4));
+        assert!(!stop.stops_after(5), "a new best");
         assert!(!NoImprovementSince::new(losses, 3).stops_after(4));
     }
 }
