@@ -3,6 +3,7 @@
 //! - [`backend`]: which backends are compiled in and the one `#[cfg]` ladder.
 //! - [`experiments`]: the registry (`pdl list`) and one file per pipeline.
 //! - [`learner`]: metrics, checkpoints, resume, early stopping, renderer, devices.
+//! - [`stopping`]: which checkpoints are kept, when to stop early, which epoch to end with.
 //! - [`schedule`]: warm-up + cosine learning rates.
 //! - [`artifacts`]: what a run writes.
 //! - [`cli`]: the commands; [`bench`]: throughput; [`bench_gnn`]: GCN at scale.
