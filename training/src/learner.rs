@@ -319,7 +319,7 @@ where
 /// Burn forks the loader for each device (and splits it across several) inside the learner, so the
 /// replay travels with each fork and happens on the loader that trains. With several devices the
 /// backend's generator is not reseeded: the devices' threads share it, so burn-nn's dropout does
-/// not repeat there in any case (this crate's does: each device draws from its own clone), and
+/// not repeat there in any case (the kernels' does: each device draws from its own clone), and
 /// neither does the order of augmentation draws (one batcher, its batches made device by device).
 struct Replaying<B: Backend, O> {
     inner: Arc<dyn DataLoader<B, O>>,

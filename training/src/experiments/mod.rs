@@ -1155,7 +1155,19 @@ mod tests {
 
     #[test]
     fn list_summaries_drop_the_readme_markup() {
-        let gcn = find("cora-gcn").unwrap();
-        assert_eq!(gcn.expected(), "80.00 ± 1.98%, 200 epochs, 18 s per seed");
+        // Bold, a footnote, and two footnotes (¹⁰ is two marks), whatever the figures.
+        for name in ["cora-gcn", "mnist-vit", "sst2-transformer"] {
+            let summary = find(name).unwrap().expected();
+            assert!(
+                !summary.contains(['*', '⁰', '¹', '²', '⁶']),
+                "{name}: {summary}"
+            );
+            assert!(
+                !summary.contains("  ") && !summary.contains(" ,"),
+                "{summary}"
+            );
+        }
+        assert_eq!(strip_markup("**80.00 ± 1.98%** ²"), "80.00 ± 1.98%");
+        assert_eq!(strip_markup("dev 80.39% ⁶ ¹⁰"), "dev 80.39%");
     }
 }
