@@ -50,17 +50,9 @@ impl ValidLosses {
         let mut batches = Vec::new();
         for epoch in 1..=epochs {
             let path = split_dir.join(format!("epoch-{epoch}/Loss.log"));
-            let read = std::fs::read_to_string(&path).ok().and_then(|text| {
-                text.lines()
-                    .map(|line| line.split(',').next()?.parse::<f64>().ok())
-                    .collect::<Option<Vec<f64>>>()
-            });
-            match read {
-                Some(losses) => batches.extend(losses.into_iter().map(|loss| (epoch, loss))),
-                None => println!(
-                    "note: {} is missing or damaged; epoch {epoch} cannot be restored as the best",
-                    path.display()
-                ),
+            match crate::plots::read_log(&path) {
+                Ok(lines) => batches.extend(lines.into_iter().map(|(loss, _)| (epoch, loss))),
+                Err(e) => println!("note: {e:#}; epoch {epoch} cannot be restored as the best"),
             }
         }
         let log = Log {

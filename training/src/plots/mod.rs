@@ -63,7 +63,7 @@ fn epochs(dir: &Path, split: &str) -> Vec<usize> {
 
 /// The `value,count` lines of one log file. A line that is not two numbers is an error naming
 /// the file and line (a log cut short by a kill ends without a newline and is read up to there).
-fn read_log(path: &Path) -> Result<Vec<(f64, f64)>> {
+pub(crate) fn read_log(path: &Path) -> Result<Vec<(f64, f64)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
