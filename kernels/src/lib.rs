@@ -2,16 +2,18 @@
 //! textbook.
 //!
 //! Burn's own ops are correct on every backend but slow where a CNN spends its time on the CPU:
-//! the convolution's gradients, max pooling's indices and dropout's Bernoulli sampler. This
-//! crate keeps Burn's modules' names and fields ([`Conv2d`], [`MaxPool2d`], [`Dropout`] and their
-//! configs), so a model file writes `self.conv.forward(x)` on any `B: Backend` exactly as with
-//! burn-nn, and records load either way; the fast path is picked inside the op by the backend's
-//! type (`backend.rs`), and every other backend runs Burn's op.
+//! the convolution's gradients, max pooling's indices, batch norm's dozen ops and dropout's
+//! Bernoulli sampler. This crate keeps Burn's modules' names and fields ([`Conv2d`],
+//! [`MaxPool2d`], [`BatchNorm`], [`Dropout`] and their configs), so a model file writes
+//! `self.conv.forward(x)` on any `B: Backend` exactly as with burn-nn, and records load either
+//! way; the fast path is picked inside the op by the backend's type (`backend.rs`), and every
+//! other backend runs Burn's op.
 //!
 //! | file | what |
 //! |---|---|
 //! | [`conv`] | a 2-D convolution with its backward written out (`forward.rs`, `backward.rs`, and `host.rs`: im2col / col2im around the host gemm) |
 //! | [`pool`] | max pooling in one host pass that remembers each window's pick |
+//! | [`norm`] | batch normalisation in training: two host passes forward, two backward |
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
 //! | `host.rs` | the tensors' values as the host sees them, and the gemm every host kernel calls |
@@ -35,6 +37,7 @@ mod backend;
 pub mod conv;
 pub mod dropout;
 mod host;
+pub mod norm;
 #[cfg(any(test, feature = "parity"))]
 pub mod parity;
 pub mod pool;
@@ -44,6 +47,7 @@ pub use backend::KernelBackend;
 pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};
 pub use dropout::{Dropout, DropoutConfig, RunEpoch};
 pub use host::HostValues;
+pub use norm::{BatchNorm, BatchNormConfig};
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
 
 /// Seeds the host random draws of the layers built from now on, on this thread (the dropout

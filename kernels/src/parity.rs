@@ -1,10 +1,12 @@
 //! Parity checks of this crate's ops against Burn's: the convolution's output and three
-//! gradients over a grid of layer shapes ([`check_gradients`]), and max pooling over a grid of
-//! windows ([`check_pool`]). Public behind the `parity` feature so that `pdl-tests` runs them on
+//! gradients over a grid of layer shapes ([`check_gradients`]), max pooling over a grid of
+//! windows ([`check_pool`]), and batch norm in training over ranks and layouts
+//! ([`check_batch_norm`]). Public behind the `parity` feature so that `pdl-tests` runs them on
 //! every backend (flex, and wgpu on software Vulkan in CI); the unit tests here run them on
 //! ndarray.
 
 use crate::conv::{Conv2d, Conv2dConfig, ConvImplementation, resolve_padding};
+use crate::norm::BatchNormConfig;
 use crate::pool::MaxPool2dConfig;
 use crate::rng::SplitMix64;
 use burn::module::Param;
@@ -509,6 +511,199 @@ fn compare_pool(case: &str, what: &str, ours: TensorData, burns: TensorData) -> 
     }
 }
 
+/// Checks that [`crate::BatchNorm`] in training agrees with burn-nn's `BatchNorm` on backend `B`
+/// for inputs of rank 2, 3 and 4, the last also channels-last in memory, with `gamma` and `beta`
+/// away from 1 and 0: the output, the gradients of the input, `gamma` and `beta` for
+/// `sum(output * r)` with a fixed pseudo-random `r`, and the running statistics after two steps.
+///
+/// # Errors
+/// The first case whose output, gradient or statistic differs, with the first differing element.
+pub fn check_batch_norm<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> {
+    let mut rng = SplitMix64::new(17);
+    let cases: [(&str, Vec<usize>, bool); 4] = [
+        ("rank 2", vec![8, 5], false),
+        ("rank 3", vec![4, 3, 7], false),
+        ("rank 4", vec![4, 3, 5, 6], false),
+        ("rank 4 channels-last", vec![4, 3, 5, 6], true),
+    ];
+    for (case, dims, channels_last) in cases {
+        let channels = dims[1];
+        let values: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| 3.0 + rng.symmetric(2.0))
+            .collect();
+        let scale: Vec<f32> = (0..channels).map(|_| 1.0 + rng.symmetric(0.5)).collect();
+        let shift: Vec<f32> = (0..channels).map(|_| rng.symmetric(0.5)).collect();
+        let mut norm = BatchNormConfig::new(channels).init::<B>(device);
+        norm.gamma = Param::from_tensor(Tensor::from_floats(scale.as_slice(), device));
+        norm.beta = Param::from_tensor(Tensor::from_floats(shift.as_slice(), device));
+        let r: Vec<f32> = (0..values.len()).map(|_| rng.symmetric(1.0)).collect();
+        let run = |ours: bool| -> Result<[TensorData; 6], String> {
+            let norm = norm.clone().no_grad().fork(device);
+            let norm = BatchNormConfig::new(channels)
+                .init::<B>(device)
+                .load_record(norm.into_record());
+            let burns: burn::nn::BatchNorm<B> = norm.clone().into();
+            let x = match (dims.as_slice(), channels_last) {
+                (&[n, c, h, w], true) => {
+                    Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [n, h, w, c]), device)
+                        .permute([0, 3, 1, 2])
+                }
+                _ => Tensor::<B, 1>::from_floats(values.as_slice(), device).reshape([
+                    dims[0],
+                    dims[1],
+                    dims.get(2).copied().unwrap_or(1),
+                    dims.get(3).copied().unwrap_or(1),
+                ]),
+            }
+            .require_grad();
+            let forward = |x: Tensor<B, 4>| -> Tensor<B, 4> {
+                match dims.len() {
+                    2 => {
+                        let [n, c, _, _] = x.dims();
+                        let x = x.reshape([n, c]);
+                        let y = if ours {
+                            norm.forward(x)
+                        } else {
+                            burns.forward(x)
+                        };
+                        y.reshape([n, c, 1, 1])
+                    }
+                    3 => {
+                        let [n, c, l, _] = x.dims();
+                        let x = x.reshape([n, c, l]);
+                        let y = if ours {
+                            norm.forward(x)
+                        } else {
+                            burns.forward(x)
+                        };
+                        y.reshape([n, c, l, 1])
+                    }
+                    _ if ours => norm.forward(x),
+                    _ => burns.forward(x),
+                }
+            };
+            let y = forward(x.clone());
+            let r = Tensor::<B, 4>::from_data(TensorData::new(r.clone(), y.shape()), device);
+            let grads = (y.clone() * r).sum().backward();
+            let grad = |t: Option<Tensor<B::InnerBackend, 1>>| {
+                t.map(|t| t.into_data())
+                    .ok_or_else(|| format!("{case}: a parameter has no gradient"))
+            };
+            let dx = x
+                .grad(&grads)
+                .ok_or_else(|| format!("{case}: the input has no gradient"))?
+                .into_data();
+            let dgamma = grad(norm.gamma.grad(&grads))?;
+            let dbeta = grad(norm.beta.grad(&grads))?;
+            // A second step, so the running statistics move twice.
+            forward(x.detach());
+            Ok([
+                y.into_data(),
+                dx,
+                dgamma,
+                dbeta,
+                norm.running_mean.value().into_data(),
+                norm.running_var.value().into_data(),
+            ])
+        };
+        let (ours, burns) = (run(true)?, run(false)?);
+        let names = [
+            "output",
+            "input gradient",
+            "gamma gradient",
+            "beta gradient",
+            "running mean",
+            "running variance",
+        ];
+        for ((what, ours), burns) in names.into_iter().zip(ours).zip(burns) {
+            compare_values(case, what, ours, burns)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that [`crate::BatchNorm`] in inference agrees with burn-nn's `BatchNorm` on backend `B`
+/// (not an autodiff one) for inputs of rank 2 and 4, the last also channels-last in memory, with
+/// parameters and running statistics away from their initial values.
+///
+/// # Errors
+/// The first case whose output differs, with the first differing element.
+pub fn check_batch_norm_inference<B: Backend>(device: &B::Device) -> Result<(), String> {
+    let mut rng = SplitMix64::new(23);
+    for (case, dims, channels_last) in [
+        ("rank 2", [8, 5, 1, 1], false),
+        ("rank 4", [4, 3, 5, 6], false),
+        ("rank 4 channels-last", [4, 3, 5, 6], true),
+    ] {
+        let [n, c, h, w] = dims;
+        let mut channel = |centre: f32, spread: f32| {
+            let values: Vec<f32> = (0..c).map(|_| centre + rng.symmetric(spread)).collect();
+            Tensor::<B, 1>::from_floats(values.as_slice(), device)
+        };
+        let mut norm = BatchNormConfig::new(c).init::<B>(device);
+        norm.gamma = Param::from_tensor(channel(1.0, 0.5));
+        norm.beta = Param::from_tensor(channel(0.0, 0.5));
+        norm.running_mean = burn::module::RunningState::new(channel(2.0, 1.0));
+        norm.running_var = burn::module::RunningState::new(channel(1.5, 1.0));
+        let values: Vec<f32> = (0..n * c * h * w).map(|_| rng.symmetric(3.0)).collect();
+        let x = if channels_last {
+            Tensor::<B, 4>::from_data(TensorData::new(values, [n, h, w, c]), device)
+                .permute([0, 3, 1, 2])
+        } else {
+            Tensor::<B, 4>::from_data(TensorData::new(values, dims), device)
+        };
+        let burns: burn::nn::BatchNorm<B> = norm.clone().into();
+        let (ours, theirs) = if case == "rank 2" {
+            let x = x.reshape([n, c]);
+            (
+                norm.forward(x.clone()).into_data(),
+                burns.forward(x).into_data(),
+            )
+        } else {
+            (
+                norm.forward(x.clone()).into_data(),
+                burns.forward(x).into_data(),
+            )
+        };
+        compare_values(case, "output", ours, theirs)?;
+    }
+    Ok(())
+}
+
+/// [`compare`] for a case that is not a convolution.
+fn compare_values(
+    case: &str,
+    what: &str,
+    ours: TensorData,
+    burns: TensorData,
+) -> Result<(), String> {
+    if ours.shape != burns.shape {
+        return Err(format!(
+            "{case}: {what}: shape {:?}, Burn's {:?}",
+            ours.shape, burns.shape
+        ));
+    }
+    let values = |data: TensorData| {
+        data.convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))
+    };
+    let (ours, burns) = (values(ours)?, values(burns)?);
+    let scale = burns.iter().fold(1.0f32, |max, v| max.max(v.abs()));
+    let tolerance = GRADIENT_TOLERANCE * scale;
+    match ours
+        .iter()
+        .zip(&burns)
+        .position(|(a, b)| !within(*a, *b, tolerance))
+    {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "{case}: {what} differs at flat index {i}: ours {}, Burn's {} (tolerance {tolerance})",
+            ours[i], burns[i]
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +750,16 @@ mod tests {
         for case in conv_cases() {
             assert!(case.output_size().is_some(), "{case:?}");
         }
+    }
+
+    #[test]
+    fn host_batch_norm_training_matches_burns() {
+        check_batch_norm::<B>(&Default::default()).unwrap();
+    }
+
+    #[test]
+    fn host_batch_norm_inference_matches_burns() {
+        check_batch_norm_inference::<NdArray>(&Default::default()).unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::classification::{ImageClassifier, check_dropout, train_output};
 use burn::nn::{
-    BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d,
+    Linear, LinearConfig, PaddingConfig2d,
     activation::{Activation, ActivationConfig},
 };
 use burn::prelude::*;
@@ -21,7 +21,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::batcher::ImageBatch;
 use pdl_kernels::{
-    Conv2d, Conv2dConfig, ConvImplementation, Dropout, DropoutConfig, MaxPool2d, MaxPool2dConfig,
+    BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, ConvImplementation, Dropout, DropoutConfig,
+    MaxPool2d, MaxPool2dConfig,
 };
 
 fn max_pool_2x2() -> MaxPool2d {

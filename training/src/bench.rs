@@ -1,6 +1,6 @@
 //! `pdl bench`: training and inference throughput of the classic MNIST net (pytorch/examples
 //! `mnist/main.py`) on each compiled backend, the figure the README's backend table quotes;
-//! `--model gpt`: characters/s of `shakespeare-gpt` generation with and without its KV cache;
+//! `--model resnet`: the same for `fashion-resnet`'s ResNet; `--model gpt`: characters/s of `shakespeare-gpt` generation with and without its KV cache;
 //! `--model gcn`: see `bench_gnn`.
 //!
 //! Training: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
@@ -16,14 +16,14 @@ use burn::optim::{AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::TrainStep;
+use burn::train::{ClassificationOutput, TrainStep};
 use clap::Args;
 use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
 use pdl_kernels::ConvImplementation;
-use pdl_models::ClassicCnnConfig;
 use pdl_models::sampling::{Generate, Sampling};
 use pdl_models::transformer::CharGptConfig;
+use pdl_models::{ClassicCnnConfig, ImageClassifier, ResNetConfig};
 use std::time::{Duration, Instant};
 
 /// What `pdl bench` measures.
@@ -32,6 +32,8 @@ pub enum BenchModel {
     /// Training and inference images/s of the classic MNIST net.
     #[default]
     Cnn,
+    /// Training and inference images/s of `fashion-resnet`'s ResNet.
+    Resnet,
     /// One full-graph GCN training epoch on a large synthetic graph: time and peak memory.
     Gcn,
     /// Characters/s of `shakespeare-gpt` generation, with and without the KV cache.
@@ -60,7 +62,7 @@ pub struct BenchArgs {
     /// GCN: timed epochs (after one warm-up epoch).
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    /// CNN: whose convolution to time, `pdl` (the custom backward), `burn`, or both (the default);
+    /// CNN and ResNet: whose convolution to time, `pdl` (the custom backward), `burn`, or both (the default);
     /// max pooling and dropout are pdl's either way.
     #[arg(long, value_delimiter = ',', default_values = ["burn", "pdl"])]
     pub conv: Vec<String>,
@@ -117,6 +119,7 @@ fn steps_per_second(budget: Duration, mut step: impl FnMut()) -> f64 {
 
 struct BenchTask {
     budget: Duration,
+    model: BenchModel,
     conv: ConvImplementation,
 }
 
@@ -125,35 +128,62 @@ impl BackendTask for BenchTask {
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
-        let mut model = pdl_models::seeded::<B, _>(device, 0, |device| {
-            ClassicCnnConfig::mnist()
-                .with_conv(Some(self.conv))
-                .init::<B>(device)
-        });
-        let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
-        let train_batch = batch::<B>(TRAIN_BATCH, 1, device);
-        let train = steps_per_second(self.budget, || {
-            let out = model.step(train_batch.clone());
-            model = optim.step(1e-3, model.clone(), out.grads);
-            let _ = out.item.loss.into_scalar();
-        }) * TRAIN_BATCH as f64;
-
-        let inner = model.valid();
-        let infer_batch = batch::<B::InnerBackend>(INFER_BATCH, 2, device);
-        let infer = steps_per_second(self.budget, || {
-            let _ = inner.forward(infer_batch.images.clone()).into_data();
-        }) * INFER_BATCH as f64;
-        Throughput { train, infer }
+        let conv = Some(self.conv);
+        match self.model {
+            BenchModel::Resnet => image_throughput(
+                self.budget,
+                pdl_models::seeded::<B, _>(device, 0, |device| {
+                    ResNetConfig::fashion().with_conv(conv).init::<B>(device)
+                }),
+                device,
+            ),
+            _ => image_throughput(
+                self.budget,
+                pdl_models::seeded::<B, _>(device, 0, |device| {
+                    ClassicCnnConfig::mnist().with_conv(conv).init::<B>(device)
+                }),
+                device,
+            ),
+        }
     }
 }
 
-/// Measures one backend with one convolution.
-pub fn measure(kind: BackendKind, conv: ConvImplementation, seconds: f64) -> Result<Throughput> {
+/// Times `model`'s training steps (AdamW, batch 64) and inference (batch 1000).
+fn image_throughput<B, M>(budget: Duration, mut model: M, device: &B::Device) -> Throughput
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let train_batch = batch::<B>(TRAIN_BATCH, 1, device);
+    let train = steps_per_second(budget, || {
+        let out = model.step(train_batch.clone());
+        model = optim.step(1e-3, model.clone(), out.grads);
+        let _ = out.item.loss.into_scalar();
+    }) * TRAIN_BATCH as f64;
+
+    let inner = model.valid();
+    let infer_batch = batch::<B::InnerBackend>(INFER_BATCH, 2, device);
+    let infer = steps_per_second(budget, || {
+        let _ = inner.logits(infer_batch.images.clone()).into_data();
+    }) * INFER_BATCH as f64;
+    Throughput { train, infer }
+}
+
+/// Measures one image model on one backend with one convolution.
+pub fn measure(
+    kind: BackendKind,
+    model: BenchModel,
+    conv: ConvImplementation,
+    seconds: f64,
+) -> Result<Throughput> {
     run_on(
         kind,
         &DeviceSpec::Count(1),
         BenchTask {
             budget: Duration::from_secs_f64(seconds.max(0.0)),
+            model,
             conv,
         },
     )
@@ -198,8 +228,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let title = match args.model {
+        BenchModel::Resnet => "fashion-resnet's ResNet",
+        _ => "classic MNIST net (pytorch/examples)",
+    };
     println!(
-        "classic MNIST net (pytorch/examples), {} threads available",
+        "{title}, {} threads available",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let convs = args
@@ -220,7 +254,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     for kind in kinds {
         for &conv in &convs {
-            let t = measure(kind, conv, args.seconds)?;
+            let t = measure(kind, args.model, conv, args.seconds)?;
             println!(
                 "{:<8}  {:<5}  {:>22}  {:>24}",
                 kind.name(),
