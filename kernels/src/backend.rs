@@ -74,13 +74,18 @@ pub trait KernelBackend: Backend {
 
     /// Batch normalisation in inference: [`crate::BatchNorm`]'s output for `x` `[batch,
     /// channels, height, width]` with `[gamma, beta, running mean, running variance]`, each
-    /// `[channels]`; `None` runs Burn's ops instead (the default).
+    /// `[channels]`; `None` runs Burn's ops instead. The default is the host pass where
+    /// [`KernelBackend::HOST_KERNELS`], `None` elsewhere.
     fn batch_norm_inference_fast(
-        _x: FloatTensor<Self>,
-        _channels: [&FloatTensor<Self>; 4],
-        _epsilon: f64,
+        x: FloatTensor<Self>,
+        channels: [&FloatTensor<Self>; 4],
+        epsilon: f64,
     ) -> Option<FloatTensor<Self>> {
-        None
+        if Self::HOST_KERNELS {
+            crate::norm::batch_norm_inference_on_host::<Self>(&x, channels, epsilon)
+        } else {
+            None
+        }
     }
 
     /// A 2-D convolution, `conv2d` with the same arguments and result.
@@ -136,14 +141,6 @@ impl KernelBackend for burn::backend::Flex {
         }
     }
 
-    fn batch_norm_inference_fast(
-        x: FloatTensor<Self>,
-        channels: [&FloatTensor<Self>; 4],
-        epsilon: f64,
-    ) -> Option<FloatTensor<Self>> {
-        crate::norm::inference_on_host::<Self>(&x, channels, epsilon)
-    }
-
     fn with_values<R, const D: usize>(
         tensor: &FloatTensor<Self>,
         f: impl FnOnce(HostValues<'_, D>) -> R,
@@ -171,14 +168,6 @@ impl KernelBackend for burn::backend::NdArray {
     // classic net's second layer took 27 ms that way against 18 ms called directly.
     fn host_matmul(a: Vec<f32>, b: Vec<f32>, shape: [usize; 3]) -> Vec<f32> {
         host::sgemm(&a, &b, shape)
-    }
-
-    fn batch_norm_inference_fast(
-        x: FloatTensor<Self>,
-        channels: [&FloatTensor<Self>; 4],
-        epsilon: f64,
-    ) -> Option<FloatTensor<Self>> {
-        crate::norm::inference_on_host::<Self>(&x, channels, epsilon)
     }
 
     fn with_values<R, const D: usize>(

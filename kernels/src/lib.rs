@@ -2,7 +2,7 @@
 //! textbook.
 //!
 //! Burn's own ops are correct on every backend but slow where a CNN spends its time on the CPU:
-//! the convolution's gradients, max pooling's indices, batch norm's dozen ops and dropout's
+//! the convolution's gradients, max pooling's indices, batch norm's chain of ops, and dropout's
 //! Bernoulli sampler. This crate keeps Burn's modules' names and fields ([`Conv2d`],
 //! [`MaxPool2d`], [`BatchNorm`], [`Dropout`] and their configs), so a model file writes
 //! `self.conv.forward(x)` on any `B: Backend` exactly as with burn-nn, and records load either
@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`conv`] | a 2-D convolution with its backward written out (`forward.rs`, `backward.rs`, and `host.rs`: im2col / col2im around the host gemm) |
 //! | [`pool`] | max pooling in one host pass that remembers each window's pick |
-//! | [`norm`] | batch normalisation in training: two host passes forward, two backward |
+//! | [`norm`] | batch norm in training: two host passes forward, two backward |
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
 //! | `host.rs` | the tensors' values as the host sees them, and the gemm every host kernel calls |

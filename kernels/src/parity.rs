@@ -1,7 +1,7 @@
 //! Parity checks of this crate's ops against Burn's: the convolution's output and three
 //! gradients over a grid of layer shapes ([`check_gradients`]), max pooling over a grid of
-//! windows ([`check_pool`]), and batch norm in training over ranks and layouts
-//! ([`check_batch_norm`]). Public behind the `parity` feature so that `pdl-tests` runs them on
+//! windows ([`check_pool`]), and batch norm over ranks and layouts ([`check_batch_norm`],
+//! [`check_batch_norm_inference`]). Public behind the `parity` feature so that `pdl-tests` runs them on
 //! every backend (flex, and wgpu on software Vulkan in CI); the unit tests here run them on
 //! ndarray.
 
@@ -363,31 +363,7 @@ pub(crate) fn compare(
             ));
         }
     };
-    if pdl.shape != burn.shape {
-        return Err(format!(
-            "{case:?}: {what}: pdl shape {:?}, burn shape {:?}",
-            pdl.shape, burn.shape
-        ));
-    }
-    let values = |data: TensorData| {
-        data.convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| format!("{case:?}: {what}: {e:?}"))
-    };
-    let (pdl, burn) = (values(pdl)?, values(burn)?);
-    let scale = burn.iter().fold(1.0f32, |max, v| max.max(v.abs()));
-    let tolerance = GRADIENT_TOLERANCE * scale;
-    match pdl
-        .iter()
-        .zip(&burn)
-        .position(|(p, b)| !within(*p, *b, tolerance))
-    {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "{case:?}: {what} differs at flat index {i}: pdl {}, burn {} (tolerance {tolerance})",
-            pdl[i], burn[i]
-        )),
-    }
+    compare_values(&format!("{case:?}"), what, pdl, burn, Agreement::Close)
 }
 
 /// False for NaN, which a plain `>` comparison would let through.
@@ -467,9 +443,11 @@ pub fn check_pool<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> 
                     (y.into_data(), dx)
                 };
                 let (ours, burns) = (run(true), run(false));
-                compare_pool(&case, "output", ours.0, burns.0)?;
+                compare_values(&case, "output", ours.0, burns.0, Agreement::Exact)?;
                 match (ours.1, burns.1) {
-                    (Some(a), Some(b)) => compare_pool(&case, "input gradient", a, b)?,
+                    (Some(a), Some(b)) => {
+                        compare_values(&case, "input gradient", a, b, Agreement::Exact)?
+                    }
                     (a, b) => {
                         return Err(format!(
                             "{case}: input gradient: ours {}, Burn's {}",
@@ -482,33 +460,6 @@ pub fn check_pool<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> 
         }
     }
     Ok(())
-}
-
-/// Pooling picks values, so ours and Burn's agree exactly, NaN where Burn has NaN.
-fn compare_pool(case: &str, what: &str, ours: TensorData, burns: TensorData) -> Result<(), String> {
-    if ours.shape != burns.shape {
-        return Err(format!(
-            "{case}: {what}: shape {:?}, Burn's {:?}",
-            ours.shape, burns.shape
-        ));
-    }
-    let values = |data: TensorData| {
-        data.convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))
-    };
-    let (ours, burns) = (values(ours)?, values(burns)?);
-    match ours
-        .iter()
-        .zip(&burns)
-        .position(|(a, b)| (a - b).abs() > 1e-6 || a.is_nan() != b.is_nan())
-    {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "{case}: {what} differs at flat index {i}: ours {}, Burn's {}",
-            ours[i], burns[i]
-        )),
-    }
 }
 
 /// Checks that [`crate::BatchNorm`] in training agrees with burn-nn's `BatchNorm` on backend `B`
@@ -616,7 +567,7 @@ pub fn check_batch_norm<B: AutodiffBackend>(device: &B::Device) -> Result<(), St
             "running variance",
         ];
         for ((what, ours), burns) in names.into_iter().zip(ours).zip(burns) {
-            compare_values(case, what, ours, burns)?;
+            compare_values(case, what, ours, burns, Agreement::Close)?;
         }
     }
     Ok(())
@@ -665,17 +616,28 @@ pub fn check_batch_norm_inference<B: Backend>(device: &B::Device) -> Result<(), 
                 burns.forward(x).into_data(),
             )
         };
-        compare_values(case, "output", ours, theirs)?;
+        compare_values(case, "output", ours, theirs, Agreement::Close)?;
     }
     Ok(())
 }
 
-/// [`compare`] for a case that is not a convolution.
+/// How closely two results must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agreement {
+    /// Within [`GRADIENT_TOLERANCE`] of the largest magnitude in Burn's: the same sums in
+    /// another order.
+    Close,
+    /// Equal, NaN where Burn has NaN: values picked, not computed (pooling).
+    Exact,
+}
+
+/// Compares our result with Burn's, element by element.
 fn compare_values(
     case: &str,
     what: &str,
     ours: TensorData,
     burns: TensorData,
+    agreement: Agreement,
 ) -> Result<(), String> {
     if ours.shape != burns.shape {
         return Err(format!(
@@ -686,16 +648,19 @@ fn compare_values(
     let values = |data: TensorData| {
         data.convert::<f32>()
             .to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| format!("{case}: {what}: {e:?}"))
     };
     let (ours, burns) = (values(ours)?, values(burns)?);
-    let scale = burns.iter().fold(1.0f32, |max, v| max.max(v.abs()));
-    let tolerance = GRADIENT_TOLERANCE * scale;
-    match ours
-        .iter()
-        .zip(&burns)
-        .position(|(a, b)| !within(*a, *b, tolerance))
-    {
+    let tolerance = match agreement {
+        Agreement::Close => {
+            GRADIENT_TOLERANCE * burns.iter().fold(1.0f32, |max, v| max.max(v.abs()))
+        }
+        Agreement::Exact => 1e-6,
+    };
+    let agree = |a: f32, b: f32| {
+        within(a, b, tolerance) || (agreement == Agreement::Exact && a.is_nan() && b.is_nan())
+    };
+    match ours.iter().zip(&burns).position(|(a, b)| !agree(*a, *b)) {
         None => Ok(()),
         Some(i) => Err(format!(
             "{case}: {what} differs at flat index {i}: ours {}, Burn's {} (tolerance {tolerance})",

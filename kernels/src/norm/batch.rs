@@ -30,6 +30,7 @@
 //! forward (statistics, then the output) and two backward (the two sums, then `dx`); in inference
 //! one pass, `y = x scale_c + shift_c`. Every other backend runs Burn's op.
 
+use super::vector_values;
 use crate::KernelBackend;
 use crate::backend::Op;
 use crate::host::HostValues;
@@ -39,7 +40,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::module::{Content, DisplaySettings, ModuleDisplay, Param, RunningState};
+use burn::module::{Content, DisplaySettings, Initializer, ModuleDisplay, Param, RunningState};
 use burn::nn as burn_nn;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -62,11 +63,15 @@ pub struct BatchNormConfig {
 impl BatchNormConfig {
     /// The layer: `gamma` ones, `beta` zeros, running mean 0 and variance 1, as burn-nn's.
     pub fn init<B: Backend>(&self, device: &B::Device) -> BatchNorm<B> {
-        burn_nn::BatchNormConfig::new(self.num_features)
-            .with_epsilon(self.epsilon)
-            .with_momentum(self.momentum)
-            .init(device)
-            .into()
+        let channels = [self.num_features];
+        BatchNorm {
+            gamma: Initializer::Ones.init(channels, device),
+            beta: Initializer::Zeros.init(channels, device),
+            running_mean: RunningState::new(Tensor::zeros(channels, device)),
+            running_var: RunningState::new(Tensor::ones(channels, device)),
+            momentum: self.momentum,
+            epsilon: self.epsilon,
+        }
     }
 }
 
@@ -143,19 +148,6 @@ impl<B: Backend> BatchNorm<B> {
 
 impl<B: Backend> From<BatchNorm<B>> for burn_nn::BatchNorm<B> {
     fn from(norm: BatchNorm<B>) -> Self {
-        Self {
-            gamma: norm.gamma,
-            beta: norm.beta,
-            running_mean: norm.running_mean,
-            running_var: norm.running_var,
-            momentum: norm.momentum,
-            epsilon: norm.epsilon,
-        }
-    }
-}
-
-impl<B: Backend> From<burn_nn::BatchNorm<B>> for BatchNorm<B> {
-    fn from(norm: burn_nn::BatchNorm<B>) -> Self {
         Self {
             gamma: norm.gamma,
             beta: norm.beta,
@@ -258,13 +250,6 @@ pub(crate) struct Statistics {
     gamma: Vec<f32>,
 }
 
-/// A `[channels]` tensor's values.
-fn channel_values<B: KernelBackend>(t: &FloatTensor<B>) -> Option<Vec<f32>> {
-    B::with_values(t, |v: HostValues<'_, 1>| {
-        (0..v.dims[0]).map(|i| v.values[i * v.strides[0]]).collect()
-    })
-}
-
 /// The training forward pass on the host: the output, row-major, and the batch's statistics;
 /// `None` when the backend does not lend the values as `f32`.
 ///
@@ -281,8 +266,8 @@ pub(crate) fn forward_on_host<B: KernelBackend>(
     let device = B::float_device(x);
     let shape = x.shape();
     let [batch, channels, height, width] = shape.dims();
-    let gamma = channel_values::<B>(gamma)?;
-    let beta = channel_values::<B>(beta)?;
+    let gamma = vector_values::<B>(gamma)?;
+    let beta = vector_values::<B>(beta)?;
     if gamma.len() != channels || beta.len() != channels || batch * height * width == 0 {
         return None;
     }
@@ -336,7 +321,7 @@ pub(crate) fn inference_on_host<B: KernelBackend>(
     let device = B::float_device(x);
     let shape = x.shape();
     let [batch, channels, height, width] = shape.dims();
-    let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(channel_values::<B>);
+    let [gamma, beta, mean, var] = [gamma, beta, mean, var].map(vector_values::<B>);
     let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
     if [&gamma, &beta, &mean, &var]
         .iter()
