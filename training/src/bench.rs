@@ -1,6 +1,7 @@
 //! `pdl bench`: training and inference throughput of the classic MNIST net (pytorch/examples
 //! `mnist/main.py`) on each compiled backend, the figure the README's backend table quotes;
-//! `--model resnet`: the same for `fashion-resnet`'s ResNet; `--model gpt`: characters/s of `shakespeare-gpt` generation with and without its KV cache;
+//! `--model resnet` and `--model vit`: the same for `fashion-resnet`'s ResNet and `mnist-vit`'s
+//! ViT; `--model gpt`: characters/s of `shakespeare-gpt` generation with and without its KV cache;
 //! `--model gcn`: see `bench_gnn`.
 //!
 //! Training: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
@@ -23,7 +24,7 @@ use pdl_datasets::batcher::ImageBatch;
 use pdl_kernels::ConvImplementation;
 use pdl_models::sampling::{Generate, Sampling};
 use pdl_models::transformer::CharGptConfig;
-use pdl_models::{ClassicCnnConfig, ImageClassifier, ResNetConfig};
+use pdl_models::{ClassicCnnConfig, ImageClassifier, ResNetConfig, VitConfig};
 use std::time::{Duration, Instant};
 
 /// What `pdl bench` measures.
@@ -34,6 +35,8 @@ pub enum BenchModel {
     Cnn,
     /// Training and inference images/s of `fashion-resnet`'s ResNet.
     Resnet,
+    /// Training and inference images/s of `mnist-vit`'s Vision Transformer.
+    Vit,
     /// One full-graph GCN training epoch on a large synthetic graph: time and peak memory.
     Gcn,
     /// Characters/s of `shakespeare-gpt` generation, with and without the KV cache.
@@ -137,6 +140,13 @@ impl BackendTask for BenchTask {
                 }),
                 device,
             ),
+            BenchModel::Vit => image_throughput(
+                self.budget,
+                pdl_models::seeded::<B, _>(device, 0, |device| {
+                    VitConfig::mnist().init::<B>(device)
+                }),
+                device,
+            ),
             _ => image_throughput(
                 self.budget,
                 pdl_models::seeded::<B, _>(device, 0, |device| {
@@ -230,6 +240,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let title = match args.model {
         BenchModel::Resnet => "fashion-resnet's ResNet",
+        BenchModel::Vit => "mnist-vit's ViT",
         _ => "classic MNIST net (pytorch/examples)",
     };
     println!(
