@@ -1,4 +1,5 @@
-//! What every classifier shares: cross-entropy on its logits, and [`train_output`], the one line
+//! What every classifier shares: cross-entropy on its logits, the image and sentence classifiers'
+//! `forward_classification`, and [`train_output`], the one line
 //! under each model's `impl TrainStep` (written out beside the model, where the orphan rule wants
 //! it and a reader can find it).
 
@@ -8,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, TrainOutput};
 use pdl_datasets::batcher::ImageBatch;
+use pdl_datasets::text::sst2::SentenceBatch;
 
 /// A model mapping `[batch, channels, height, width]` images to `[batch, num_classes]` logits.
 pub trait ImageClassifier<B: Backend> {
@@ -22,6 +24,24 @@ pub trait ImageClassifier<B: Backend> {
     /// expect them.
     fn forward_classification(&self, batch: ImageBatch<B>) -> ClassificationOutput<B> {
         let logits = self.logits(batch.images);
+        classification_output(logits, batch.targets)
+    }
+}
+
+/// A model mapping padded sentences to `[batch, num_classes]` logits.
+pub trait SentenceClassifier<B: Backend> {
+    /// Logits for each sentence.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, seq_len]`, padded
+    /// - mask: `[batch, seq_len]`, true at a real token
+    /// - output: `[batch, num_classes]`
+    fn logits(&self, tokens: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 2>;
+
+    /// Logits, mean cross-entropy against the labels, and the labels, as the Learner's metrics
+    /// expect them.
+    fn forward_classification(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
+        let logits = self.logits(batch.tokens, batch.mask);
         classification_output(logits, batch.targets)
     }
 }

@@ -33,7 +33,7 @@ pub use attention::{
     KvCache, MultiHeadAttention, MultiHeadAttentionConfig, causal_mask, padding_mask,
     scaled_dot_product_attention,
 };
-pub use classification::{ImageClassifier, train_output};
+pub use classification::{ImageClassifier, SentenceClassifier, train_output};
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
 pub use forecast::{DLinear, DLinearConfig, Forecaster};
 pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};

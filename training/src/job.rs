@@ -15,8 +15,7 @@ use anyhow::{Result, bail};
 use burn::data::dataloader::DataLoader;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer};
+use burn::optim::{Adam, AdamW, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::Adaptor;
 use burn::train::{InferenceStep, LearningComponentsMarker, MetricRegistration, TrainStep};
@@ -222,7 +221,18 @@ where
             >,
     {
         match self {
-            Job::Train(training) => Ok(Outcome::Trained(Box::new(training.train(build)?))),
+            Job::Train(training) => {
+                let settings = training.settings;
+                let model = pdl_models::seeded::<B, _>(&training.devices[0], settings.seed, build);
+                println!("{model}\n{}", training.about);
+                let report = match training.optimiser {
+                    Optimiser::AdamW => training.fit_and_score(model, settings.adamw().init()),
+                    Optimiser::AdamL2 { epsilon } => {
+                        training.fit_and_score(model, settings.adam_l2(epsilon).init())
+                    }
+                };
+                Ok(Outcome::Trained(Box::new(report?)))
+            }
             Job::Eval(scoring) => {
                 let (model, test) = scoring.load(build)?;
                 Ok(Outcome::Scored(evaluate(&model, &test)))
@@ -237,48 +247,7 @@ where
 }
 
 impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
-    /// Seeds, builds the model with `build` (see [`Job::run`]), and trains it with the pipeline's
-    /// optimiser.
-    fn train<M, T, U>(self, build: impl FnOnce(&B::Device) -> M) -> Result<RunReport>
-    where
-        M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,
-        M::InnerModule: InferenceStep<Input = V, Output = U>,
-        T: TaskOutput,
-        U: TaskOutput,
-        T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
-        U::ItemSync: Adaptor<LossValue>,
-        T::Metrics: MetricRegistration<
-                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<AdamW, M, B>>,
-            > + MetricRegistration<
-                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<Adam, M, B>>,
-            >,
-    {
-        let settings = self.settings;
-        let model = pdl_models::seeded::<B, _>(&self.devices[0], settings.seed, build);
-        println!("{model}\n{}", self.about);
-        match self.optimiser {
-            Optimiser::AdamW => {
-                let optim = AdamWConfig::new()
-                    .with_weight_decay(settings.weight_decay as f32)
-                    .with_grad_clipping(settings.clipping())
-                    .init();
-                self.fit_and_score(model, optim)
-            }
-            Optimiser::AdamL2 { epsilon } => {
-                let mut config = AdamConfig::new()
-                    .with_weight_decay(
-                        (settings.weight_decay > 0.0)
-                            .then(|| WeightDecayConfig::new(settings.weight_decay as f32)),
-                    )
-                    .with_grad_clipping(settings.clipping());
-                if let Some(epsilon) = epsilon {
-                    config = config.with_epsilon(epsilon);
-                }
-                self.fit_and_score(model, config.init())
-            }
-        }
-    }
-
+    /// Trains `model` with `optim` (see [`Job::run`]), saves it and scores it.
     fn fit_and_score<M, O, T, U>(self, model: M, optim: O) -> Result<RunReport>
     where
         M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + Display + 'static,

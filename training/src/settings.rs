@@ -10,6 +10,8 @@
 use crate::schedule::{Schedule, ScheduleConfig};
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt::Debug;
@@ -239,6 +241,27 @@ impl TrainingSettings {
     /// The gradient clipping, if any.
     pub fn clipping(&self) -> Option<GradientClippingConfig> {
         self.grad_clip_norm.map(GradientClippingConfig::Norm)
+    }
+
+    /// AdamW ([`Optimiser::AdamW`]) with these settings' decay and clipping.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_grad_clipping(self.clipping())
+    }
+
+    /// Adam with the decay as L2 on the gradients ([`Optimiser::AdamL2`]), these settings'
+    /// clipping, and `epsilon` if given.
+    pub fn adam_l2(&self, epsilon: Option<f32>) -> AdamConfig {
+        let mut config = AdamConfig::new()
+            .with_weight_decay(
+                (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32)),
+            )
+            .with_grad_clipping(self.clipping());
+        if let Some(epsilon) = epsilon {
+            config = config.with_epsilon(epsilon);
+        }
+        config
     }
 }
 

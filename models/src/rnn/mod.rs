@@ -20,5 +20,7 @@ pub use layers::{
     CellKind, CellSource, LayerState, Recurrent, RecurrentConfig, RecurrentOutput, RnnForecaster,
     RnnForecasterConfig,
 };
-pub use scratch::{Cell, Gates, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll};
+pub use scratch::{
+    Cell, CellState, Gates, GruCell, LstmCell, LstmState, RnnCell, RnnCellConfig, unroll,
+};
 pub use sentence::{Pooling, SentenceRnn, SentenceRnnConfig};

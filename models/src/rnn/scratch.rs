@@ -45,6 +45,40 @@ pub struct LstmState<B: Backend> {
     pub cell: Tensor<B, 2>,
 }
 
+/// What a cell carries between steps: the zero state to start from, and the hidden state `h`
+/// that each step outputs.
+pub trait CellState<B: Backend>: Clone {
+    /// The all-zero state for a batch of `zeros`, `[batch, d_hidden]`.
+    fn zeros(zeros: Tensor<B, 2>) -> Self;
+
+    /// The hidden state `h`, `[batch, d_hidden]`.
+    fn hidden(&self) -> Tensor<B, 2>;
+}
+
+/// The RNN's and the GRU's state: `h` alone.
+impl<B: Backend> CellState<B> for Tensor<B, 2> {
+    fn zeros(zeros: Tensor<B, 2>) -> Self {
+        zeros
+    }
+
+    fn hidden(&self) -> Tensor<B, 2> {
+        self.clone()
+    }
+}
+
+impl<B: Backend> CellState<B> for LstmState<B> {
+    fn zeros(zeros: Tensor<B, 2>) -> Self {
+        LstmState {
+            hidden: zeros.clone(),
+            cell: zeros,
+        }
+    }
+
+    fn hidden(&self) -> Tensor<B, 2> {
+        self.hidden.clone()
+    }
+}
+
 /// The weights of all of a cell's gates, side by side: `W_x`, `b_x` `[d_input, gates * d_hidden]`
 /// and `W_h`, `b_h` `[d_hidden, gates * d_hidden]`.
 #[derive(Module, Debug)]
@@ -58,16 +92,10 @@ pub struct Gates<B: Backend> {
 /// A recurrent cell: how one time step maps the projected input and the state to the next state.
 pub trait Cell<B: Backend> {
     /// What the cell carries between steps.
-    type State: Clone;
+    type State: CellState<B>;
 
     /// The cell's gate weights.
     fn gates(&self) -> &Gates<B>;
-
-    /// The all-zero state for a batch of `zeros`, `[batch, d_hidden]`.
-    fn zero_state(zeros: Tensor<B, 2>) -> Self::State;
-
-    /// The hidden state `h` inside a state.
-    fn hidden(state: &Self::State) -> Tensor<B, 2>;
 
     /// One step from the projected input `[batch, gates * d_hidden]` of time `t`.
     fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State;
@@ -99,8 +127,9 @@ pub fn unroll<B: Backend, C: Cell<B>>(
     state: Option<C::State>,
 ) -> (Tensor<B, 3>, C::State) {
     let [batch, seq_len, _] = input.dims();
-    let mut state = state
-        .unwrap_or_else(|| C::zero_state(Tensor::zeros([batch, cell.d_hidden()], &input.device())));
+    let mut state = state.unwrap_or_else(|| {
+        C::State::zeros(Tensor::zeros([batch, cell.d_hidden()], &input.device()))
+    });
     // Burn's Linear weight is [d_input, d_output].
     let [d_input, d_projected] = cell.gates().input.weight.dims();
     let mut outputs = Vec::with_capacity(seq_len);
@@ -108,12 +137,12 @@ pub fn unroll<B: Backend, C: Cell<B>>(
         for x_t in input.iter_dim(1) {
             let projected = cell.gates().input.forward(x_t.squeeze_dim(1));
             state = cell.step(projected, state);
-            outputs.push(C::hidden(&state));
+            outputs.push(state.hidden());
         }
     } else {
         for x_t in cell.project_input(input).iter_dim(1) {
             state = cell.step(x_t.squeeze_dim(1), state);
-            outputs.push(C::hidden(&state));
+            outputs.push(state.hidden());
         }
     }
     (Tensor::stack(outputs, 1), state)
@@ -178,14 +207,6 @@ impl<B: Backend> Cell<B> for RnnCell<B> {
         &self.gates
     }
 
-    fn zero_state(zeros: Tensor<B, 2>) -> Self::State {
-        zeros
-    }
-
-    fn hidden(state: &Self::State) -> Tensor<B, 2> {
-        state.clone()
-    }
-
     fn step(&self, projected: Tensor<B, 2>, h: Self::State) -> Self::State {
         tanh(projected + self.gates.hidden.forward(h))
     }
@@ -203,17 +224,6 @@ impl<B: Backend> Cell<B> for LstmCell<B> {
 
     fn gates(&self) -> &Gates<B> {
         &self.gates
-    }
-
-    fn zero_state(zeros: Tensor<B, 2>) -> Self::State {
-        LstmState {
-            hidden: zeros.clone(),
-            cell: zeros,
-        }
-    }
-
-    fn hidden(state: &Self::State) -> Tensor<B, 2> {
-        state.hidden.clone()
     }
 
     fn step(&self, projected: Tensor<B, 2>, state: Self::State) -> Self::State {
@@ -236,14 +246,6 @@ impl<B: Backend> Cell<B> for GruCell<B> {
 
     fn gates(&self) -> &Gates<B> {
         &self.gates
-    }
-
-    fn zero_state(zeros: Tensor<B, 2>) -> Self::State {
-        zeros
-    }
-
-    fn hidden(state: &Self::State) -> Tensor<B, 2> {
-        state.clone()
     }
 
     fn step(&self, projected: Tensor<B, 2>, h: Self::State) -> Self::State {

@@ -7,7 +7,7 @@ use super::{
     TransformerBlockConfig, blocks,
 };
 use crate::attention::padding_mask;
-use crate::classification::{check_dropout, classification_output, train_output};
+use crate::classification::{SentenceClassifier, check_dropout, train_output};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -135,16 +135,11 @@ impl<B: Backend> TransformerClassifier<B> {
             / lengths;
         self.head.forward(self.dropout.forward(pooled))
     }
+}
 
-    /// Logits and cross-entropy against the labels.
-    pub fn forward_classification(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
-        let logits = self.forward(batch.tokens, batch.mask);
-        classification_output(logits, batch.targets)
-    }
-
-    /// The same as [`Self::forward_classification`]: what a training step minimises.
-    pub fn forward_training(&self, batch: SentenceBatch<B>) -> ClassificationOutput<B> {
-        self.forward_classification(batch)
+impl<B: Backend> SentenceClassifier<B> for TransformerClassifier<B> {
+    fn logits(&self, tokens: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
+        self.forward(tokens, mask)
     }
 }
 
@@ -153,7 +148,7 @@ impl<B: AutodiffBackend> TrainStep for TransformerClassifier<B> {
     type Output = ClassificationOutput<B>;
 
     fn step(&self, batch: SentenceBatch<B>) -> TrainOutput<ClassificationOutput<B>> {
-        train_output(self, self.forward_training(batch))
+        train_output(self, self.forward_classification(batch))
     }
 }
 
