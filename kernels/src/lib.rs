@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`conv`] | a 2-D convolution with its backward written out (`forward.rs`, `backward.rs`, and `host.rs`: im2col / col2im around the host gemm) |
 //! | [`pool`] | max pooling in one host pass that remembers each window's pick |
-//! | [`norm`] | batch norm in training: two host passes forward, two backward |
+//! | [`norm`] | batch norm in training: three host passes forward, two backward |
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
 //! | `host.rs` | the tensors' values as the host sees them, and the gemm every host kernel calls |

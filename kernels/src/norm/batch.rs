@@ -26,8 +26,8 @@
 //! step for each, so a training step reads and writes the activations some twenty times; on the
 //! CPU the nine batch norms of `fashion-resnet` cost more than its convolutions. [`BatchNorm`] has
 //! the fields of Burn's `BatchNorm` (records load either way) and, in training on a backend whose
-//! tensors are host arrays ([`KernelBackend::HOST_KERNELS`]), runs two passes over the input
-//! forward (statistics, then the output) and two backward (the two sums, then `dx`); in inference
+//! tensors are host arrays ([`KernelBackend::HOST_KERNELS`]), runs three passes over the input
+//! forward (mean, variance, then the output) and two backward (the two sums, then `dx`); in inference
 //! one pass, `y = x scale_c + shift_c`. Every other backend runs Burn's op.
 
 use super::vector_values;
@@ -422,14 +422,19 @@ fn backward_on_host(
     for c in 0..channels {
         let mean = statistics.mean[c];
         let inv_std = statistics.inv_std[c];
-        let sum_dy = dys.sum(c, |g| g) as f32;
-        let sum_dy_centred = xs
-            .of(c)
-            .zip(dys.of(c))
-            .map(|((_, x), (_, g))| {
-                x.iter().zip(g).map(|(&x, &g)| g * (x - mean)).sum::<f32>() as f64
-            })
-            .sum::<f64>() as f32;
+        // Both sums in one pass over the channel's values.
+        let (sum_dy, sum_dy_centred) = xs.of(c).zip(dys.of(c)).fold(
+            (0.0f64, 0.0f64),
+            |(sum_dy, sum_dy_centred), ((_, x), (_, g))| {
+                let plane_dy: f32 = g.iter().sum();
+                let plane_centred: f32 = x.iter().zip(g).map(|(&x, &g)| g * (x - mean)).sum();
+                (
+                    sum_dy + plane_dy as f64,
+                    sum_dy_centred + plane_centred as f64,
+                )
+            },
+        );
+        let (sum_dy, sum_dy_centred) = (sum_dy as f32, sum_dy_centred as f32);
         // dx = k (dy - a - (x - mean) b), with x^ dgamma / M = (x - mean) s^2 sum(dy (x - mean)) / M.
         let k = statistics.gamma[c] * inv_std;
         let a = sum_dy / count;
