@@ -194,13 +194,27 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, (text + "\n").as_bytes())
 }
 
-/// Writes `bytes` to `path` whole or not at all: into a temporary file beside it, flushed to disk,
-/// then renamed over `path`. A kill at any moment leaves the old file or the new one, never half of
+/// Writes `bytes` to `path` whole or not at all: into a temporary file, flushed to disk, then
+/// renamed over `path`. A kill at any moment leaves the old file or the new one, never half of
 /// one; a full disk or a read-only folder is an error naming the path, and the old file stays.
+///
+/// The temporary file sits two folders below `path`'s, in [`STAGING`] (made once, never removed).
+/// Burn's end-of-training summary lists a run folder two levels deep and stats every entry it
+/// listed, on the main thread, while the logger thread may still be writing `elapsed.json`: a
+/// temporary file beside it, renamed away between the listing and the stat, made that summary
+/// panic. Two levels down, Burn never lists it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes)
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let staging = parent.join(STAGING);
+    let tmp = staging.join(format!("{name}.partial"));
+    let made = |dir: &Path| match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    };
+    made(staging.parent().unwrap_or(parent))
+        .and_then(|()| made(&staging))
+        .and_then(|()| std::fs::write(&tmp, bytes))
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
@@ -208,6 +222,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             anyhow::anyhow!("cannot write {}: {e}", path.display())
         })
 }
+
+/// Where [`write_atomic`] stages its files, relative to the folder of the file it writes.
+pub const STAGING: &str = ".partial/files";
 
 /// The recorder of checkpoints and `model.mpk`: Burn's named MessagePack at full precision, with
 /// each file written whole or not at all. Burn's own recorder writes in place, so a kill in the
@@ -397,7 +414,31 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["burns.mpk", "ours.mpk"]);
+        assert_eq!(names, [".partial", "burns.mpk", "ours.mpk"]);
+        let staged = std::fs::read_dir(dir.path().join(STAGING)).unwrap().count();
+        assert_eq!(staged, 0);
+    }
+
+    #[test]
+    fn burns_summary_can_list_a_run_folder_while_files_are_written_into_it() {
+        // The logger thread writes `elapsed.json` at each epoch's end while Burn's summary lists
+        // the folder on the main thread, and stats what it listed; nothing listed may vanish.
+        let dir = tempfile::tempdir().unwrap();
+        let epoch = dir.path().join("train/epoch-1");
+        std::fs::create_dir_all(&epoch).unwrap();
+        std::fs::write(epoch.join("Loss.log"), "0.5,64\n").unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..2000 {
+                    write_json(&dir.path().join("elapsed.json"), &[i]).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                burn::train::LearnerSummary::new(dir.path(), &["Loss"]).unwrap();
+            }
+        });
     }
 
     #[test]
@@ -420,6 +461,7 @@ mod tests {
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".partial")
             .collect();
         assert_eq!(names.len(), 100, "{names:?}");
         assert!(names.iter().all(|n| n.ends_with(".mpk")), "{names:?}");
@@ -439,7 +481,7 @@ mod tests {
             e.starts_with(&format!("cannot write {}", blocked.display())),
             "{e}"
         );
-        assert!(!dir.path().join(".blocked.partial").exists());
+        assert!(!dir.path().join(STAGING).join("blocked.partial").exists());
         let missing = dir.path().join("no/such/folder/metrics.json");
         let e = write_json(&missing, &1).unwrap_err().to_string();
         assert!(
