@@ -594,11 +594,15 @@ fn a_second_writer_is_refused_and_a_stale_lock_is_taken_over() {
             .starts_with("0.21")
     );
     assert!(m["rerun"]["threads"].as_u64().unwrap() >= 1);
+    // Files are written whole through a staging folder, which is left empty.
     for folder in [dir.clone(), dir.join("checkpoint")] {
+        let staged = folder.join(pdl_training::artifacts::STAGING);
+        let left = std::fs::read_dir(&staged).unwrap().count();
+        assert_eq!(left, 0, "files left in {}", staged.display());
         for entry in std::fs::read_dir(&folder).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             assert!(
-                !name.contains("partial"),
+                name == ".partial" || !name.contains("partial"),
                 "{name} left in {}",
                 folder.display()
             );
@@ -800,6 +804,17 @@ fn bad_flags_are_one_line_errors() {
         ..args("mnist-cnn", data.path(), &out)
     });
     assert!(epochs.contains("num_epochs must be at least 1"), "{epochs}");
+    // The batch size is the global one: it must split evenly over the devices.
+    let uneven = err(&TrainArgs {
+        devices: "2".into(),
+        batch_size: Some(33),
+        ..args("mnist-cnn", data.path(), &out)
+    });
+    assert!(
+        uneven.contains("--batch-size 33 does not split evenly over --devices 2")
+            && uneven.contains("(try 32)"),
+        "{uneven}"
+    );
     let garbage = data.path().join("garbage.json");
     std::fs::write(&garbage, "{ not json").unwrap();
     let config = err(&TrainArgs {
