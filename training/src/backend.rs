@@ -165,7 +165,7 @@ impl DeviceSpec {
 /// Runs `task` on the `devices` of the backend `kind`, wrapped in `Autodiff`.
 ///
 /// CPU backends have one device; asking for several gives that many copies of it, so the
-/// Learner's multi-device strategy runs data-parallel on CPU threads.
+/// Learner's multi-device strategy runs data-parallel on CPU threads (see [`crate::parallel`]).
 pub fn run_on<T: BackendTask>(
     kind: BackendKind,
     devices: &DeviceSpec,

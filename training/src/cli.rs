@@ -538,6 +538,25 @@ pub fn train_seeds(args: &TrainArgs, n: usize) -> Result<SeedRuns> {
     })
 }
 
+/// Whether `config` can train on `devices` devices of `backend` (see [`crate::parallel`]).
+fn check_devices(config: &ExperimentConfig, backend: BackendKind, devices: usize) -> Result<()> {
+    if devices > 1 && !backend.is_cpu() {
+        bail!(
+            "--devices {devices} on {backend}: data parallelism here runs on one machine's CPU \
+             threads (the batches are made on the first device); several GPUs need CUDA's DDP, \
+             not wired yet: train on one GPU"
+        );
+    }
+    // A graph pipeline says itself why it trains on one device.
+    if !matches!(config, ExperimentConfig::Graph(_)) {
+        config
+            .training()
+            .check_devices(devices)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 fn train_one(args: &TrainArgs) -> Result<Trained> {
     let experiment = experiments::find(&args.experiment)?;
     let backend = backend_from(args.backend.as_deref())?;
@@ -574,6 +593,7 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
         false => Ok(None),
     };
     let config = config_for(args, experiment, &dir)?;
+    check_devices(&config, backend, devices.len())?;
     check_folder(&config)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;

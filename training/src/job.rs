@@ -9,6 +9,7 @@
 
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::learner::{FitOptions, LossValue, TaskOutput, evaluate, fit, load_model};
+use crate::parallel::MeanOverDevices;
 use crate::schedule::Schedule;
 use crate::settings::{Optimiser, TrainingSettings};
 use anyhow::{Result, bail};
@@ -80,6 +81,9 @@ pub struct Loaders<B: AutodiffBackend, I, V> {
     /// The test batches (the valid ones again where a pipeline has no test split).
     pub test: Arc<dyn DataLoader<B::InnerBackend, V>>,
 }
+
+/// The optimiser `fit` steps with: a Burn optimiser fed the mean of the devices' gradients.
+type Optim<O, M, B> = MeanOverDevices<OptimizerAdaptor<O, M, B>>;
 
 /// A training run's data and settings, as a pipeline hands them over.
 pub struct Training<'a, B: AutodiffBackend, I, V> {
@@ -214,11 +218,8 @@ where
         U: TaskOutput,
         T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
         U::ItemSync: Adaptor<LossValue>,
-        T::Metrics: MetricRegistration<
-                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<AdamW, M, B>>,
-            > + MetricRegistration<
-                LearningComponentsMarker<B, Schedule, M, OptimizerAdaptor<Adam, M, B>>,
-            >,
+        T::Metrics: MetricRegistration<LearningComponentsMarker<B, Schedule, M, Optim<AdamW, M, B>>>
+            + MetricRegistration<LearningComponentsMarker<B, Schedule, M, Optim<Adam, M, B>>>,
     {
         match self {
             Job::Train(training) => {
@@ -257,7 +258,8 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
         U: TaskOutput,
         T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
         U::ItemSync: Adaptor<LossValue>,
-        T::Metrics: MetricRegistration<LearningComponentsMarker<B, Schedule, M, O>>,
+        T::Metrics:
+            MetricRegistration<LearningComponentsMarker<B, Schedule, M, MeanOverDevices<O>>>,
     {
         let settings = self.settings;
         let schedule = settings.schedule_for(self.train_items, self.batch_size, self.devices.len());

@@ -3,6 +3,7 @@
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
 use crate::artifacts::{Recorder, RunReport, Scores, write_json};
+use crate::parallel::{MeanOverDevices, Sharded};
 use crate::renderer::PlainRenderer;
 use crate::stopping::{KeepLastAndBest, NoImprovementSince, ValidLosses};
 use anyhow::{Context, Result, bail};
@@ -204,7 +205,7 @@ where
     V: TaskOutput,
     T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
     V::ItemSync: Adaptor<LossValue>,
-    T::Metrics: MetricRegistration<LearningComponentsMarker<B, S, M, O>>,
+    T::Metrics: MetricRegistration<LearningComponentsMarker<B, S, M, MeanOverDevices<O>>>,
 {
     let clock = EpochClock::start(dir, options.resume_from.unwrap_or(0));
     let model = materialize(model);
@@ -212,6 +213,16 @@ where
     let run = RunEpoch::current();
     let reseed = (devices.len() == 1).then(|| devices[0].clone());
     let train = Replaying::wrap(train, options.resume_from.unwrap_or(0), run, reseed);
+    // Several devices: the loader's batches are slices of the global batch, dealt out one per
+    // device, and the optimiser steps on their gradients' mean (see parallel.rs). Burn moves a
+    // one-device run's loader to its device, which forks its shuffling generator: the slices are
+    // made on a loader moved the same way, so both runs see one order.
+    let parts = devices.len();
+    let train = match parts {
+        1 => train,
+        _ => Sharded::deal(train.to_device(&devices[0]), parts),
+    };
+    let optim = MeanOverDevices::new(optim, parts);
     let interrupter = Interrupter::new();
     let recorder = Recorder::new();
     let diverged = Arc::new(Mutex::new(None));
@@ -316,11 +327,11 @@ where
 ///   run's seed and `e`, which burn-nn's dropout draws from. Both start over at every epoch, so
 ///   nothing needs saving with the checkpoint.
 ///
-/// Burn forks the loader for each device (and splits it across several) inside the learner, so the
-/// replay travels with each fork and happens on the loader that trains. With several devices the
-/// backend's generator is not reseeded: the devices' threads share it, so burn-nn's dropout does
-/// not repeat there in any case (the kernels' does: each device draws from its own clone), and
-/// neither does the order of augmentation draws (one batcher, its batches made device by device).
+/// Burn forks the loader for the device inside the learner, so the replay travels with the fork
+/// and happens on the loader that trains. With several devices it sits under [`Sharded`], which
+/// makes every device's slices from it, so it replays once. There the backend's generator is not
+/// reseeded: the devices' threads share it, so burn-nn's dropout does not repeat in any case (the
+/// kernels' does: each device draws from its own clone).
 struct Replaying<B: Backend, O> {
     inner: Arc<dyn DataLoader<B, O>>,
     /// Epochs to replay before the next one: those done before a resume.

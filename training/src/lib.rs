@@ -3,6 +3,7 @@
 //! - [`backend`]: which backends are compiled in and the one `#[cfg]` ladder.
 //! - [`experiments`]: the registry (`pdl list`) and one file per pipeline.
 //! - [`learner`]: metrics, checkpoints, resume, early stopping, renderer, devices.
+//! - [`parallel`]: data parallelism, `--devices N`: the global batch in slices, the gradients' mean.
 //! - [`stopping`]: which checkpoints are kept, when to stop early, which epoch to end with.
 //! - [`schedule`]: warm-up + cosine learning rates.
 //! - [`artifacts`]: what a run writes.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod experiments;
 pub mod job;
 pub mod learner;
+pub mod parallel;
 pub mod plots;
 pub mod renderer;
 pub mod report;

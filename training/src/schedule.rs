@@ -49,10 +49,9 @@ impl ScheduleConfig {
         Ok(())
     }
 
-    /// The scheduler for `num_epochs` epochs over `train_items` examples in batches of
-    /// `batch_size` on `devices` devices. With several devices Burn gives each a slice of the
-    /// data and takes one optimiser step per round of one batch each, so an epoch has fewer
-    /// steps.
+    /// The scheduler for `num_epochs` epochs over `train_items` examples in global batches of
+    /// `batch_size` on `devices` devices: one optimiser step per global batch, however many
+    /// devices share it.
     pub fn init_for_epochs(
         &self,
         peak_lr: f64,
@@ -61,7 +60,11 @@ impl ScheduleConfig {
         devices: usize,
         num_epochs: usize,
     ) -> Schedule {
-        let steps_per_epoch = train_items.div_ceil(batch_size * devices.max(1));
+        // Several devices leave out a last global batch they cannot split evenly (parallel.rs).
+        let steps_per_epoch = match devices {
+            0 | 1 => train_items.div_ceil(batch_size),
+            _ => (train_items / batch_size).max(1),
+        };
         self.init(peak_lr, steps_per_epoch * num_epochs)
     }
 

@@ -83,8 +83,9 @@ pub(crate) const SMOKE_BATCHES: (usize, usize) = (4, 2);
 pub struct TrainingSettings {
     /// Epochs to train in all.
     pub num_epochs: usize,
-    /// Examples per optimiser step on each device (with `--devices 2`, each step sees two
-    /// batches). Full-graph pipelines have one batch, the whole graph, and ignore it.
+    /// Examples per optimiser step, over all devices: with `--devices N` each device takes a
+    /// slice of `batch_size / N` (see [`crate::parallel`]). Full-graph pipelines have one batch,
+    /// the whole graph, and ignore it.
     #[serde(default = "count::<1>")]
     pub batch_size: usize,
     /// Peak learning rate.
@@ -226,7 +227,25 @@ impl TrainingSettings {
         self.schedule.validate()
     }
 
-    /// The learning-rate schedule for `train_items` examples per epoch, in batches of
+    /// The examples each of `devices` devices takes per step: its slice of the global batch.
+    pub fn batch_per_device(&self, devices: usize) -> usize {
+        self.batch_size / devices.max(1)
+    }
+
+    /// Checks that the global batch splits evenly over `devices` devices.
+    pub fn check_devices(&self, devices: usize) -> Result<(), String> {
+        if devices > 1 && !self.batch_size.is_multiple_of(devices) {
+            return Err(format!(
+                "--batch-size {} does not split evenly over --devices {devices}: the batch size is \
+                 the global one, each device takes batch-size / devices examples (try {})",
+                self.batch_size,
+                (self.batch_size / devices).max(1) * devices
+            ));
+        }
+        Ok(())
+    }
+
+    /// The learning-rate schedule for `train_items` examples per epoch, in global batches of
     /// `batch_size`, on `devices` devices.
     pub fn schedule_for(&self, train_items: usize, batch_size: usize, devices: usize) -> Schedule {
         self.schedule.init_for_epochs(

@@ -225,7 +225,7 @@ pub fn train<B: AutodiffBackend>(
     let loaders = Loaders {
         train: loader::<B>(
             train_set,
-            batch_size,
+            settings.batch_per_device(ctx.devices),
             Some(settings.seed),
             train_batches,
             &device,

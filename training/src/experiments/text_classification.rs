@@ -184,21 +184,23 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
     Ok(splits)
 }
 
+/// The batches of `dataset`: shuffled, a device's slice of the global batch each, when `training`
+/// on that many devices; in order, in evaluation batches, when not.
 fn loader<B: Backend>(
     dataset: SentenceDataset,
     config: &SentenceExperimentConfig,
-    shuffle: bool,
+    training: Option<usize>,
     device: &B::Device,
 ) -> Arc<dyn DataLoader<B, SentenceBatch<B>>> {
     let batcher = SentenceBatcher {
         max_len: config.data.max_len,
     };
     let builder = DataLoaderBuilder::new(batcher).set_device(device.clone());
-    match shuffle {
-        true => builder
-            .batch_size(config.training.batch_size)
+    match training {
+        Some(devices) => builder
+            .batch_size(config.training.batch_per_device(devices))
             .shuffle(config.training.seed),
-        false => builder.batch_size(EVAL_BATCH),
+        None => builder.batch_size(EVAL_BATCH),
     }
     .build(dataset)
 }
@@ -224,9 +226,9 @@ pub fn train<B: AutodiffBackend>(
         .model
         .sized(splits.vocab.len(), config.data.num_classes);
     let loaders = Loaders {
-        train: loader::<B>(splits.train, config, true, &device),
-        valid: loader(splits.valid, config, false, &device),
-        test: loader(splits.test, config, false, &device),
+        train: loader::<B>(splits.train, config, Some(ctx.devices), &device),
+        valid: loader(splits.valid, config, None, &device),
+        test: loader(splits.test, config, None, &device),
     };
     let optimiser = Optimiser::AdamL2 { epsilon: None };
     let training = Training::new(&config.training, optimiser, ctx, devices, loaders);
@@ -249,7 +251,7 @@ pub fn eval<B: AutodiffBackend>(
             ctx.artifact_dir.join(VOCAB_FILE).display()
         );
     }
-    let test = loader(splits.test, config, false, &device);
+    let test = loader(splits.test, config, None, &device);
     let model = config.model.sized(saved.len(), config.data.num_classes);
     model
         .run::<B>(Scoring::new(ctx, device, test).into())?
