@@ -17,10 +17,12 @@
 //! | [`forecast`] | DLinear and the naive forecast, the baselines | RNN |
 //! | [`attention`] | scaled dot-product and multi-head attention, causal and padding masks, a KV cache | attention |
 //! | [`transformer`] | positional encodings, the pre-norm block, a sentence classifier, a char GPT, ViT | attention |
+//! | [`contrastive`] | the NT-Xent loss of SimCLR | self-supervised |
 
 pub mod attention;
 pub mod classification;
 pub mod cnn;
+pub mod contrastive;
 pub mod forecast;
 pub mod gnn;
 pub mod mlp;
