@@ -1,0 +1,178 @@
+"""PyTorch's throughput on the nets `pdl bench --model cnn|resnet|vit` times, for the ratio.
+
+The same network, batches and optimiser as `training/src/bench.rs`: seeded noise images (28x28,
+one channel), training steps of batch 64 with AdamW (lr 1e-3, no weight decay), and inference in
+batches of 1000 without gradients; two untimed warm-up steps, then at least 3 steps and at least
+`--seconds`. The networks, written as the course's are (`models/src/`):
+
+- `cnn`: pytorch/examples `mnist/main.py` (conv32-conv64-maxpool-fc128, dropout 0.25 and 0.5),
+  `mnist-cnn`'s net (`cnn.rs`).
+- `resnet`: `fashion-resnet`'s (`resnet.rs`): a conv3x3-BN-ReLU stem of 16 channels, one basic
+  block per stage of 16, 32 and 64 channels, each halving the side (28 -> 14 -> 7 -> 4) with a
+  strided 1x1 conv + BN shortcut, global average pooling, a linear head; convolutions without bias.
+- `vit`: `mnist-vit`'s (`transformer/vit.rs`): 7x7 patches by a strided conv, a class token,
+  learned positions, dropout 0.1, six pre-norm blocks of width 64 (4 heads, MLP 128 with exact
+  GELU, dropout 0.1 on the attention weights and after attention and MLP), a final layer norm on
+  the class token, a linear head.
+
+    python3 training/reference/pytorch_bench.py --model resnet --threads 2
+    cargo xtask bench --model resnet --reference-train <train img/s> --reference-infer <infer img/s>
+
+Needs only `torch`; no dataset, no network. The tests never run it.
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Cnn(nn.Module):
+    """pytorch/examples mnist/main.py `Net`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = self.dropout1(F.max_pool2d(x, 2))
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc2(self.dropout2(x))
+
+
+def conv3x3(c_in, c_out, stride):
+    return nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1, self.norm1 = conv3x3(c_in, c_out, stride), nn.BatchNorm2d(c_out)
+        self.conv2, self.norm2 = conv3x3(c_out, c_out, 1), nn.BatchNorm2d(c_out)
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet(nn.Module):
+    def __init__(self, channels=(16, 32, 64)):
+        super().__init__()
+        self.stem, self.stem_norm = conv3x3(1, channels[0], 1), nn.BatchNorm2d(channels[0])
+        blocks, c_in = [], channels[0]
+        for c_out in channels:
+            blocks.append(BasicBlock(c_in, c_out, 2))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(c_in, 10)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.stem_norm(self.stem(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class Block(nn.Module):
+    """Pre-norm: x + drop(attention(LN(x))), then x + drop(W2 GELU(W1 LN(x)))."""
+
+    def __init__(self, d_model=64, n_heads=4, d_ff=128, dropout=0.1):
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(d_model)
+        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp_in, self.mlp_out = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = self.norm_attention(x)
+        x = x + self.dropout(self.attention(h, h, h, need_weights=False)[0])
+        h = self.mlp_out(F.gelu(self.mlp_in(self.norm_mlp(x))))
+        return x + self.dropout(h)
+
+
+class Vit(nn.Module):
+    def __init__(self, patch=7, d_model=64, n_layers=6, dropout=0.1):
+        super().__init__()
+        self.patches = nn.Conv2d(1, d_model, patch, patch)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.positions = nn.Parameter(torch.randn(1, (28 // patch) ** 2 + 1, d_model) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*[Block() for _ in range(n_layers)])
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 10)
+
+    def forward(self, images):
+        x = self.patches(images).flatten(2).transpose(1, 2)  # [batch, patches, d_model]
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], 1) + self.positions
+        x = self.blocks(self.dropout(x))
+        return self.head(self.norm(x)[:, 0])
+
+
+MODELS = {"cnn": Cnn, "resnet": ResNet, "vit": Vit}
+
+
+def steps_per_second(seconds, step):
+    step()
+    step()
+    started = time.perf_counter()
+    steps = 0
+    while steps < 3 or time.perf_counter() - started < seconds:
+        step()
+        steps += 1
+    return steps / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time per figure")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    model = MODELS[args.model]()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    images = torch.rand(64, 1, 28, 28) * 2 - 1
+    targets = torch.randint(0, 10, (64,))
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), targets)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    model.train()
+    train = steps_per_second(args.seconds, train_step) * 64
+
+    model.eval()
+    infer_images = torch.rand(1000, 1, 28, 28) * 2 - 1
+
+    def infer_step():
+        with torch.no_grad():
+            model(infer_images).numpy()
+
+    infer = steps_per_second(args.seconds, infer_step) * 1000
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.model}: {parameters} parameters")
+    print(f"train img/s (b=64): {train:.1f}")
+    print(f"infer img/s (b=1000): {infer:.1f}")
+
+
+if __name__ == "__main__":
+    main()
