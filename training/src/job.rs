@@ -267,6 +267,7 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
         let options = FitOptions::for_run(
             self.ctx,
             settings.num_epochs,
+            self.batch_size,
             settings.early_stopping_patience,
             settings.restore_best,
         );

@@ -39,6 +39,8 @@ use std::time::Instant;
 pub struct FitOptions {
     /// Epochs to train in all (a resumed run continues up to this number).
     pub num_epochs: usize,
+    /// Examples per optimiser step, over all devices (the loader's batches are a device's slice).
+    pub batch_size: usize,
     /// Stop when the valid loss has not improved for this many epochs; 0 turns it off.
     pub early_stopping_patience: usize,
     /// Continue from the checkpoint of this epoch in the artifact directory.
@@ -53,15 +55,17 @@ pub struct FitOptions {
 
 impl FitOptions {
     /// The options of a run in `ctx` (its resume point and renderer) with a config's epochs,
-    /// patience and restore-best choice.
+    /// batch size, patience and restore-best choice.
     pub fn for_run(
         ctx: &crate::artifacts::RunContext,
         num_epochs: usize,
+        batch_size: usize,
         early_stopping_patience: usize,
         restore_best: bool,
     ) -> Self {
         Self {
             num_epochs,
+            batch_size,
             early_stopping_patience,
             resume_from: ctx.resume_from,
             plain: ctx.plain,
@@ -220,7 +224,7 @@ where
     let parts = devices.len();
     let train = match parts {
         1 => train,
-        _ => Sharded::deal(train.to_device(&devices[0]), parts),
+        _ => Sharded::deal(train.to_device(&devices[0]), parts, options.batch_size),
     };
     let optim = MeanOverDevices::new(optim, parts);
     let interrupter = Interrupter::new();

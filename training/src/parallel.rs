@@ -27,9 +27,10 @@
 //!
 //! - [`Sharded`]: the loader, built on batches of B/N, in parts that deal one shuffled order out
 //!   in turn: at step t, part i gets the slice N·t + i, so the N slices of a step are the global
-//!   batch t of a one-device run with batch B (same seed, same order). A last step with fewer
-//!   than N slices is left out (at most B − 1 examples of an epoch, other ones every epoch), as
-//!   `drop_last` would: it could not be averaged evenly.
+//!   batch t of a one-device run with batch B (same seed, same order). An epoch takes the
+//!   ⌊examples / B⌋ full global batches; the rest (at most B − 1 examples, other ones every
+//!   epoch) is left out, as `drop_last` would: slices of unequal sizes could not be averaged
+//!   evenly.
 //! - [`MeanOverDevices`]: the optimiser, which divides the summed gradient by N before its step
 //!   (clipping, Adam's moments and weight decay then see the mean, as in PyTorch's DDP).
 //!
@@ -60,18 +61,26 @@ struct Hub<B: Backend, O> {
     /// The loader of slices (batches of B/N), one shuffled order for all parts.
     slices: Arc<dyn DataLoader<B, O>>,
     parts: usize,
+    /// Steps in an epoch: the full global batches.
+    steps: usize,
     /// The slices of the current step that parts 1..N have not taken yet.
     waiting: Mutex<Vec<VecDeque<O>>>,
 }
 
 impl<B: Backend, O: Send + 'static> Sharded<B, O> {
-    /// `slices` (batches of the global batch size over `parts`), dealt out to `parts` devices.
+    /// `slices` (batches of `global_batch / parts` examples), dealt out to `parts` devices.
     /// Burn's learner splits it into the parts with [`DataLoader::slice`].
-    pub fn deal(slices: Arc<dyn DataLoader<B, O>>, parts: usize) -> Arc<dyn DataLoader<B, O>> {
+    pub fn deal(
+        slices: Arc<dyn DataLoader<B, O>>,
+        parts: usize,
+        global_batch: usize,
+    ) -> Arc<dyn DataLoader<B, O>> {
         let waiting = Mutex::new((0..parts).map(|_| VecDeque::new()).collect());
+        let steps = slices.num_items() / global_batch.max(1);
         let hub = Arc::new(Hub {
             slices,
             parts,
+            steps,
             waiting,
         });
         Arc::new(Self { hub, part: 0 })
@@ -91,6 +100,7 @@ impl<B: Backend, O: Send + 'static> DataLoader<B, O> for Sharded<B, O> {
             Box::new(Driver {
                 hub: &self.hub,
                 inner: self.hub.slices.iter(),
+                steps: 0,
             })
         } else {
             Box::new(Follower {
@@ -127,16 +137,25 @@ impl<B: Backend, O: Send + 'static> DataLoader<B, O> for Sharded<B, O> {
 struct Driver<'a, B: Backend, O> {
     hub: &'a Hub<B, O>,
     inner: Box<dyn DataLoaderIterator<O> + 'a>,
+    /// Steps dealt so far this epoch.
+    steps: usize,
 }
 
 impl<B: Backend, O> Iterator for Driver<'_, B, O> {
     type Item = O;
 
     fn next(&mut self) -> Option<O> {
+        if self.steps == self.hub.steps {
+            // The rest of the epoch is made and dropped, as a resumed run's replay makes it, so
+            // a batcher's random draws (augmentation) stay in step with an uninterrupted run.
+            self.inner.by_ref().for_each(drop);
+            return None;
+        }
         let mut step: Vec<O> = self.inner.by_ref().take(self.hub.parts).collect();
         if step.len() < self.hub.parts {
             return None;
         }
+        self.steps += 1;
         let mine = step.remove(0);
         let mut waiting = self.hub.waiting.lock().expect("shard queues");
         for (queue, slice) in waiting.iter_mut().skip(1).zip(step) {
@@ -270,10 +289,10 @@ mod tests {
     use pdl_datasets::mnist::ImageItem;
     use pdl_models::{Mlp, MlpConfig};
 
-    /// 96 images of 4x4 pixels in three classes, the class shifting the pixels' level.
-    fn images() -> Vec<ImageItem> {
+    /// `count` images of 4x4 pixels in three classes, the class shifting the pixels' level.
+    fn images(count: usize) -> Vec<ImageItem> {
         let mut state = 17u64;
-        (0..96)
+        (0..count)
             .map(|i| {
                 let label = (i % 3) as u8;
                 let pixels = (0..16)
@@ -316,7 +335,7 @@ mod tests {
     fn train<Q: Backend>(devices: usize, batch: usize) -> (Vec<f32>, Vec<f32>) {
         let dir = tempfile::tempdir().unwrap();
         let device = Q::Device::default();
-        let data = images();
+        let data = images(96);
         let schedule = ScheduleConfig::WarmupCosine {
             warmup_fraction: 0.2,
             min_lr_fraction: 0.1,
@@ -324,6 +343,7 @@ mod tests {
         .init_for_epochs(0.5, data.len(), batch, devices, 2);
         let options = FitOptions {
             num_epochs: 2,
+            batch_size: batch,
             early_stopping_patience: 0,
             resume_from: None,
             plain: true,
@@ -378,5 +398,25 @@ mod tests {
     fn two_devices_take_the_steps_of_one_device_with_the_whole_batch() {
         two_devices_equal_one::<burn::backend::Flex>();
         two_devices_equal_one::<burn::backend::NdArray>();
+    }
+
+    #[test]
+    fn an_epoch_takes_the_full_global_batches_in_equal_slices() {
+        // 120 examples in global batches of 32 on two devices: three steps of two slices of 16;
+        // the last 24 examples would make slices of 16 and 8, which do not average evenly.
+        type Q = burn::backend::NdArray;
+        let whole = Sharded::deal(loader::<Q>(&images(120), 16), 2, 32);
+        let parts = [whole.slice(0, 60), whole.slice(60, 120)];
+        for _epoch in 0..2 {
+            let mut passes: Vec<_> = parts.iter().map(|p| p.iter()).collect();
+            let mut steps = 0;
+            while let Some(first) = passes[0].next() {
+                let second = passes[1].next().expect("part 1 has a slice for every step");
+                assert_eq!((first.targets.dims(), second.targets.dims()), ([16], [16]));
+                steps += 1;
+            }
+            assert_eq!(steps, 3);
+            assert!(passes[1].next().is_none());
+        }
     }
 }

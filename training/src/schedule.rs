@@ -60,7 +60,7 @@ impl ScheduleConfig {
         devices: usize,
         num_epochs: usize,
     ) -> Schedule {
-        // Several devices leave out a last global batch they cannot split evenly (parallel.rs).
+        // Several devices take the full global batches only: equal slices (parallel.rs).
         let steps_per_epoch = match devices {
             0 | 1 => train_items.div_ceil(batch_size),
             _ => (train_items / batch_size).max(1),
