@@ -76,7 +76,7 @@ impl<B: Backend, O: Send + 'static> Sharded<B, O> {
         global_batch: usize,
     ) -> Arc<dyn DataLoader<B, O>> {
         let waiting = Mutex::new((0..parts).map(|_| VecDeque::new()).collect());
-        let steps = slices.num_items() / global_batch.max(1);
+        let steps = steps_per_epoch(slices.num_items(), global_batch, parts);
         let hub = Arc::new(Hub {
             slices,
             parts,
@@ -190,6 +190,17 @@ impl<B: Backend, O> Iterator for Follower<'_, B, O> {
 impl<B: Backend, O> DataLoaderIterator<O> for Follower<'_, B, O> {
     fn progress(&self) -> Progress {
         Progress::new(0, 0)
+    }
+}
+
+/// Optimiser steps in an epoch of `items` examples in global batches of `batch` on `devices`
+/// devices: every batch on one device, the last one short; only the full ones on several, whose
+/// slices must be equal (see the module doc). The schedule and [`Sharded`] both count with it.
+pub fn steps_per_epoch(items: usize, batch: usize, devices: usize) -> usize {
+    let batch = batch.max(1);
+    match devices {
+        0 | 1 => items.div_ceil(batch),
+        _ => items / batch,
     }
 }
 

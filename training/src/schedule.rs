@@ -60,12 +60,8 @@ impl ScheduleConfig {
         devices: usize,
         num_epochs: usize,
     ) -> Schedule {
-        // Several devices take the full global batches only: equal slices (parallel.rs).
-        let steps_per_epoch = match devices {
-            0 | 1 => train_items.div_ceil(batch_size),
-            _ => (train_items / batch_size).max(1),
-        };
-        self.init(peak_lr, steps_per_epoch * num_epochs)
+        let steps = crate::parallel::steps_per_epoch(train_items, batch_size, devices);
+        self.init(peak_lr, steps * num_epochs)
     }
 
     /// The scheduler for `total_steps` optimiser steps peaking at `peak_lr`.
