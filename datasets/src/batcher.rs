@@ -46,35 +46,144 @@ impl ImageBatcher {
     }
 }
 
+impl ImageBatcher {
+    /// The generator of the next batch's transforms: from the seed and the batch count. None
+    /// without augmentation.
+    fn next_batch_rng(&self) -> Option<SplitMix64> {
+        self.augment.map(|(_, seed)| {
+            let n = self.batches.fetch_add(1, Ordering::Relaxed);
+            SplitMix64::new(seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D))
+        })
+    }
+
+    /// Writes `item` into `out` normalised, moved by the augmentation with `rng`'s draws when
+    /// both are there.
+    fn fill(&self, item: &ImageItem, rng: Option<&mut SplitMix64>, out: &mut [f32]) {
+        match (&self.augment, rng) {
+            (Some((aug, _)), Some(rng)) => {
+                aug.apply(&item.pixels, item.height, item.width, rng, out)
+            }
+            _ => {
+                for (o, &p) in out.iter_mut().zip(&item.pixels) {
+                    *o = p as f32 / 255.0;
+                }
+            }
+        }
+        let scale = 1.0 / self.std;
+        for o in out.iter_mut() {
+            *o = (*o - self.mean) * scale;
+        }
+    }
+}
+
+/// The `(height, width)` of a batch's images, and the classes as a tensor.
+fn shape_and_targets<B: Backend>(
+    items: &[ImageItem],
+    device: &B::Device,
+) -> ((usize, usize), Tensor<B, 1, Int>) {
+    let shape = items.first().map_or((0, 0), |i| (i.height, i.width));
+    let targets: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
+    let n = targets.len();
+    (
+        shape,
+        Tensor::from_data(TensorData::new(targets, [n]), device),
+    )
+}
+
 impl<B: Backend> Batcher<B, ImageItem, ImageBatch<B>> for ImageBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ImageBatch<B> {
         let batch = items.len();
-        let (height, width) = items.first().map_or((0, 0), |i| (i.height, i.width));
+        let ((height, width), targets) = shape_and_targets(&items, device);
         let size = height * width;
         let mut pixels = vec![0f32; batch * size];
-        let mut targets = Vec::with_capacity(batch);
-        let mut rng = self.augment.map(|(_, seed)| {
-            let n = self.batches.fetch_add(1, Ordering::Relaxed);
-            SplitMix64::new(seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D))
-        });
-        let scale = 1.0 / self.std;
+        let mut rng = self.next_batch_rng();
         for (item, out) in items.iter().zip(pixels.chunks_exact_mut(size)) {
-            match (&self.augment, rng.as_mut()) {
-                (Some((aug, _)), Some(rng)) => aug.apply(&item.pixels, height, width, rng, out),
-                _ => {
-                    for (o, &p) in out.iter_mut().zip(&item.pixels) {
-                        *o = p as f32 / 255.0;
-                    }
-                }
-            }
-            for o in out.iter_mut() {
-                *o = (*o - self.mean) * scale;
-            }
-            targets.push(item.label as i64);
+            self.fill(item, rng.as_mut(), out);
         }
         ImageBatch {
             images: Tensor::from_data(TensorData::new(pixels, [batch, 1, height, width]), device),
-            targets: Tensor::from_data(TensorData::new(targets, [batch]), device),
+            targets,
+        }
+    }
+}
+
+/// A batch of N images seen twice: two random views of each, for contrastive learning.
+#[derive(Debug, Clone)]
+pub struct ViewPairBatch<B: Backend> {
+    /// Normalised pixels of the 2N views, `[2N, 1, height, width]`: rows `k` and `k + N` are the
+    /// two views of image `k`.
+    pub views: Tensor<B, 4>,
+    /// The images' classes, `[N]`: never seen by the contrastive loss, kept for evaluation.
+    pub targets: Tensor<B, 1, Int>,
+}
+
+/// Turns [`ImageItem`]s into a [`ViewPairBatch`]: two independently augmented copies of each
+/// image, normalised as [`ImageBatcher`] does.
+///
+/// For training, each batch's draws come from the seed and the batch count, so every epoch sees
+/// new views. For evaluation ([`ViewPairBatcher::same_views_every_time`]) they come from the
+/// seed and the image's own pixels, so every pass over a split sees the same views and its loss
+/// can be compared from epoch to epoch.
+#[derive(Debug)]
+pub struct ViewPairBatcher {
+    images: ImageBatcher,
+    seed: u64,
+    per_image: bool,
+}
+
+impl ViewPairBatcher {
+    /// Views made with `augment` from `seed`, normalised with `mean` and `std`.
+    pub fn new(mean: f32, std: f32, augment: Augment, seed: u64) -> Self {
+        Self {
+            images: ImageBatcher::new(mean, std).with_augment(augment, seed),
+            seed,
+            per_image: false,
+        }
+    }
+
+    /// The same two views of an image on every pass.
+    pub fn same_views_every_time(mut self) -> Self {
+        self.per_image = true;
+        self
+    }
+}
+
+/// FNV-1a of an image's pixels, to seed its views.
+fn pixel_hash(pixels: &[u8]) -> u64 {
+    pixels.iter().fold(0xCBF2_9CE4_8422_2325, |h, &p| {
+        (h ^ p as u64).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+impl<B: Backend> Batcher<B, ImageItem, ViewPairBatch<B>> for ViewPairBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> ViewPairBatch<B> {
+        let batch = items.len();
+        let ((height, width), targets) = shape_and_targets(&items, device);
+        let size = height * width;
+        let mut pixels = vec![0f32; 2 * batch * size];
+        let (first, second) = pixels.split_at_mut(batch * size);
+        let mut batch_rng = self.images.next_batch_rng();
+        let views = first
+            .chunks_exact_mut(size)
+            .zip(second.chunks_exact_mut(size));
+        for (item, (a, b)) in items.iter().zip(views) {
+            let mut own;
+            let rng = match (self.per_image, batch_rng.as_mut()) {
+                (true, _) | (false, None) => {
+                    own = SplitMix64::new(self.seed ^ pixel_hash(&item.pixels));
+                    &mut own
+                }
+                (false, Some(rng)) => rng,
+            };
+            self.images.fill(item, Some(&mut *rng), a);
+            self.images.fill(item, Some(rng), b);
+        }
+        ViewPairBatch {
+            views: Tensor::from_data(
+                TensorData::new(pixels, [2 * batch, 1, height, width]),
+                device,
+            ),
+            targets,
         }
     }
 }
@@ -110,5 +219,74 @@ mod tests {
             .to_vec::<i64>()
             .unwrap();
         assert_eq!(t, vec![3, 7]);
+    }
+
+    fn digit(seed: u64) -> ImageItem {
+        let mut rng = SplitMix64::new(seed);
+        let mut pixels = vec![0u8; 28 * 28];
+        for y in 8..20 {
+            for x in 10..18 {
+                pixels[y * 28 + x] = (rng.below(200) + 55) as u8;
+            }
+        }
+        ImageItem {
+            pixels,
+            height: 28,
+            width: 28,
+            label: (seed % 10) as u8,
+        }
+    }
+
+    fn views(batcher: &ViewPairBatcher, items: Vec<ImageItem>) -> (Vec<f32>, Vec<i64>, [usize; 4]) {
+        let batch: ViewPairBatch<NdArray> = batcher.batch(items, &Default::default());
+        let dims = batch.views.dims();
+        let targets = batch.targets.into_data().convert::<i64>().to_vec().unwrap();
+        (batch.views.into_data().to_vec().unwrap(), targets, dims)
+    }
+
+    #[test]
+    fn two_views_of_each_image_the_twins_n_rows_apart() {
+        let batcher = ViewPairBatcher::new(0.0, 1.0, Augment::simclr_digits(), 7);
+        let (px, targets, dims) = views(&batcher, vec![digit(1), digit(2), digit(3)]);
+        assert_eq!(dims, [6, 1, 28, 28]);
+        assert_eq!(targets, vec![1, 2, 3]);
+        let view = |k: usize| &px[k * 784..(k + 1) * 784];
+        let ink = |k: usize| view(k).iter().sum::<f32>();
+        for k in 0..3 {
+            // Two different views of one image...
+            assert_ne!(view(k), view(k + 3), "image {k}");
+            // ...that both keep a good part of its ink (a crop keeps at least 40% of the area).
+            let original: f32 = digit(k as u64 + 1)
+                .pixels
+                .iter()
+                .map(|&p| p as f32 / 255.0)
+                .sum();
+            for v in [k, k + 3] {
+                assert!(
+                    ink(v) > 0.2 * original,
+                    "view {v}: {} of {original}",
+                    ink(v)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn training_views_change_every_batch_evaluation_views_never() {
+        let train = ViewPairBatcher::new(0.0, 1.0, Augment::simclr_digits(), 7);
+        let first = views(&train, vec![digit(1), digit(2)]).0;
+        let second = views(&train, vec![digit(1), digit(2)]).0;
+        assert_ne!(first, second);
+        let eval =
+            ViewPairBatcher::new(0.0, 1.0, Augment::simclr_digits(), 7).same_views_every_time();
+        let a = views(&eval, vec![digit(1), digit(2)]).0;
+        // Same image, same views, whatever the batch and its place in it.
+        let b = views(&eval, vec![digit(5), digit(2), digit(1)]).0;
+        assert_eq!(a, views(&eval, vec![digit(1), digit(2)]).0);
+        let image_1_first_view = &a[0..784];
+        assert_eq!(image_1_first_view, &b[2 * 784..3 * 784]);
+        // A fresh batcher with the same seed makes the same training views.
+        let again = ViewPairBatcher::new(0.0, 1.0, Augment::simclr_digits(), 7);
+        assert_eq!(views(&again, vec![digit(1), digit(2)]).0, first);
     }
 }

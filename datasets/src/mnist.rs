@@ -328,6 +328,17 @@ impl ImageDataset {
         Self { data, indices }
     }
 
+    /// The images at `positions` of this view, in that order (a labelled subset).
+    ///
+    /// # Panics
+    /// If a position is out of range.
+    pub fn select(&self, positions: &[usize]) -> Self {
+        Self {
+            data: self.data.clone(),
+            indices: positions.iter().map(|&p| self.indices[p]).collect(),
+        }
+    }
+
     /// Keeps the first `n` images (for `--smoke` runs).
     pub fn truncate(mut self, n: usize) -> Self {
         self.indices.truncate(n);
