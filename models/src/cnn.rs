@@ -333,12 +333,28 @@ impl<B: Backend> BnCnn<B> {
     /// - images: `[batch, 1, image_size, image_size]`
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.head
+            .forward(self.dropout.forward(self.features(images)))
+    }
+
+    /// What the head reads: the last stage's maps, flattened. SimCLR pre-trains these
+    /// ([`crate::simclr`]).
+    ///
+    /// # Shapes
+    /// - images: `[batch, 1, s, s]` with `s = image_size`
+    /// - output: `[batch, c * (s >> stages)^2]` with `c` the last stage's channels
+    pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = images;
         for stage in &self.stages {
             let y = stage.norm.forward(stage.conv.forward(x)); // [batch, channels, side, side]
             x = self.pool.forward(burn::tensor::activation::relu(y)); // [batch, channels, side/2, side/2]
         }
-        self.head.forward(self.dropout.forward(x.flatten(1, 3)))
+        x.flatten(1, 3)
+    }
+
+    /// Width of [`BnCnn::features`].
+    pub fn feature_size(&self) -> usize {
+        self.head.weight.val().dims()[0]
     }
 }
 

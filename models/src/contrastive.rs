@@ -26,6 +26,19 @@ use burn::tensor::{Int, Tensor};
 /// The NT-Xent loss of `z`, `[2N, d]` projections in which rows `k` and `k + N` are the two views
 /// of example `k`, at temperature `temperature` (see the module doc). A scalar, `[1]`.
 pub fn nt_xent<B: Backend>(z: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
+    let (logits, twins) = twin_logits(z, temperature);
+    let picked = log_softmax(logits, 1).gather(1, twins.unsqueeze_dim(1)); // [2N, 1]
+    picked.mean().neg()
+}
+
+/// NT-Xent as a classification: the logits `sim(z_i, z_k) / τ`, `[2N, 2N]`, with each view's
+/// similarity to itself masked out, and for each row the column of its twin, `[2N]`. The loss is
+/// the cross-entropy of the two, and the share of rows whose largest logit is the twin's says how
+/// often a view picks out its twin among the 2N − 1 others.
+pub fn twin_logits<B: Backend>(
+    z: Tensor<B, 2>,
+    temperature: f64,
+) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
     let [views, _] = z.dims();
     assert!(
         views >= 2 && views % 2 == 0,
@@ -44,9 +57,8 @@ pub fn nt_xent<B: Backend>(z: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
         .equal(index.clone().unsqueeze_dim::<2>(0));
     let logits = logits.mask_fill(diagonal, -1e9);
     // Row i's target is its twin's column: i + N in the first half, i − N in the second.
-    let twin = (index + (views / 2) as i64).remainder_scalar(views as i64);
-    let picked = log_softmax(logits, 1).gather(1, twin.unsqueeze_dim(1)); // [2N, 1]
-    picked.mean().neg()
+    let twins = (index + (views / 2) as i64).remainder_scalar(views as i64);
+    (logits, twins)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! | [`attention`] | scaled dot-product and multi-head attention, causal and padding masks, a KV cache | attention |
 //! | [`transformer`] | positional encodings, the pre-norm block, a sentence classifier, a char GPT, ViT | attention |
 //! | [`contrastive`] | the NT-Xent loss of SimCLR | self-supervised |
+//! | [`simclr`] | SimCLR: a CNN encoder and projection head trained by NT-Xent | self-supervised |
 
 pub mod attention;
 pub mod classification;
@@ -29,6 +30,7 @@ pub mod mlp;
 pub mod resnet;
 pub mod rnn;
 pub mod sampling;
+pub mod simclr;
 pub mod transformer;
 
 pub use attention::{
@@ -45,6 +47,7 @@ pub use rnn::{
     CellKind, CellSource, CharRnn, CharRnnConfig, Pooling, RnnForecaster, RnnForecasterConfig,
     SentenceRnn, SentenceRnnConfig,
 };
+pub use simclr::{SimClr, SimClrConfig};
 pub use transformer::{
     CharGpt, CharGptConfig, MlpActivation, PositionalEncoding, PositionalEncodingConfig,
     PositionalEncodingKind, TransformerBlock, TransformerBlockConfig, TransformerClassifier,
