@@ -10,9 +10,10 @@
 //! z, which the loss has made invariant to the augmentations.
 //!
 //! The encoder here is the course's batch-norm CNN ([`BnCnn`]), and h is what its classifier head
-//! reads ([`BnCnn::features`]). The whole `BnCnn`, head included, is kept so that a pre-trained
-//! encoder loads as it is into the supervised `mnist-bn-cnn` to be fine-tuned; pre-training never
-//! touches that head (it gets no gradient), so it stays at its random start.
+//! reads ([`BnCnn::features`]). The whole `BnCnn`, head included, is kept, so the pre-trained
+//! encoder is the network of `mnist-bn-cnn` as it is, and fine-tuning (`pdl probe --fine-tune`)
+//! trains it as that classifier; pre-training never touches the head (it gets no gradient), so
+//! it stays at its random start.
 //!
 //! Experiments `mnist-simclr` and `fashion-simclr`; the trained encoder is then judged by a linear
 //! probe and k-nearest neighbours on frozen features (`pdl probe`).

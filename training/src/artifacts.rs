@@ -97,6 +97,8 @@ pub struct RunReport {
     pub test: Scores,
     /// A baseline on the test split, where the pipeline has one (forecasting: the naive forecast).
     pub baseline: Option<Scores>,
+    /// A pre-training run's encoder judged on the test split by probes of its frozen features.
+    pub probe: Option<crate::probe::ProbeScores>,
     /// The pipeline's figures, drawn into the run folder once it is saved.
     pub figures: Vec<crate::plots::Figure>,
 }
@@ -125,6 +127,9 @@ pub struct MetricsFile<'a> {
     /// The pipeline's baseline on the test split (forecasting: the naive forecast).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Scores>,
+    /// A pre-training run's probes of its encoder, with all the training labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::ProbeScores>,
     /// What a rerun needs to give the same numbers.
     pub rerun: Rerun,
 }

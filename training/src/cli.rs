@@ -6,8 +6,8 @@ use crate::artifacts::{
 };
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
-    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, forecasting, image_classification,
-    language_model, node_classification, text_classification,
+    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, contrastive, forecasting,
+    image_classification, language_model, node_classification, text_classification,
 };
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
@@ -41,6 +41,116 @@ pub enum Command {
     Plot(EvalArgs),
     /// Write the course report (report.md and report.html) from every run in a folder of runs.
     Report(ReportArgs),
+    /// Judge a pre-trained encoder (e.g. runs/mnist-simclr) with few labels and all: a linear
+    /// probe and k-NN on its frozen features beside a random encoder's, and with --fine-tune
+    /// fine-tuning beside training from scratch; writes probe.md and probe.json into the run.
+    Probe(ProbeArgs),
+}
+
+/// Options of `pdl probe`.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// A pre-training run's folder (holding config.json and model.mpk).
+    pub artifact_dir: PathBuf,
+    /// Labelled training images per class, comma-separated, each subset class-balanced and drawn
+    /// with the run's seed; `full` takes every label.
+    #[arg(long, default_value = "10,100,full")]
+    pub labels_per_class: String,
+    /// Also fine-tune the pre-trained encoder, and train the same network from scratch, on each
+    /// labelled subset (minutes each on a CPU).
+    #[arg(long)]
+    pub fine_tune: bool,
+    /// Optimiser steps of each fine-tuning and from-scratch training (default: at least 500 and
+    /// at least two epochs of the labelled images).
+    #[arg(long)]
+    pub fine_tune_steps: Option<usize>,
+    /// Backend to run on.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Folder holding the datasets (default: $PDL_DATA_DIR, else ~/.cache/pdl).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Never download a dataset: a missing file is an error (also: PDL_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `--labels-per-class 10,100,full`: a count per class, or `None` for every label.
+fn parse_labels_per_class(text: &str) -> Result<Vec<Option<usize>>> {
+    text.split(',')
+        .map(str::trim)
+        .map(|item| match item {
+            "full" | "all" => Ok(None),
+            n => match n.parse::<usize>() {
+                Ok(k) if k > 0 => Ok(Some(k)),
+                _ => bail!(
+                    "--labels-per-class: '{item}' is neither a number of labels per class (1 or \
+                     more) nor 'full'"
+                ),
+            },
+        })
+        .collect()
+}
+
+/// `pdl probe`: the table of [`contrastive::probe_run`], written into the run folder as
+/// `probe.md` and `probe.json`. The rows.
+pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
+    let labels_per_class = parse_labels_per_class(&args.labels_per_class)?;
+    let dir = &args.artifact_dir;
+    let (experiment, config) = load_run_config(dir)?;
+    let ExperimentConfig::Contrastive(config) = config else {
+        bail!(
+            "{}: a run of {}, not of a pre-training experiment; pdl probe judges the encoder of a \
+             self-supervised run such as mnist-simclr",
+            dir.display(),
+            experiment.name
+        );
+    };
+    if !dir.join("model.mpk").is_file() {
+        bail!(
+            "{}: no trained model (the run has not finished: train or --resume it first)",
+            dir.join("model.mpk").display()
+        );
+    }
+    let ctx = eval_context(&EvalArgs {
+        artifact_dir: dir.clone(),
+        backend: args.backend.clone(),
+        data_dir: args.data_dir.clone(),
+        offline: args.offline,
+    })?;
+    if args.fine_tune_steps == Some(0) {
+        bail!("--fine-tune-steps: 0 steps would train nothing; give 1 or more");
+    }
+    let plan = contrastive::ProbePlan {
+        labels_per_class,
+        fine_tune: args.fine_tune,
+        fine_tune_steps: args.fine_tune_steps,
+    };
+    let task = ProbeTask {
+        config: &config,
+        ctx: &ctx,
+        plan: &plan,
+    };
+    let rows = run_on(ctx.backend, &DeviceSpec::Count(1), task)??;
+    let table = contrastive::probe_table(&rows);
+    crate::artifacts::write_atomic(&dir.join("probe.md"), table.as_bytes())?;
+    write_json(&dir.join("probe.json"), &rows)?;
+    println!("\n{table}\n(written to {})", dir.join("probe.md").display());
+    Ok(rows)
+}
+
+struct ProbeTask<'a> {
+    config: &'a contrastive::ContrastiveExperimentConfig,
+    ctx: &'a RunContext,
+    plan: &'a contrastive::ProbePlan,
+}
+
+impl BackendTask for ProbeTask<'_> {
+    type Output = Result<Vec<contrastive::ProbeRow>>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        contrastive::probe_run::<B>(self.config, self.ctx, &devices[0], self.plan)
+    }
 }
 
 /// Options of `pdl report`.
@@ -199,6 +309,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Probe(args) => probe(&args).map(|_| ()),
         Command::Report(args) => {
             let written = crate::report::write_report(&args.runs)?;
             for note in &written.notes {
@@ -638,6 +749,7 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             valid: report.valid.clone(),
             test: report.test.clone(),
             baseline: report.baseline.clone(),
+            probe: report.probe,
             rerun: Rerun::now(config.seed(), backend),
         },
     )?;
@@ -666,8 +778,14 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             plot(figure.what(), &|| figure.draw(&dir));
         }
     }
+    let probe = report.probe.map_or(String::new(), |p| {
+        format!(
+            " (NT-Xent; accuracy: a view finding its twin); linear probe {:.2}%",
+            p.linear
+        )
+    });
     println!(
-        "{}: test {}, valid {}, after {} epochs in {:.1} s; artifacts in {}{}",
+        "{}: test {}, valid {}{probe}, after {} epochs in {:.1} s; artifacts in {}{}",
         experiment.name,
         report.test,
         report.valid,
@@ -717,6 +835,7 @@ impl BackendTask for TrainTask<'_> {
             ExperimentConfig::Forecast(c) => forecasting::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Language(c) => language_model::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Sentence(c) => text_classification::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::Contrastive(c) => contrastive::train::<B>(c, self.ctx, devices),
         }
     }
 }
@@ -818,6 +937,7 @@ impl BackendTask for EvalTask<'_> {
             ExperimentConfig::Forecast(c) => forecasting::eval::<B>(c, ctx, device.clone()),
             ExperimentConfig::Language(c) => language_model::eval::<B>(c, ctx, device.clone()),
             ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::Contrastive(c) => contrastive::eval::<B>(c, ctx, device.clone()),
         }?;
         if !self.figures {
             return Ok((scores, Vec::new()));
@@ -829,7 +949,7 @@ impl BackendTask for EvalTask<'_> {
             }
             ExperimentConfig::Forecast(c) => forecasting::figures::<B>(c, ctx, device)?,
             ExperimentConfig::Language(c) => language_model::figures::<B>(c, ctx, device)?,
-            ExperimentConfig::Sentence(_) => Vec::new(),
+            ExperimentConfig::Sentence(_) | ExperimentConfig::Contrastive(_) => Vec::new(),
         };
         Ok((scores, figures))
     }

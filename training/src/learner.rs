@@ -110,6 +110,7 @@ impl<M> Fitted<M> {
             valid: evaluate(&self.model, valid),
             test: evaluate(&self.model, test),
             baseline: None,
+            probe: None,
             figures: Vec::new(),
         })
     }

@@ -6,6 +6,7 @@
 //! - [`parallel`]: data parallelism, `--devices N`: the global batch in slices, the gradients' mean.
 //! - [`stopping`]: which checkpoints are kept, when to stop early, which epoch to end with.
 //! - [`schedule`]: warm-up + cosine learning rates.
+//! - [`probe`]: a pre-trained encoder judged by a linear probe and k-NN on its frozen features.
 //! - [`artifacts`]: what a run writes.
 //! - [`cli`]: the commands; [`bench`]: throughput; [`bench_gnn`]: GCN at scale.
 
@@ -19,6 +20,7 @@ pub mod job;
 pub mod learner;
 pub mod parallel;
 pub mod plots;
+pub mod probe;
 pub mod renderer;
 pub mod report;
 pub mod schedule;

@@ -39,8 +39,16 @@ struct Metrics {
     #[serde(default)]
     smoke: bool,
     test: SplitScores,
+    /// A pre-training run's probes of its encoder.
+    #[serde(default)]
+    probe: Option<ProbeInfo>,
     #[serde(default)]
     rerun: Option<RerunInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ProbeInfo {
+    linear: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +98,8 @@ enum Kind {
     Forecast,
     /// Valid loss in nats per character.
     Language,
+    /// A pre-trained encoder's linear probe, on the test set.
+    Probe,
 }
 
 impl Kind {
@@ -98,20 +108,27 @@ impl Kind {
             ExperimentConfig::Forecast(_) => Kind::Forecast,
             ExperimentConfig::Language(_) => Kind::Language,
             ExperimentConfig::Sentence(_) => Kind::Dev,
+            ExperimentConfig::Contrastive(_) => Kind::Probe,
             _ => Kind::Accuracy,
         }
     }
 
     /// The number mean ± std is taken of: accuracy, or the loss (MSE, nats/char).
-    fn value(self, s: &SplitScores) -> Option<f64> {
+    fn value(self, m: &Metrics) -> Option<f64> {
         match self {
-            Kind::Accuracy | Kind::Dev => s.accuracy,
-            Kind::Forecast | Kind::Language => Some(s.loss),
+            Kind::Accuracy | Kind::Dev => m.test.accuracy,
+            Kind::Forecast | Kind::Language => Some(m.test.loss),
+            Kind::Probe => m.probe.as_ref().map(|p| p.linear),
         }
     }
 
-    fn one(self, s: &SplitScores) -> String {
+    fn one(self, m: &Metrics) -> String {
+        let s = &m.test;
         match (self, s.accuracy, s.mae) {
+            (Kind::Probe, _, _) => match &m.probe {
+                Some(p) => format!("linear probe {:.2}%", p.linear),
+                None => format!("NT-Xent {:.4}, no probe", s.loss),
+            },
             (Kind::Accuracy, Some(a), _) => format!("{a:.2}%"),
             (Kind::Dev, Some(a), _) => format!("dev {a:.2}%"),
             (Kind::Forecast, _, Some(mae)) => format!("MSE {:.3}, MAE {mae:.3}", s.loss),
@@ -125,10 +142,7 @@ impl Kind {
     }
 
     fn spread(self, runs: &[Run]) -> String {
-        let values: Vec<f64> = runs
-            .iter()
-            .filter_map(|r| self.value(&r.metrics.test))
-            .collect();
+        let values: Vec<f64> = runs.iter().filter_map(|r| self.value(&r.metrics)).collect();
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
         let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
@@ -139,6 +153,7 @@ impl Kind {
             Kind::Dev => format!("dev {mean:.2} ± {std:.2}% ({seeds} seeds)"),
             Kind::Forecast => format!("MSE {mean:.3} ± {std:.3} ({seeds} seeds)"),
             Kind::Language => format!("valid {mean:.3} ± {std:.3} nats/char ({seeds} seeds)"),
+            Kind::Probe => format!("linear probe {mean:.2} ± {std:.2}% ({seeds} seeds)"),
         }
     }
 }
@@ -452,7 +467,7 @@ pub fn write_report(root: &Path) -> Result<Written> {
                 let m = &first.metrics;
                 let mut score = match found {
                     Found::Seeds(runs) => kind.spread(runs),
-                    _ => kind.one(&m.test),
+                    _ => kind.one(m),
                 };
                 if runs.iter().any(|r| r.metrics.smoke) {
                     score += " (smoke run: means nothing)";

@@ -36,6 +36,9 @@ enum Cmd {
     /// Write the course report from a folder of runs: `cargo xtask report [runs]` writes
     /// runs/report.md and runs/report.html.
     Report(launch::PassThrough),
+    /// Judge a pre-trained encoder with few labels and all:
+    /// `cargo xtask probe runs/mnist-simclr --labels-per-class 10,100,full [--fine-tune]`.
+    Probe(launch::PassThrough),
 }
 
 fn main() -> Result<()> {
@@ -47,6 +50,7 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => launch::pdl("bench", a),
         Cmd::Plot(a) => launch::pdl("plot", a),
         Cmd::Report(a) => launch::pdl("report", a),
+        Cmd::Probe(a) => launch::pdl("probe", a),
     }?;
     std::process::exit(status);
 }

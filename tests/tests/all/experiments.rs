@@ -82,7 +82,18 @@ fn every_experiment_end_to_end() {
         assert!(m["wall_seconds"].as_f64().unwrap() > 0.0);
         // 64 images, or the 20 test nodes of a smoke split, or a few batches of sequences.
         let count = m["test"]["count"].as_u64().unwrap();
+        // Pre-training scores NT-Xent on two views of each image, and probes the encoder.
+        let self_supervised = e.name.ends_with("-simclr");
         match e.name.split('-').next().unwrap() {
+            "mnist" | "fashion" if self_supervised => {
+                assert_eq!(count, 2 * 64, "{}", e.name);
+                let probe = &m["probe"];
+                assert_eq!(probe["labels"], 160 - 40, "{}: {probe}", e.name);
+                for measure in ["linear", "knn"] {
+                    let score = probe[measure].as_f64().unwrap();
+                    assert!((0.0..=100.0).contains(&score), "{}: {probe}", e.name);
+                }
+            }
             "mnist" | "fashion" => assert_eq!(count, 64, "{}", e.name),
             "cora" => assert_eq!(count, 20, "{}", e.name),
             _ => assert!(count > 0, "{}", e.name),
@@ -95,7 +106,7 @@ fn every_experiment_end_to_end() {
             assert!((0.0..=100.0).contains(&value));
         }
         // A language model's 'classes' are its characters: no confusion matrix.
-        if name == "accuracy" && !language_model {
+        if name == "accuracy" && !language_model && !self_supervised {
             // The confusion matrix counts every test example once, its diagonal the correct ones.
             let confusion: Vec<Vec<u64>> =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("confusion.json")).unwrap())
@@ -118,6 +129,7 @@ fn every_experiment_end_to_end() {
             (width, height)
         };
         match e.name.split('-').next().unwrap() {
+            _ if self_supervised => assert!(!dir.join("confusion.png").exists(), "{}", e.name),
             "mnist" | "fashion" => {
                 // Up to 24 mistakes, six to a row.
                 let right = value / 100.0 * count as f64;
@@ -1046,4 +1058,90 @@ fn a_gpt_generates_the_same_text_with_and_without_its_kv_cache() {
     let (cached, uncached) = (generate(false), generate(true));
     assert_eq!(cached.characters, 30);
     assert_eq!(cached.text, uncached.text);
+}
+
+fn probe_args(dir: &Path, data: &Path, labels: &str) -> cli::ProbeArgs {
+    cli::ProbeArgs {
+        artifact_dir: dir.to_path_buf(),
+        labels_per_class: labels.into(),
+        fine_tune: false,
+        fine_tune_steps: None,
+        backend: Some("flex".into()),
+        data_dir: Some(data.to_path_buf()),
+        offline: true,
+    }
+}
+
+#[test]
+fn a_pretrained_encoder_is_probed_beside_a_random_one_and_training_from_scratch() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("mnist-simclr");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("mnist-simclr", data.path(), &dir)
+    })
+    .unwrap();
+    let rows = cli::probe(&cli::ProbeArgs {
+        fine_tune: true,
+        fine_tune_steps: Some(2),
+        ..probe_args(&dir, data.path(), "2,full")
+    })
+    .unwrap();
+    // Two per class of the tiny set's ten classes, then its 120 training images (160 less the 40
+    // a smoke run holds out).
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].labels_per_class, Some(2));
+    assert_eq!(rows[0].pretrained.labels, 20);
+    assert_eq!(rows[0].random.labels, 20);
+    assert_eq!(rows[1].labels_per_class, None);
+    assert_eq!(rows[1].pretrained.labels, 160 - 40);
+    for row in &rows {
+        let scores = [
+            row.pretrained.linear,
+            row.pretrained.knn,
+            row.random.linear,
+            row.random.knn,
+            row.fine_tuned.unwrap(),
+            row.scratch.unwrap(),
+        ];
+        assert!(scores.iter().all(|s| (0.0..=100.0).contains(s)), "{row:?}");
+    }
+    // The full-label probe is the one training ran: same features, same seed, same scores.
+    let trained = metrics(&dir);
+    assert_eq!(trained["probe"]["linear"], rows[1].pretrained.linear);
+    assert_eq!(trained["probe"]["knn"], rows[1].pretrained.knn);
+    let table = std::fs::read_to_string(dir.join("probe.md")).unwrap();
+    assert_eq!(table.lines().count(), 2 + 2, "{table}");
+    assert!(
+        table.lines().nth(3).unwrap().starts_with("| all | 120 |"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("probe.json")).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+
+    // What a person can get wrong, each a one-line error.
+    let probe_err = |a: &cli::ProbeArgs| cli::one_line(&cli::probe(a).unwrap_err());
+    let words = probe_err(&probe_args(&dir, data.path(), "10,lots"));
+    assert!(words.contains("'lots' is neither"), "{words}");
+    let zero = probe_err(&cli::ProbeArgs {
+        fine_tune_steps: Some(0),
+        ..probe_args(&dir, data.path(), "10")
+    });
+    assert!(zero.contains("--fine-tune-steps"), "{zero}");
+    let supervised = runs.path().join("mnist-mlp");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("mnist-mlp", data.path(), &supervised)
+    })
+    .unwrap();
+    let wrong_run = probe_err(&probe_args(&supervised, data.path(), "10"));
+    assert!(
+        wrong_run.contains("a run of mnist-mlp, not of a pre-training experiment"),
+        "{wrong_run}"
+    );
+    std::fs::remove_file(dir.join("model.mpk")).unwrap();
+    let unfinished = probe_err(&probe_args(&dir, data.path(), "10"));
+    assert!(unfinished.contains("no trained model"), "{unfinished}");
 }

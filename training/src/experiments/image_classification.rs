@@ -70,7 +70,7 @@ impl ImageModelConfig {
 
     /// Checks that images of `height x width` fit the model, which would otherwise fail deep
     /// inside a layer with a shape error: the side a model was sized for, if it has one.
-    fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
+    pub(crate) fn check_input(&self, height: usize, width: usize) -> Result<(), String> {
         let fits_side = |side: usize, what: &str| {
             if height == side && width == side {
                 Ok(())
@@ -145,16 +145,41 @@ impl ImageExperimentConfig {
     }
 }
 
-struct Splits {
-    train: ImageDataset,
-    valid: ImageDataset,
-    test: ImageDataset,
-    mean: f32,
-    std: f32,
+/// An image set split three ways, and the training images' mean and standard deviation.
+pub(crate) struct Splits {
+    pub(crate) train: ImageDataset,
+    pub(crate) valid: ImageDataset,
+    pub(crate) test: ImageDataset,
+    pub(crate) mean: f32,
+    pub(crate) std: f32,
 }
 
 fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Splits> {
-    let source = ImageSource::parse(&config.dataset);
+    let model = &config.model;
+    let check = |height, width| model.check_input(height, width);
+    let smoke = config.smoke_sizes();
+    load_image_splits(
+        &config.dataset,
+        config.data.valid_size,
+        &config.training,
+        smoke,
+        ctx,
+        check,
+    )
+}
+
+/// Reads `dataset`'s training and test files and splits the training images into train and
+/// `valid_size` held out (seeded; fewer for a smoke run, cut to `smoke`'s sizes). `check` says
+/// whether the model takes images of `height x width`.
+pub(crate) fn load_image_splits(
+    dataset: &str,
+    valid_size: usize,
+    training: &TrainingSettings,
+    smoke: Option<(usize, usize)>,
+    ctx: &RunContext,
+    check: impl Fn(usize, usize) -> Result<(), String>,
+) -> Result<Splits> {
+    let source = ImageSource::parse(dataset);
     let dir = source.locate(&ctx.data_dir, !ctx.offline)?;
     let train = Arc::new(ImageData::load(&dir, Split::Train)?);
     let test = Arc::new(ImageData::load(&dir, Split::Test)?);
@@ -168,17 +193,14 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
             train.width
         );
     }
-    config
-        .model
-        .check_input(train.height, train.width)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    check(train.height, train.width).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let (mean, std) = source.normalisation().unwrap_or_else(|| train.mean_std());
-    let valid_size = match config.training.smoke {
-        true => config.data.valid_size.min(train.len() / 4).max(1),
-        false => config.data.valid_size,
+    let valid_size = match training.smoke {
+        true => valid_size.min(train.len() / 4).max(1),
+        false => valid_size,
     };
     let (train_set, valid_set) =
-        split_train_valid(train, valid_size, config.training.seed).map_err(anyhow::Error::msg)?;
+        split_train_valid(train, valid_size, training.seed).map_err(anyhow::Error::msg)?;
     let mut splits = Splits {
         train: train_set,
         valid: valid_set,
@@ -186,7 +208,7 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
         mean,
         std,
     };
-    if let Some((train, eval)) = config.smoke_sizes() {
+    if let Some((train, eval)) = smoke {
         splits.train = splits.train.truncate(train);
         splits.valid = splits.valid.truncate(eval);
         splits.test = splits.test.truncate(eval);
