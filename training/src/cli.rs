@@ -50,8 +50,9 @@ pub enum Command {
 /// Options of `pdl probe`.
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
-    /// A pre-training run's folder (holding config.json and model.mpk).
-    pub artifact_dir: PathBuf,
+    /// The pre-training run (its folder holds config.json and model.mpk), and where to read data.
+    #[command(flatten)]
+    pub run: EvalArgs,
     /// Labelled training images per class, comma-separated, each subset class-balanced and drawn
     /// with the run's seed; `full` takes every label.
     #[arg(long, default_value = "10,100,full")]
@@ -64,15 +65,6 @@ pub struct ProbeArgs {
     /// at least two epochs of the labelled images).
     #[arg(long)]
     pub fine_tune_steps: Option<usize>,
-    /// Backend to run on.
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Folder holding the datasets (default: $PDL_DATA_DIR, else ~/.cache/pdl).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Never download a dataset: a missing file is an error (also: PDL_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
 }
 
 /// `--labels-per-class 10,100,full`: a count per class, or `None` for every label.
@@ -96,7 +88,7 @@ fn parse_labels_per_class(text: &str) -> Result<Vec<Option<usize>>> {
 /// `probe.md` and `probe.json`. The rows.
 pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
     let labels_per_class = parse_labels_per_class(&args.labels_per_class)?;
-    let dir = &args.artifact_dir;
+    let dir = &args.run.artifact_dir;
     let (experiment, config) = load_run_config(dir)?;
     let ExperimentConfig::Contrastive(config) = config else {
         bail!(
@@ -112,12 +104,7 @@ pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
             dir.join("model.mpk").display()
         );
     }
-    let ctx = eval_context(&EvalArgs {
-        artifact_dir: dir.clone(),
-        backend: args.backend.clone(),
-        data_dir: args.data_dir.clone(),
-        offline: args.offline,
-    })?;
+    let ctx = eval_context(&args.run)?;
     if args.fine_tune_steps == Some(0) {
         bail!("--fine-tune-steps: 0 steps would train nothing; give 1 or more");
     }
@@ -656,6 +643,14 @@ fn check_devices(config: &ExperimentConfig, backend: BackendKind, devices: usize
             "--devices {devices} on {backend}: data parallelism here runs on one machine's CPU \
              threads (the batches are made on the first device); several GPUs need CUDA's DDP, \
              not wired yet: train on one GPU"
+        );
+    }
+    if devices > 1 && matches!(config, ExperimentConfig::Contrastive(_)) {
+        bail!(
+            "--devices {devices}: NT-Xent compares each view with every other view of the batch, \
+             so slices on {devices} devices would each see 1/{devices} of the negatives and train \
+             another loss (SimCLR gathers the views of all devices, not wired here): train it on \
+             one device"
         );
     }
     // A graph pipeline says itself why it trains on one device.

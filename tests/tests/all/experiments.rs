@@ -1062,13 +1062,15 @@ fn a_gpt_generates_the_same_text_with_and_without_its_kv_cache() {
 
 fn probe_args(dir: &Path, data: &Path, labels: &str) -> cli::ProbeArgs {
     cli::ProbeArgs {
-        artifact_dir: dir.to_path_buf(),
+        run: EvalArgs {
+            artifact_dir: dir.to_path_buf(),
+            backend: Some("flex".into()),
+            data_dir: Some(data.to_path_buf()),
+            offline: true,
+        },
         labels_per_class: labels.into(),
         fine_tune: false,
         fine_tune_steps: None,
-        backend: Some("flex".into()),
-        data_dir: Some(data.to_path_buf()),
-        offline: true,
     }
 }
 
@@ -1141,6 +1143,12 @@ fn a_pretrained_encoder_is_probed_beside_a_random_one_and_training_from_scratch(
         wrong_run.contains("a run of mnist-mlp, not of a pre-training experiment"),
         "{wrong_run}"
     );
+    // NT-Xent is not a mean over examples: slicing its batch over devices would change it.
+    let devices = err(&TrainArgs {
+        devices: "2".into(),
+        ..args("mnist-simclr", data.path(), &runs.path().join("two"))
+    });
+    assert!(devices.contains("NT-Xent compares each view"), "{devices}");
     std::fs::remove_file(dir.join("model.mpk")).unwrap();
     let unfinished = probe_err(&probe_args(&dir, data.path(), "10"));
     assert!(unfinished.contains("no trained model"), "{unfinished}");
