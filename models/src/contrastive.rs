@@ -27,6 +27,12 @@ use burn::tensor::{Int, Tensor};
 /// of example `k`, at temperature `temperature` (see the module doc). A scalar, `[1]`.
 pub fn nt_xent<B: Backend>(z: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
     let (logits, twins) = twin_logits(z, temperature);
+    twin_loss(logits, twins)
+}
+
+/// The mean cross-entropy of [`twin_logits`]' logits `[2N, 2N]` against their twins `[2N]`: the
+/// NT-Xent loss. A scalar, `[1]`.
+pub fn twin_loss<B: Backend>(logits: Tensor<B, 2>, twins: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let picked = log_softmax(logits, 1).gather(1, twins.unsqueeze_dim(1)); // [2N, 1]
     picked.mean().neg()
 }

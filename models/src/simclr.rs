@@ -19,10 +19,10 @@
 //! probe and k-nearest neighbours on frozen features (`pdl probe`).
 
 use crate::cnn::{BnCnn, BnCnnConfig};
-use crate::contrastive::twin_logits;
+use crate::contrastive::{twin_logits, twin_loss};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::batcher::ViewPairBatch;
@@ -113,8 +113,7 @@ impl<B: Backend> SimClr<B> {
     /// Learner's accuracy metric reads how often the twin is the most similar view.
     pub fn forward_contrastive(&self, batch: ViewPairBatch<B>) -> ClassificationOutput<B> {
         let (logits, twins) = twin_logits(self.forward(batch.views), self.temperature);
-        let picked = log_softmax(logits.clone(), 1).gather(1, twins.clone().unsqueeze_dim(1));
-        ClassificationOutput::new(picked.mean().neg(), logits, twins)
+        ClassificationOutput::new(twin_loss(logits.clone(), twins.clone()), logits, twins)
     }
 }
 

@@ -9,6 +9,7 @@
 //! baseline that keeps the claim honest, since random convolutions are already decent features
 //! on MNIST.
 
+use crate::experiments::image_classification::eval_loader;
 use crate::learner::host_rows;
 use anyhow::{Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
@@ -62,9 +63,6 @@ impl Features {
     }
 }
 
-/// Images per batch when computing features.
-const FEATURE_BATCH: usize = 500;
-
 /// The features `encoder` gives `images` (normalised with `mean` and `std`, not augmented).
 pub fn features<B: Backend>(
     encoder: &BnCnn<B>,
@@ -73,10 +71,7 @@ pub fn features<B: Backend>(
     std: f32,
     device: &B::Device,
 ) -> Features {
-    let loader = DataLoaderBuilder::new(ImageBatcher::new(mean, std))
-        .batch_size(FEATURE_BATCH)
-        .set_device(device.clone())
-        .build(images);
+    let loader = eval_loader::<B>(images, mean, std, device);
     let (mut rows, mut labels, mut dim) = (Vec::new(), Vec::new(), 0);
     for ImageBatch { images, targets } in loader.iter() {
         for row in host_rows(encoder.features(images)) {
@@ -363,10 +358,7 @@ pub fn test_accuracy<B: Backend>(
     (mean, std): (f32, f32),
     device: &B::Device,
 ) -> f64 {
-    let loader = DataLoaderBuilder::new(ImageBatcher::new(mean, std))
-        .batch_size(FEATURE_BATCH)
-        .set_device(device.clone())
-        .build(images);
+    let loader = eval_loader::<B>(images, mean, std, device);
     let (mut guesses, mut labels) = (Vec::new(), Vec::new());
     for ImageBatch { images, targets } in loader.iter() {
         let guess = model.forward(images).argmax(1).into_data().convert::<i64>();

@@ -29,7 +29,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ViewPairBatch, ViewPairBatcher};
 use pdl_datasets::mnist::ImageDataset;
-use pdl_models::{BnCnn, SimClrConfig};
+use pdl_models::{BnCnn, SimClr, SimClrConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -198,9 +198,17 @@ pub fn load_encoder<B: AutodiffBackend>(
     ctx: &RunContext,
     device: &B::Device,
 ) -> Result<BnCnn<B::InnerBackend>> {
+    Ok(load_pretrained::<B>(config, ctx, device)?.encoder.valid())
+}
+
+/// The model of the run saved in `ctx`'s folder.
+fn load_pretrained<B: AutodiffBackend>(
+    config: &ContrastiveExperimentConfig,
+    ctx: &RunContext,
+    device: &B::Device,
+) -> Result<SimClr<B>> {
     let model = pdl_models::seeded::<B, _>(device, 0, |d| config.model.init::<B>(d));
-    let model = load_model(model, &ctx.artifact_dir.join("model.mpk"), device)?;
-    Ok(model.valid().encoder)
+    load_model(model, &ctx.artifact_dir.join("model.mpk"), device)
 }
 
 /// The features `encoder` gives the training and the test images.
@@ -268,7 +276,10 @@ pub fn probe_run<B: AutodiffBackend>(
     let splits = config.splits(ctx)?;
     let seed = config.training.seed;
     let normalisation = (splits.mean, splits.std);
-    let pretrained = load_encoder::<B>(config, ctx, device)?;
+    // The saved model, read once: its encoder frozen for the probes, and with autodiff as the
+    // start of each fine-tuning.
+    let saved = load_pretrained::<B>(config, ctx, device)?;
+    let pretrained = saved.encoder.valid();
     // A fresh encoder with the run's seed: the weights pre-training started from.
     let fresh = || pdl_models::seeded::<B, _>(device, seed, |d| config.model.encoder.init::<B>(d));
     let (train, test) = probe_features(&pretrained, &splits, device);
@@ -295,9 +306,7 @@ pub fn probe_run<B: AutodiffBackend>(
                     train_classifier(start, images.clone(), normalisation, training, seed, device);
                 test_accuracy(&model.valid(), splits.test.clone(), normalisation, device)
             };
-            let loaded = pdl_models::seeded::<B, _>(device, 0, |d| config.model.init::<B>(d));
-            let loaded = load_model(loaded, &ctx.artifact_dir.join("model.mpk"), device)?;
-            let tuned = score(loaded.encoder);
+            let tuned = score(saved.encoder.clone());
             println!("  fine-tuned: {tuned:.2}% ({} steps)", training.steps);
             let fresh_score = score(fresh());
             println!(

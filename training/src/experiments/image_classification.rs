@@ -216,7 +216,8 @@ pub(crate) fn load_image_splits(
     Ok(splits)
 }
 
-fn eval_loader<B: Backend>(
+/// Unshuffled, unaugmented batches of `dataset`, large since no gradients are kept.
+pub(crate) fn eval_loader<B: Backend>(
     dataset: ImageDataset,
     mean: f32,
     std: f32,
