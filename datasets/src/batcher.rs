@@ -188,6 +188,92 @@ impl<B: Backend> Batcher<B, ImageItem, ViewPairBatch<B>> for ViewPairBatcher {
     }
 }
 
+/// A batch of images, each with its patches in a random order, for a masked autoencoder: the
+/// first patches of an image's order are shown to the encoder, the rest hidden. How many are
+/// shown is the model's mask ratio; the order only says which.
+#[derive(Debug, Clone)]
+pub struct MaskedImageBatch<B: Backend> {
+    /// Normalised pixels, `[batch, 1, height, width]`.
+    pub images: Tensor<B, 4>,
+    /// Each image's patches (numbered row by row) in a random order, `[batch, patches]`.
+    pub order: Tensor<B, 2, Int>,
+    /// Where each patch stands in `order`: `restore[i][order[i][k]] = k`, `[batch, patches]`.
+    pub restore: Tensor<B, 2, Int>,
+    /// Class indices, `[batch]` (no part of the loss; kept for probes and figures).
+    pub targets: Tensor<B, 1, Int>,
+}
+
+/// Turns [`ImageItem`]s into a [`MaskedImageBatch`]: the images normalised as [`ImageBatcher`]
+/// does, and a random order of each image's `patches` patches. For training the orders are drawn
+/// from the seed and the batch count, so every pass hides other patches; for evaluation
+/// ([`MaskedImageBatcher::same_masks_every_time`]) from the seed and the image's own pixels, so an
+/// image is masked the same way on every pass and a loss compares across epochs.
+#[derive(Debug)]
+pub struct MaskedImageBatcher {
+    images: ImageBatcher,
+    patches: usize,
+    seed: u64,
+    batches: AtomicU64,
+    per_image: bool,
+}
+
+impl MaskedImageBatcher {
+    /// Images normalised with `mean` and `std`, each cut into `patches` patches whose order is
+    /// drawn from `seed`.
+    pub fn new(mean: f32, std: f32, patches: usize, seed: u64) -> Self {
+        Self {
+            images: ImageBatcher::new(mean, std),
+            patches,
+            seed,
+            batches: AtomicU64::new(0),
+            per_image: false,
+        }
+    }
+
+    /// The same order for an image on every pass.
+    pub fn same_masks_every_time(mut self) -> Self {
+        self.per_image = true;
+        self
+    }
+}
+
+impl<B: Backend> Batcher<B, ImageItem, MaskedImageBatch<B>> for MaskedImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &B::Device) -> MaskedImageBatch<B> {
+        let batch = items.len();
+        let ((height, width), targets) = shape_and_targets(&items, device);
+        let size = height * width;
+        let mut pixels = vec![0f32; batch * size];
+        let (p, n) = (self.patches, self.batches.fetch_add(1, Ordering::Relaxed));
+        let mut batch_rng = SplitMix64::new(self.seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut order = Vec::with_capacity(batch * p);
+        let mut restore = vec![0i64; batch * p];
+        for (i, (item, out)) in items.iter().zip(pixels.chunks_exact_mut(size)).enumerate() {
+            self.images.fill(item, None, out);
+            let mut own;
+            let rng = match self.per_image {
+                true => {
+                    own = SplitMix64::new(self.seed ^ pixel_hash(&item.pixels));
+                    &mut own
+                }
+                false => &mut batch_rng,
+            };
+            let mut patches: Vec<i64> = (0..p as i64).collect();
+            rng.shuffle(&mut patches);
+            for (k, &patch) in patches.iter().enumerate() {
+                restore[i * p + patch as usize] = k as i64;
+            }
+            order.extend(patches);
+        }
+        let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [batch, p]), device);
+        MaskedImageBatch {
+            images: Tensor::from_data(TensorData::new(pixels, [batch, 1, height, width]), device),
+            order: ints(order),
+            restore: ints(restore),
+            targets,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +374,46 @@ mod tests {
         // A fresh batcher with the same seed makes the same training views.
         let again = ViewPairBatcher::new(0.0, 1.0, Augment::simclr_digits(), 7);
         assert_eq!(views(&again, vec![digit(1), digit(2)]).0, first);
+    }
+
+    fn masks(batcher: &MaskedImageBatcher, items: Vec<ImageItem>) -> (Vec<i64>, Vec<i64>) {
+        let batch: MaskedImageBatch<NdArray> = batcher.batch(items, &Default::default());
+        assert_eq!(batch.images.dims()[0], batch.order.dims()[0]);
+        let ints = |t: Tensor<NdArray, 2, Int>| t.into_data().convert::<i64>().to_vec().unwrap();
+        (ints(batch.order), ints(batch.restore))
+    }
+
+    #[test]
+    fn each_image_gets_a_permutation_of_its_patches_and_its_inverse() {
+        let batcher = MaskedImageBatcher::new(0.0, 1.0, 16, 3);
+        let (order, restore) = masks(&batcher, vec![digit(1), digit(2), digit(3)]);
+        assert_eq!(order.len(), 3 * 16);
+        for (o, r) in order.chunks(16).zip(restore.chunks(16)) {
+            let mut sorted = o.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..16).collect::<Vec<i64>>());
+            for (k, &patch) in o.iter().enumerate() {
+                assert_eq!(r[patch as usize], k as i64);
+            }
+        }
+        // Images in one batch are masked differently.
+        assert_ne!(order[0..16], order[16..32]);
+    }
+
+    #[test]
+    fn training_masks_change_every_batch_evaluation_masks_never() {
+        let train = MaskedImageBatcher::new(0.0, 1.0, 16, 3);
+        let first = masks(&train, vec![digit(1), digit(2)]).0;
+        assert_ne!(first, masks(&train, vec![digit(1), digit(2)]).0);
+        let again = MaskedImageBatcher::new(0.0, 1.0, 16, 3);
+        assert_eq!(masks(&again, vec![digit(1), digit(2)]).0, first);
+        let eval = MaskedImageBatcher::new(0.0, 1.0, 16, 3).same_masks_every_time();
+        let a = masks(&eval, vec![digit(1), digit(2)]).0;
+        let b = masks(&eval, vec![digit(5), digit(2), digit(1)]).0;
+        assert_eq!(a, masks(&eval, vec![digit(1), digit(2)]).0);
+        assert_eq!(a[0..16], b[32..48]);
+        // Another seed, other masks.
+        let other = MaskedImageBatcher::new(0.0, 1.0, 16, 4).same_masks_every_time();
+        assert_ne!(masks(&other, vec![digit(1), digit(2)]).0, a);
     }
 }

@@ -28,6 +28,17 @@ pub trait ImageClassifier<B: Backend> {
     }
 }
 
+/// An image classifier seen as an encoder and a head: what a self-supervised method pre-trains
+/// is the encoder, and what the probes of `pdl probe` read is its output.
+pub trait ImageEncoder<B: Backend>: ImageClassifier<B> {
+    /// The features the head reads, one row per image.
+    ///
+    /// # Shapes
+    /// - images: `[batch, channels, height, width]`
+    /// - output: `[batch, d_features]`
+    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2>;
+}
+
 /// A model mapping padded sentences to `[batch, num_classes]` logits.
 pub trait SentenceClassifier<B: Backend> {
     /// Logits for each sentence.

@@ -11,7 +11,7 @@
 //! - [`BnCnn`]: a small modern CNN, each stage conv3x3 -> batch norm (Ioffe & Szegedy 2015) ->
 //!   ReLU -> 2x2 max-pool. Experiment `mnist-bn-cnn`.
 
-use crate::classification::{ImageClassifier, check_dropout, train_output};
+use crate::classification::{ImageClassifier, ImageEncoder, check_dropout, train_output};
 use burn::nn::{
     Linear, LinearConfig, PaddingConfig2d,
     activation::{Activation, ActivationConfig},
@@ -325,6 +325,12 @@ pub struct BnCnn<B: Backend> {
 impl<B: Backend> ImageClassifier<B> for BnCnn<B> {
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(images)
+    }
+}
+
+impl<B: Backend> ImageEncoder<B> for BnCnn<B> {
+    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        BnCnn::features(self, images)
     }
 }
 

@@ -33,7 +33,7 @@ pub use gpt::{CharGpt, CharGptConfig, GptContext};
 pub use vit::{Vit, VitConfig};
 
 /// GPT-2's initialisation of its token and position embeddings, `N(0, 0.02)`.
-const GPT_INIT: Initializer = Initializer::Normal {
+pub(crate) const GPT_INIT: Initializer = Initializer::Normal {
     mean: 0.0,
     std: 0.02,
 };
@@ -292,7 +292,7 @@ impl<B: Backend> TransformerBlock<B> {
     }
 }
 
-fn blocks<B: Backend>(
+pub(crate) fn blocks<B: Backend>(
     config: &TransformerBlockConfig,
     n_layers: usize,
     device: &B::Device,

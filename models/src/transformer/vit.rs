@@ -2,7 +2,7 @@
 //! cut into patches, each a token, a class token read out by the head. Experiment `mnist-vit`.
 
 use super::{GPT_INIT, TransformerBlock, TransformerBlockConfig, blocks};
-use crate::classification::{ImageClassifier, check_dropout, train_output};
+use crate::classification::{ImageClassifier, ImageEncoder, check_dropout, train_output};
 use burn::module::{Initializer, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -126,26 +126,65 @@ impl<B: Backend> ImageClassifier<B> for Vit<B> {
     }
 }
 
+impl<B: Backend> ImageEncoder<B> for Vit<B> {
+    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        Vit::features(self, images)
+    }
+}
+
 impl<B: Backend> Vit<B> {
     /// # Shapes
     /// - images: `[batch, channels, image_size, image_size]`
     /// - output: `[batch, num_classes]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.head.forward(self.features(images))
+    }
+
+    /// What the head reads: the class token after the encoder and its final norm.
+    ///
+    /// # Shapes
+    /// - images: `[batch, channels, image_size, image_size]`
+    /// - output: `[batch, d_model]`
+    pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.encode(self.patch_tokens(images)); // [batch, patches + 1, d_model]
+        let [batch, _, d_model] = x.dims();
+        x.slice([0..batch, 0..1, 0..d_model])
+            .reshape([batch, d_model])
+    }
+
+    /// Each patch embedded, with its position added: the tokens the encoder reads, or a subset
+    /// of them (a masked autoencoder shows it only some).
+    ///
+    /// # Shapes
+    /// - images: `[batch, channels, image_size, image_size]`
+    /// - output: `[batch, patches, d_model]`, patches numbered row by row
+    pub fn patch_tokens(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = self.patches.forward(images); // [batch, d_model, side, side], side = image / patch
         let [batch, d_model, h, w] = x.dims();
         let x = x.reshape([batch, d_model, h * w]).swap_dims(1, 2); // [batch, patches, d_model]
-        let class = self.class_token.val().expand([batch, 1, d_model]);
-        let x = Tensor::cat(vec![class, x], 1) + self.positions.val(); // [batch, patches + 1, d_model]
+        x + self.positions.val().slice([0..1, 1..h * w + 1, 0..d_model])
+    }
+
+    /// The encoder over some patch tokens: the class token (with its position) prepended, then
+    /// dropout, the blocks and the final layer norm.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, n, d_model]`, any `n` of the image's patch tokens
+    /// - output: `[batch, n + 1, d_model]`, the class token first
+    pub fn encode(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, _, d_model] = tokens.dims();
+        let class = self.class_token.val() + self.positions.val().slice([0..1, 0..1, 0..d_model]);
+        let x = Tensor::cat(vec![class.expand([batch, 1, d_model]), tokens], 1);
         let mut x = self.dropout.forward(x);
         for block in &self.blocks {
             x = block.forward(x, None);
         }
-        let class = self
-            .norm
-            .forward(x)
-            .slice([0..batch, 0..1, 0..d_model])
-            .reshape([batch, d_model]);
-        self.head.forward(class)
+        self.norm.forward(x)
+    }
+
+    /// Width of the tokens and of [`Vit::features`].
+    pub fn d_model(&self) -> usize {
+        self.class_token.val().dims()[2]
     }
 }
 
