@@ -19,6 +19,7 @@
 //! | [`transformer`] | positional encodings, the pre-norm block, a sentence classifier, a char GPT, ViT | attention |
 //! | [`contrastive`] | the NT-Xent loss of SimCLR | self-supervised |
 //! | [`simclr`] | SimCLR: a CNN encoder and projection head trained by NT-Xent | self-supervised |
+//! | [`mae`] | a masked autoencoder: a ViT encoder over a quarter of the patches, a light decoder | self-supervised |
 
 pub mod attention;
 pub mod classification;
@@ -26,6 +27,7 @@ pub mod cnn;
 pub mod contrastive;
 pub mod forecast;
 pub mod gnn;
+pub mod mae;
 pub mod mlp;
 pub mod resnet;
 pub mod rnn;
@@ -37,10 +39,11 @@ pub use attention::{
     KvCache, MultiHeadAttention, MultiHeadAttentionConfig, causal_mask, padding_mask,
     scaled_dot_product_attention,
 };
-pub use classification::{ImageClassifier, SentenceClassifier, train_output};
+pub use classification::{ImageClassifier, ImageEncoder, SentenceClassifier, train_output};
 pub use cnn::{BnCnn, BnCnnConfig, ClassicCnn, ClassicCnnConfig, LeNet5, LeNet5Config};
 pub use forecast::{DLinear, DLinearConfig, Forecaster};
 pub use gnn::{Gat, GatConfig, Gcn, GcnConfig, NodeClassifier, Sage, SageConfig};
+pub use mae::{Mae, MaeConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use resnet::{ResNet, ResNetConfig};
 pub use rnn::{
