@@ -7,8 +7,9 @@ use crate::artifacts::{
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
     self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, contrastive, forecasting,
-    image_classification, language_model, node_classification, text_classification,
+    image_classification, language_model, masked_images, node_classification, text_classification,
 };
+use crate::probe::{ProbePlan, ProbeRow, probe_table};
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
@@ -84,20 +85,23 @@ fn parse_labels_per_class(text: &str) -> Result<Vec<Option<usize>>> {
         .collect()
 }
 
-/// `pdl probe`: the table of [`contrastive::probe_run`], written into the run folder as
-/// `probe.md` and `probe.json`. The rows.
-pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
+/// `pdl probe`: the table of [`crate::probe::compare`] for the run's encoder, written into the run
+/// folder as `probe.md` and `probe.json`. The rows.
+pub fn probe(args: &ProbeArgs) -> Result<Vec<ProbeRow>> {
     let labels_per_class = parse_labels_per_class(&args.labels_per_class)?;
     let dir = &args.run.artifact_dir;
     let (experiment, config) = load_run_config(dir)?;
-    let ExperimentConfig::Contrastive(config) = config else {
+    if !matches!(
+        config,
+        ExperimentConfig::Contrastive(_) | ExperimentConfig::Masked(_)
+    ) {
         bail!(
             "{}: a run of {}, not of a pre-training experiment; pdl probe judges the encoder of a \
-             self-supervised run such as mnist-simclr",
+             self-supervised run such as mnist-simclr or mnist-mae",
             dir.display(),
             experiment.name
         );
-    };
+    }
     if !dir.join("model.mpk").is_file() {
         bail!(
             "{}: no trained model (the run has not finished: train or --resume it first)",
@@ -108,7 +112,7 @@ pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
     if args.fine_tune_steps == Some(0) {
         bail!("--fine-tune-steps: 0 steps would train nothing; give 1 or more");
     }
-    let plan = contrastive::ProbePlan {
+    let plan = ProbePlan {
         labels_per_class,
         fine_tune: args.fine_tune,
         fine_tune_steps: args.fine_tune_steps,
@@ -119,7 +123,7 @@ pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
         plan: &plan,
     };
     let rows = run_on(ctx.backend, &DeviceSpec::Count(1), task)??;
-    let table = contrastive::probe_table(&rows);
+    let table = probe_table(&rows);
     crate::artifacts::write_atomic(&dir.join("probe.md"), table.as_bytes())?;
     write_json(&dir.join("probe.json"), &rows)?;
     println!("\n{table}\n(written to {})", dir.join("probe.md").display());
@@ -127,16 +131,21 @@ pub fn probe(args: &ProbeArgs) -> Result<Vec<contrastive::ProbeRow>> {
 }
 
 struct ProbeTask<'a> {
-    config: &'a contrastive::ContrastiveExperimentConfig,
+    config: &'a ExperimentConfig,
     ctx: &'a RunContext,
-    plan: &'a contrastive::ProbePlan,
+    plan: &'a ProbePlan,
 }
 
 impl BackendTask for ProbeTask<'_> {
-    type Output = Result<Vec<contrastive::ProbeRow>>;
+    type Output = Result<Vec<ProbeRow>>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        contrastive::probe_run::<B>(self.config, self.ctx, &devices[0], self.plan)
+        let (ctx, device, plan) = (self.ctx, &devices[0], self.plan);
+        match self.config {
+            ExperimentConfig::Contrastive(c) => contrastive::probe_run::<B>(c, ctx, device, plan),
+            ExperimentConfig::Masked(c) => masked_images::probe_run::<B>(c, ctx, device, plan),
+            _ => bail!("only a pre-training run has an encoder to probe"),
+        }
     }
 }
 
@@ -773,11 +782,13 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             plot(figure.what(), &|| figure.draw(&dir));
         }
     }
+    let loss = match config {
+        ExperimentConfig::Contrastive(_) => " (NT-Xent; accuracy: a view finding its twin)",
+        ExperimentConfig::Masked(_) => " (on the hidden patches' pixels)",
+        _ => "",
+    };
     let probe = report.probe.map_or(String::new(), |p| {
-        format!(
-            " (NT-Xent; accuracy: a view finding its twin); linear probe {:.2}%",
-            p.linear
-        )
+        format!("{loss}; linear probe {:.2}%", p.linear)
     });
     println!(
         "{}: test {}, valid {}{probe}, after {} epochs in {:.1} s; artifacts in {}{}",
@@ -831,6 +842,7 @@ impl BackendTask for TrainTask<'_> {
             ExperimentConfig::Language(c) => language_model::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Sentence(c) => text_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Contrastive(c) => contrastive::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::Masked(c) => masked_images::train::<B>(c, self.ctx, devices),
         }
     }
 }
@@ -933,6 +945,7 @@ impl BackendTask for EvalTask<'_> {
             ExperimentConfig::Language(c) => language_model::eval::<B>(c, ctx, device.clone()),
             ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, ctx, device.clone()),
             ExperimentConfig::Contrastive(c) => contrastive::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::Masked(c) => masked_images::eval::<B>(c, ctx, device.clone()),
         }?;
         if !self.figures {
             return Ok((scores, Vec::new()));
@@ -944,6 +957,7 @@ impl BackendTask for EvalTask<'_> {
             }
             ExperimentConfig::Forecast(c) => forecasting::figures::<B>(c, ctx, device)?,
             ExperimentConfig::Language(c) => language_model::figures::<B>(c, ctx, device)?,
+            ExperimentConfig::Masked(c) => masked_images::figures::<B>(c, ctx, device, &scores)?,
             ExperimentConfig::Sentence(_) | ExperimentConfig::Contrastive(_) => Vec::new(),
         };
         Ok((scores, figures))

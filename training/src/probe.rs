@@ -9,7 +9,7 @@
 //! baseline that keeps the claim honest, since random convolutions are already decent features
 //! on MNIST.
 
-use crate::experiments::image_classification::eval_loader;
+use crate::experiments::image_classification::{Splits, eval_loader};
 use crate::learner::host_rows;
 use anyhow::{Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
@@ -24,7 +24,7 @@ use pdl_datasets::SplitMix64;
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ImageBatch, ImageBatcher};
 use pdl_datasets::mnist::ImageDataset;
-use pdl_models::BnCnn;
+use pdl_models::{ImageClassifier, ImageEncoder};
 use serde::Serialize;
 
 /// Some images' features, one row each, and their classes.
@@ -64,8 +64,8 @@ impl Features {
 }
 
 /// The features `encoder` gives `images` (normalised with `mean` and `std`, not augmented).
-pub fn features<B: Backend>(
-    encoder: &BnCnn<B>,
+pub fn features<B: Backend, E: ImageEncoder<B>>(
+    encoder: &E,
     images: ImageDataset,
     mean: f32,
     std: f32,
@@ -312,16 +312,15 @@ impl ClassifierTraining {
 
 /// Trains all of `model` (a pre-trained encoder, or a fresh one) as a classifier of `images`, as
 /// `plan` says, and returns it; `seed` draws the order and the augmentation.
-pub fn train_classifier<B: AutodiffBackend>(
-    mut model: BnCnn<B>,
+pub fn train_classifier<B: AutodiffBackend, M: AutodiffModule<B> + ImageClassifier<B>>(
+    mut model: M,
     images: ImageDataset,
     (mean, std): (f32, f32),
     plan: ClassifierTraining,
     seed: u64,
     device: &B::Device,
-) -> BnCnn<B> {
+) -> M {
     use burn::optim::AdamWConfig;
-    use pdl_models::ImageClassifier;
     let batcher = ImageBatcher::new(mean, std).with_augment(Augment::mnist(), seed);
     let loader = DataLoaderBuilder::new(batcher)
         .batch_size(plan.batch)
@@ -330,7 +329,7 @@ pub fn train_classifier<B: AutodiffBackend>(
         .build(images);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(plan.weight_decay as f32)
-        .init::<B, BnCnn<B>>();
+        .init::<B, M>();
     let schedule = crate::schedule::ScheduleConfig::WarmupCosine {
         warmup_fraction: 0.0,
         min_lr_fraction: 0.0,
@@ -352,8 +351,8 @@ pub fn train_classifier<B: AutodiffBackend>(
 }
 
 /// Test accuracy (%) of a classifier on `images`.
-pub fn test_accuracy<B: Backend>(
-    model: &BnCnn<B>,
+pub fn test_accuracy<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
     images: ImageDataset,
     (mean, std): (f32, f32),
     device: &B::Device,
@@ -361,7 +360,7 @@ pub fn test_accuracy<B: Backend>(
     let loader = eval_loader::<B>(images, mean, std, device);
     let (mut guesses, mut labels) = (Vec::new(), Vec::new());
     for ImageBatch { images, targets } in loader.iter() {
-        let guess = model.forward(images).argmax(1).into_data().convert::<i64>();
+        let guess = model.logits(images).argmax(1).into_data().convert::<i64>();
         guesses.extend(
             guess
                 .to_vec::<i64>()
@@ -373,6 +372,141 @@ pub fn test_accuracy<B: Backend>(
         labels.extend(truth.unwrap_or_default().into_iter().map(|c| c as usize));
     }
     accuracy(guesses.into_iter(), &labels)
+}
+
+/// What `pdl probe` compares, for each number of labels.
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    /// Labelled training images per class; `None` is every label.
+    pub labels_per_class: Vec<Option<usize>>,
+    /// Also fine-tune the pre-trained encoder, and train the same network from scratch, on each
+    /// labelled subset (minutes each).
+    pub fine_tune: bool,
+    /// Steps of each of those trainings, if not [`ClassifierTraining::for_labels`]'s.
+    pub fine_tune_steps: Option<usize>,
+}
+
+/// One row of `pdl probe`'s table: what each way of using the same labels reached on the test
+/// set (accuracy, %).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRow {
+    /// Labelled images per class (none: all the training labels).
+    pub labels_per_class: Option<usize>,
+    /// The pre-trained encoder, frozen: a linear probe and k-NN.
+    pub pretrained: ProbeScores,
+    /// A randomly initialised encoder, frozen: the same probes.
+    pub random: ProbeScores,
+    /// The pre-trained encoder and a new head, all trained on the labels.
+    pub fine_tuned: Option<f64>,
+    /// The same network from random weights, trained on the labels.
+    pub scratch: Option<f64>,
+}
+
+/// `name: linear probe 98.12%, 20-NN 97.80% (55000 labels)`.
+pub fn probe_line(name: &str, scores: &ProbeScores) -> String {
+    format!(
+        "{name}: linear probe {:.2}%, {}-NN {:.2}% on the test set ({} labels)",
+        scores.linear, scores.k, scores.knn, scores.labels
+    )
+}
+
+/// The features `encoder` gives the training and the test images.
+pub(crate) fn split_features<B: Backend, E: ImageEncoder<B>>(
+    encoder: &E,
+    splits: &Splits,
+    device: &B::Device,
+) -> (Features, Features) {
+    let of =
+        |images: &ImageDataset| features(encoder, images.clone(), splits.mean, splits.std, device);
+    (of(&splits.train), of(&splits.test))
+}
+
+/// `pdl probe` for any pre-trained image encoder: scores `pretrained` against `fresh` (the same
+/// network at the random weights pre-training started from), and against training `fresh` from
+/// scratch, with each number of labels of `plan`. Subsets are class-balanced and drawn with
+/// `seed`; the test set is the official one.
+pub(crate) fn compare<B, E>(
+    pretrained: E,
+    fresh: E,
+    splits: &Splits,
+    seed: u64,
+    plan: &ProbePlan,
+    device: &B::Device,
+) -> Result<Vec<ProbeRow>>
+where
+    B: AutodiffBackend,
+    E: AutodiffModule<B> + ImageClassifier<B>,
+    E::InnerModule: ImageEncoder<B::InnerBackend>,
+{
+    let normalisation = (splits.mean, splits.std);
+    let (train, test) = split_features(&pretrained.valid(), splits, device);
+    let (random_train, random_test) = split_features(&fresh.valid(), splits, device);
+    let mut rows = Vec::new();
+    for &per_class in &plan.labels_per_class {
+        let subset = match per_class {
+            Some(k) => balanced_subset(&train.labels, k, seed),
+            None => (0..train.len()).collect(),
+        };
+        let row_name = per_class.map_or("all".to_string(), |k| k.to_string());
+        println!("{} labels per class ({} images):", row_name, subset.len());
+        let pre = probe::<B>(&train.select(&subset), &test, seed, device)?;
+        println!("  {}", probe_line("pre-trained encoder", &pre));
+        let random = probe::<B>(&random_train.select(&subset), &random_test, seed, device)?;
+        println!("  {}", probe_line("random encoder", &random));
+        let (mut fine_tuned, mut scratch) = (None, None);
+        if plan.fine_tune {
+            let images = splits.train.select(&subset);
+            let mut training = ClassifierTraining::for_labels(subset.len());
+            training.steps = plan.fine_tune_steps.unwrap_or(training.steps);
+            let score = |start: E| {
+                let model =
+                    train_classifier(start, images.clone(), normalisation, training, seed, device);
+                test_accuracy(&model.valid(), splits.test.clone(), normalisation, device)
+            };
+            let tuned = score(pretrained.clone());
+            println!("  fine-tuned: {tuned:.2}% ({} steps)", training.steps);
+            let fresh_score = score(fresh.clone());
+            println!(
+                "  from scratch: {fresh_score:.2}% ({} steps)",
+                training.steps
+            );
+            (fine_tuned, scratch) = (Some(tuned), Some(fresh_score));
+        }
+        rows.push(ProbeRow {
+            labels_per_class: per_class,
+            pretrained: pre,
+            random,
+            fine_tuned,
+            scratch,
+        });
+    }
+    Ok(rows)
+}
+
+/// `pdl probe`'s table, in Markdown.
+pub fn probe_table(rows: &[ProbeRow]) -> String {
+    let mut out = String::from(
+        "| labels per class | labels | pre-trained: linear probe | pre-trained: k-NN | \
+         fine-tuned | random encoder: linear probe | random encoder: k-NN | from scratch |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}%"));
+    for r in rows {
+        let per_class = r
+            .labels_per_class
+            .map_or("all".to_string(), |k| k.to_string());
+        out += &format!(
+            "| {per_class} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.pretrained.labels,
+            pct(Some(r.pretrained.linear)),
+            pct(Some(r.pretrained.knn)),
+            pct(r.fine_tuned),
+            pct(Some(r.random.linear)),
+            pct(Some(r.random.knn)),
+            pct(r.scratch),
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ impl Kind {
             ExperimentConfig::Forecast(_) => Kind::Forecast,
             ExperimentConfig::Language(_) => Kind::Language,
             ExperimentConfig::Sentence(_) => Kind::Dev,
-            ExperimentConfig::Contrastive(_) => Kind::Probe,
+            ExperimentConfig::Contrastive(_) | ExperimentConfig::Masked(_) => Kind::Probe,
             _ => Kind::Accuracy,
         }
     }

@@ -82,11 +82,14 @@ fn every_experiment_end_to_end() {
         assert!(m["wall_seconds"].as_f64().unwrap() > 0.0);
         // 64 images, or the 20 test nodes of a smoke split, or a few batches of sequences.
         let count = m["test"]["count"].as_u64().unwrap();
-        // Pre-training scores NT-Xent on two views of each image, and probes the encoder.
-        let self_supervised = e.name.ends_with("-simclr");
+        // Pre-training scores NT-Xent on two views of each image (SimCLR) or the pixels of the
+        // 12 hidden patches of each (MAE), and probes the encoder.
+        let mae = e.name.ends_with("-mae");
+        let self_supervised = e.name.ends_with("-simclr") || mae;
         match e.name.split('-').next().unwrap() {
             "mnist" | "fashion" if self_supervised => {
-                assert_eq!(count, 2 * 64, "{}", e.name);
+                let scored = if mae { 12 * 64 } else { 2 * 64 };
+                assert_eq!(count, scored, "{}", e.name);
                 let probe = &m["probe"];
                 assert_eq!(probe["labels"], 160 - 40, "{}: {probe}", e.name);
                 for measure in ["linear", "knn"] {
@@ -129,7 +132,13 @@ fn every_experiment_end_to_end() {
             (width, height)
         };
         match e.name.split('-').next().unwrap() {
-            _ if self_supervised => assert!(!dir.join("confusion.png").exists(), "{}", e.name),
+            _ if self_supervised => {
+                assert!(!dir.join("confusion.png").exists(), "{}", e.name);
+                if mae {
+                    // Eight test digits in three rows: the image, what was shown, filled in.
+                    assert_eq!(picture("reconstructions.png"), (90 + 8 * 124, 40 + 3 * 124));
+                }
+            }
             "mnist" | "fashion" => {
                 // Up to 24 mistakes, six to a row.
                 let right = value / 100.0 * count as f64;
@@ -1152,4 +1161,33 @@ fn a_pretrained_encoder_is_probed_beside_a_random_one_and_training_from_scratch(
     std::fs::remove_file(dir.join("model.mpk")).unwrap();
     let unfinished = probe_err(&probe_args(&dir, data.path(), "10"));
     assert!(unfinished.contains("no trained model"), "{unfinished}");
+}
+
+#[test]
+fn a_masked_autoencoders_vit_is_probed_and_fine_tuned_as_mnist_vit() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    let dir = runs.path().join("mnist-mae");
+    cli::train(&TrainArgs {
+        smoke: true,
+        ..args("mnist-mae", data.path(), &dir)
+    })
+    .unwrap();
+    let rows = cli::probe(&cli::ProbeArgs {
+        fine_tune: true,
+        fine_tune_steps: Some(2),
+        ..probe_args(&dir, data.path(), "3,full")
+    })
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].pretrained.labels, 30);
+    for row in &rows {
+        let tuned = [row.fine_tuned.unwrap(), row.scratch.unwrap()];
+        assert!(tuned.iter().all(|s| (0.0..=100.0).contains(s)), "{row:?}");
+    }
+    // The probe reads the ViT's class token: the same features and scores as at the end of
+    // training.
+    let trained = metrics(&dir);
+    assert_eq!(trained["probe"]["linear"], rows[1].pretrained.linear);
+    assert_eq!(trained["probe"]["knn"], rows[1].pretrained.knn);
 }

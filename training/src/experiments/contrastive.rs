@@ -16,11 +16,8 @@
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::image_classification::{Splits, load_image_splits};
 use crate::job::{Job, Loaders, Scoring, Training};
-use crate::learner::load_model;
-use crate::probe::{
-    ClassifierTraining, Features, ProbeScores, balanced_subset, features, probe, test_accuracy,
-    train_classifier,
-};
+use crate::learner::{load_model, materialize};
+use crate::probe::{ProbePlan, ProbeRow, compare, probe, probe_line, split_features};
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::Result;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -177,19 +174,11 @@ pub fn train<B: AutodiffBackend>(
     let job: ContrastiveJob<'_, B> = training.about(about).into();
     let mut report = job.run(|device| config.model.init::<B>(device))?.report()?;
     let encoder = load_encoder::<B>(config, ctx, &device)?;
-    let (train, test) = probe_features(&encoder, &splits, &device);
+    let (train, test) = split_features(&encoder, &splits, &device);
     let scores = probe::<B>(&train, &test, settings.seed, &device)?;
     println!("{}", probe_line("pre-trained encoder", &scores));
     report.probe = Some(scores);
     Ok(report)
-}
-
-/// `name: linear probe 98.12%, 20-NN 97.80% (55000 labels)`.
-pub fn probe_line(name: &str, scores: &ProbeScores) -> String {
-    format!(
-        "{name}: linear probe {:.2}%, {}-NN {:.2}% on the test set ({} labels)",
-        scores.linear, scores.k, scores.knn, scores.labels
-    )
 }
 
 /// The encoder of the run saved in `ctx`'s folder, without autodiff.
@@ -211,17 +200,6 @@ fn load_pretrained<B: AutodiffBackend>(
     load_model(model, &ctx.artifact_dir.join("model.mpk"), device)
 }
 
-/// The features `encoder` gives the training and the test images.
-fn probe_features<B: Backend>(
-    encoder: &BnCnn<B>,
-    splits: &Splits,
-    device: &B::Device,
-) -> (Features, Features) {
-    let of =
-        |images: &ImageDataset| features(encoder, images.clone(), splits.mean, splits.std, device);
-    (of(&splits.train), of(&splits.test))
-}
-
 /// Rebuilds the model from `config`, loads `model.mpk`, and scores NT-Xent on the test set.
 pub fn eval<B: AutodiffBackend>(
     config: &ContrastiveExperimentConfig,
@@ -233,34 +211,6 @@ pub fn eval<B: AutodiffBackend>(
     let test = config.eval_loader(splits.test.clone(), &splits, &device);
     let job: ContrastiveJob<'_, B> = Scoring::new(ctx, device, test).into();
     job.run(|device| config.model.init::<B>(device))?.scores()
-}
-
-/// What `pdl probe` compares, for each number of labels.
-#[derive(Debug, Clone)]
-pub struct ProbePlan {
-    /// Labelled training images per class; `None` is every label.
-    pub labels_per_class: Vec<Option<usize>>,
-    /// Also fine-tune the pre-trained encoder, and train the same network from scratch, on each
-    /// labelled subset (minutes each).
-    pub fine_tune: bool,
-    /// Steps of each of those trainings, if not [`ClassifierTraining::for_labels`]'s.
-    pub fine_tune_steps: Option<usize>,
-}
-
-/// One row of `pdl probe`'s table: what each way of using the same labels reached on the test
-/// set (accuracy, %).
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeRow {
-    /// Labelled images per class (none: all the training labels).
-    pub labels_per_class: Option<usize>,
-    /// The pre-trained encoder, frozen: a linear probe and k-NN.
-    pub pretrained: ProbeScores,
-    /// A randomly initialised encoder, frozen: the same probes.
-    pub random: ProbeScores,
-    /// The pre-trained encoder and a new head, all trained on the labels.
-    pub fine_tuned: Option<f64>,
-    /// The same network from random weights, trained on the labels.
-    pub scratch: Option<f64>,
 }
 
 /// `pdl probe`: scores the run's encoder against a random one, and against training from
@@ -275,79 +225,11 @@ pub fn probe_run<B: AutodiffBackend>(
     config.validate()?;
     let splits = config.splits(ctx)?;
     let seed = config.training.seed;
-    let normalisation = (splits.mean, splits.std);
-    // The saved model, read once: its encoder frozen for the probes, and with autodiff as the
-    // start of each fine-tuning.
     let saved = load_pretrained::<B>(config, ctx, device)?;
-    let pretrained = saved.encoder.valid();
-    // A fresh encoder with the run's seed: the weights pre-training started from.
-    let fresh = || pdl_models::seeded::<B, _>(device, seed, |d| config.model.encoder.init::<B>(d));
-    let (train, test) = probe_features(&pretrained, &splits, device);
-    let (random_train, random_test) = probe_features(&fresh().valid(), &splits, device);
-    let mut rows = Vec::new();
-    for &per_class in &plan.labels_per_class {
-        let subset = match per_class {
-            Some(k) => balanced_subset(&train.labels, k, seed),
-            None => (0..train.len()).collect(),
-        };
-        let row_name = per_class.map_or("all".to_string(), |k| k.to_string());
-        println!("{} labels per class ({} images):", row_name, subset.len());
-        let pre = probe::<B>(&train.select(&subset), &test, seed, device)?;
-        println!("  {}", probe_line("pre-trained encoder", &pre));
-        let random = probe::<B>(&random_train.select(&subset), &random_test, seed, device)?;
-        println!("  {}", probe_line("random encoder", &random));
-        let (mut fine_tuned, mut scratch) = (None, None);
-        if plan.fine_tune {
-            let images = splits.train.select(&subset);
-            let mut training = ClassifierTraining::for_labels(subset.len());
-            training.steps = plan.fine_tune_steps.unwrap_or(training.steps);
-            let score = |start: BnCnn<B>| {
-                let model =
-                    train_classifier(start, images.clone(), normalisation, training, seed, device);
-                test_accuracy(&model.valid(), splits.test.clone(), normalisation, device)
-            };
-            let tuned = score(saved.encoder.clone());
-            println!("  fine-tuned: {tuned:.2}% ({} steps)", training.steps);
-            let fresh_score = score(fresh());
-            println!(
-                "  from scratch: {fresh_score:.2}% ({} steps)",
-                training.steps
-            );
-            (fine_tuned, scratch) = (Some(tuned), Some(fresh_score));
-        }
-        rows.push(ProbeRow {
-            labels_per_class: per_class,
-            pretrained: pre,
-            random,
-            fine_tuned,
-            scratch,
-        });
-    }
-    Ok(rows)
-}
-
-/// `pdl probe`'s table, in Markdown.
-pub fn probe_table(rows: &[ProbeRow]) -> String {
-    let mut out = String::from(
-        "| labels per class | labels | pre-trained: linear probe | pre-trained: k-NN | \
-         fine-tuned | random encoder: linear probe | random encoder: k-NN | from scratch |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}%"));
-    for r in rows {
-        let per_class = r
-            .labels_per_class
-            .map_or("all".to_string(), |k| k.to_string());
-        out += &format!(
-            "| {per_class} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.pretrained.labels,
-            pct(Some(r.pretrained.linear)),
-            pct(Some(r.pretrained.knn)),
-            pct(r.fine_tuned),
-            pct(Some(r.random.linear)),
-            pct(Some(r.random.knn)),
-            pct(r.scratch),
-        );
-    }
-    out
+    // A fresh encoder with the run's seed: the weights pre-training started from (drawn now, so
+    // that the probes and the from-scratch training start from the same ones).
+    let fresh = pdl_models::seeded::<B, _>(device, seed, |d| {
+        materialize(config.model.encoder.init::<B>(d))
+    });
+    compare(saved.encoder, fresh, &splits, seed, plan, device)
 }

@@ -30,6 +30,9 @@ pub enum Figure {
     Embedding(Embedding),
     /// Text a language model wrote: `sample.txt`.
     Sample(String),
+    /// A masked autoencoder's test images, what it was shown and what it filled in:
+    /// `reconstructions.png`.
+    Reconstructions(Reconstructions),
 }
 
 impl Figure {
@@ -41,6 +44,7 @@ impl Figure {
             Figure::PerClass { .. } => "test accuracy per class",
             Figure::Embedding(_) => "hidden-layer projection",
             Figure::Sample(_) => "generated sample",
+            Figure::Reconstructions(_) => "masked-autoencoder reconstructions",
         }
     }
 
@@ -53,6 +57,7 @@ impl Figure {
                 per_class(&dir.join("per_class.png"), classes, confusion)
             }
             Figure::Embedding(e) => e.draw(&dir.join("embedding.png")),
+            Figure::Reconstructions(r) => r.draw(&dir.join("reconstructions.png")),
             Figure::Sample(text) => {
                 let path = dir.join("sample.txt");
                 crate::artifacts::write_atomic(&path, text.as_bytes())?;
@@ -135,6 +140,81 @@ impl Mistakes {
             Ok(())
         })
     }
+}
+
+/// Images a masked autoencoder saw only in part, and what it made of them.
+#[derive(Debug, Clone)]
+pub struct Reconstructions {
+    /// Per image: its pixels, which of them were hidden from the encoder, and the pixels with
+    /// the hidden ones as the decoder predicted (`height * width` each, 0 = background).
+    pub images: Vec<(Vec<u8>, Vec<bool>, Vec<u8>)>,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// The test set's mean squared error on the hidden pixels (normalised units).
+    pub mse: f64,
+}
+
+impl Reconstructions {
+    /// Three rows: the images, what the encoder was shown (hidden patches tinted blue), and the
+    /// images filled in.
+    fn draw(&self, path: &Path) -> Result<PathBuf> {
+        if self.images.is_empty() {
+            bail!("no test image to reconstruct");
+        }
+        let (cols, scale) = (self.images.len(), 4usize);
+        let (cell_w, cell_h) = (
+            (self.width * scale + 12) as u32,
+            (self.height * scale + 12) as u32,
+        );
+        let label_w = 90u32;
+        let size = (label_w + cell_w * cols as u32, 40 + cell_h * 3);
+        draw_with(path, size, |area| {
+            let (title, grid) = area.split_vertically(40);
+            title.titled(
+                &format!(
+                    "Masked autoencoder on test images (hidden-pixel MSE {:.3})",
+                    self.mse
+                ),
+                ("sans-serif", 18).into_font(),
+            )?;
+            let (labels, grid) = grid.split_horizontally(label_w);
+            let font = ("sans-serif", 14).into_font();
+            for (row, name) in ["image", "shown", "filled in"].iter().enumerate() {
+                let y = row as i32 * cell_h as i32 + cell_h as i32 / 2;
+                labels.draw(&Text::new(name.to_string(), (6, y), font.clone()))?;
+            }
+            let cells = grid.split_evenly((3, cols));
+            for (k, cell) in cells.iter().enumerate() {
+                let (row, col) = (k / cols, k % cols);
+                let (original, hidden, filled) = &self.images[col];
+                for i in 0..self.width * self.height {
+                    let colour = match row {
+                        0 => grey(original[i]),
+                        1 if hidden[i] => RGBColor(190, 205, 235),
+                        1 => grey(original[i]),
+                        _ => grey(filled[i]),
+                    };
+                    let (x, y) = (
+                        (i % self.width * scale) as i32 + 6,
+                        (i / self.width * scale) as i32 + 6,
+                    );
+                    cell.draw(&Rectangle::new(
+                        [(x, y), (x + scale as i32, y + scale as i32)],
+                        colour.filled(),
+                    ))?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Ink `v` (0 = background) as a shade of grey on white.
+fn grey(v: u8) -> RGBColor {
+    let ink = 255 - v;
+    RGBColor(ink, ink, ink)
 }
 
 /// Test windows of one series: what came before, what followed, the forecast and the naive one.

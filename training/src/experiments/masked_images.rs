@@ -1,0 +1,260 @@
+//! Masked-image pre-training (a masked autoencoder, MAE): the self-supervised chapter's second
+//! pipeline. No label reaches the loss; the labels only judge the result.
+//!
+//! Data: the image pipeline's splits (train, seeded valid, the official test set), each image
+//! with a random order of its patches ([`MaskedImageBatcher`]: other patches hidden in every
+//! training batch, the same ones of an image on every pass over valid and test, so those losses
+//! compare across epochs). Model: [`MaeConfig`], whose encoder is `mnist-vit`'s ViT. Loop: the
+//! shared tail of [`crate::job`] (Burn's Learner, whose dashboard shows the loss: the mean squared
+//! error on the hidden patches' pixels), AdamW with warm-up and cosine decay. Then the trained
+//! encoder is probed ([`crate::probe`]) on its class token, with every training label, as the
+//! contrastive pipeline probes its encoder; `pdl probe` runs the fuller comparison (fewer labels,
+//! a random encoder, fine-tuning against the same ViT from scratch).
+//!
+//! Artifacts: those of every run (`config.json`, `checkpoint/`, `model.mpk`, `metrics.json`), and
+//! from `pdl plot` `reconstructions.png`: test digits, what the encoder was shown, and what the
+//! decoder filled in.
+
+use crate::artifacts::{RunContext, RunReport, Scores};
+use crate::experiments::image_classification::{Splits, load_image_splits};
+use crate::job::{Job, Loaders, Scoring, Training};
+use crate::learner::{load_model, materialize};
+use crate::probe::{ProbePlan, ProbeRow, compare, probe, probe_line, split_features};
+use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use anyhow::Result;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use pdl_datasets::batcher::{MaskedImageBatch, MaskedImageBatcher};
+use pdl_datasets::mnist::ImageDataset;
+use pdl_models::{Mae, MaeConfig};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Everything needed to rebuild an MAE run; saved as its `config.json`.
+pub type MaskedExperimentConfig = RunConfig<MaeConfig, MaskedImageOptions>;
+
+/// How the images are split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(crate = "burn::serde")]
+pub struct MaskedImageOptions {
+    /// Training images held out for validation.
+    #[serde(default = "count::<5000>")]
+    pub valid_size: usize,
+}
+
+impl MaskedExperimentConfig {
+    /// MAE pre-training of `model` on `dataset`.
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        model: MaeConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        let data = MaskedImageOptions {
+            valid_size: count::<5000>(),
+        };
+        Self::with_data(experiment, dataset, model, training, data)
+    }
+
+    /// Checks everything that can be checked before reading data.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
+        self.training.validate().or_else(bad)?;
+        self.model.validate().or_else(bad)
+    }
+
+    fn splits(&self, ctx: &RunContext) -> Result<Splits> {
+        let vit = &self.model.encoder;
+        let side = vit.image_size;
+        let check = |height, width| match height == side && width == side {
+            true => Ok(()),
+            false => Err(format!(
+                "the dataset's images are {height}x{width} but the ViT expects {side}x{side} \
+                 images (image_size); set it in the config to match"
+            )),
+        };
+        let smoke = self.smoke_sizes();
+        let valid = self.data.valid_size;
+        load_image_splits(&self.dataset, valid, &self.training, smoke, ctx, check)
+    }
+
+    /// Masked batches of `images`, each image masked the same way on every pass.
+    fn eval_loader<B: Backend>(
+        &self,
+        images: ImageDataset,
+        splits: &Splits,
+        device: &B::Device,
+    ) -> Arc<dyn DataLoader<B, MaskedImageBatch<B>>> {
+        DataLoaderBuilder::new(self.batcher(splits).same_masks_every_time())
+            .batch_size(self.training.batch_size)
+            .set_device(device.clone())
+            .build(images)
+    }
+
+    fn batcher(&self, splits: &Splits) -> MaskedImageBatcher {
+        let patches = self.model.encoder.num_patches();
+        MaskedImageBatcher::new(splits.mean, splits.std, patches, self.training.seed)
+    }
+}
+
+/// What the masked-image pipeline hands a model: batches of images and their patch orders.
+type MaskedJob<'a, B> =
+    Job<'a, B, MaskedImageBatch<B>, MaskedImageBatch<<B as AutodiffBackend>::InnerBackend>>;
+
+/// Pre-trains the encoder, saves `model.mpk`, scores the masked-pixel loss on valid and test,
+/// and probes the encoder's class token with every training label.
+pub fn train<B: AutodiffBackend>(
+    config: &MaskedExperimentConfig,
+    ctx: &RunContext,
+    devices: Vec<B::Device>,
+) -> Result<RunReport> {
+    config.validate()?;
+    let splits = config.splits(ctx)?;
+    let (settings, device) = (&config.training, devices[0].clone());
+    let loaders = Loaders {
+        train: DataLoaderBuilder::new(config.batcher(&splits))
+            .batch_size(settings.batch_per_device(ctx.devices))
+            .shuffle(settings.seed)
+            .set_device(device.clone())
+            .build(splits.train.clone()),
+        valid: config.eval_loader(splits.valid.clone(), &splits, &device),
+        test: config.eval_loader(splits.test.clone(), &splits, &device),
+    };
+    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+    let model = &config.model;
+    let about = format!(
+        "images: {} train, no labels; {} of {} patches hidden, loss on their pixels only",
+        training.train_items(),
+        model.encoder.num_patches() - model.visible_patches(),
+        model.encoder.num_patches(),
+    );
+    let job: MaskedJob<'_, B> = training.about(about).into();
+    let mut report = job.run(|device| model.init::<B>(device))?.report()?;
+    let saved = load_pretrained::<B>(config, ctx, &device)?.valid();
+    report.figures = vec![reconstructions(
+        &saved,
+        &splits,
+        config,
+        report.test.loss,
+        &device,
+    )];
+    let (train, test) = split_features(&saved.encoder, &splits, &device);
+    let scores = probe::<B>(&train, &test, settings.seed, &device)?;
+    println!("{}", probe_line("pre-trained encoder", &scores));
+    report.probe = Some(scores);
+    Ok(report)
+}
+
+/// The model of the run saved in `ctx`'s folder.
+fn load_pretrained<B: AutodiffBackend>(
+    config: &MaskedExperimentConfig,
+    ctx: &RunContext,
+    device: &B::Device,
+) -> Result<Mae<B>> {
+    let model = pdl_models::seeded::<B, _>(device, 0, |d| config.model.init::<B>(d));
+    load_model(model, &ctx.artifact_dir.join("model.mpk"), device)
+}
+
+/// Rebuilds the model from `config`, loads `model.mpk`, and scores the masked-pixel loss on the
+/// test set.
+pub fn eval<B: AutodiffBackend>(
+    config: &MaskedExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+) -> Result<Scores> {
+    config.validate()?;
+    let splits = config.splits(ctx)?;
+    let test = config.eval_loader(splits.test.clone(), &splits, &device);
+    let job: MaskedJob<'_, B> = Scoring::new(ctx, device, test).into();
+    job.run(|device| config.model.init::<B>(device))?.scores()
+}
+
+/// The run's own figure (`pdl plot`): reconstructions of the first test images.
+pub fn figures<B: AutodiffBackend>(
+    config: &MaskedExperimentConfig,
+    ctx: &RunContext,
+    device: B::Device,
+    test: &Scores,
+) -> Result<Vec<crate::plots::Figure>> {
+    let splits = config.splits(ctx)?;
+    let saved = load_pretrained::<B>(config, ctx, &device)?.valid();
+    Ok(vec![reconstructions(
+        &saved, &splits, config, test.loss, &device,
+    )])
+}
+
+/// Test images shown in a figure.
+const SHOWN: usize = 8;
+
+/// The first test images, masked as the test loss masks them, and the model's reconstructions.
+fn reconstructions<B: Backend>(
+    model: &Mae<B>,
+    splits: &Splits,
+    config: &MaskedExperimentConfig,
+    mse: f64,
+    device: &B::Device,
+) -> crate::plots::Figure {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::Dataset;
+    let items: Vec<_> = (0..SHOWN.min(splits.test.len()))
+        .filter_map(|i| splits.test.get(i))
+        .collect();
+    let (height, width) = items.first().map_or((0, 0), |i| (i.height, i.width));
+    let batch: MaskedImageBatch<B> = config
+        .batcher(splits)
+        .same_masks_every_time()
+        .batch(items.clone(), device);
+    let filled = model.reconstruct(batch.images, batch.order, batch.restore.clone());
+    let filled = filled.into_data().convert::<f32>().to_vec::<f32>();
+    let restore = batch.restore.into_data().convert::<i64>().to_vec::<i64>();
+    let (filled, restore) = (filled.unwrap_or_default(), restore.unwrap_or_default());
+    let p = config.model.encoder.patch_size;
+    let (patches, visible) = (config.model.encoder.num_patches(), model.visible_patches());
+    let ink = |v: f32| {
+        ((v * splits.std + splits.mean) * 255.0)
+            .clamp(0.0, 255.0)
+            .round() as u8
+    };
+    let images = items
+        .into_iter()
+        .enumerate()
+        .map(|(k, item)| {
+            let size = height * width;
+            let hidden = (0..size)
+                .map(|i| {
+                    let patch = (i / width / p) * (width / p) + (i % width) / p;
+                    restore[k * patches + patch] >= visible as i64
+                })
+                .collect();
+            let own = filled[k * size..(k + 1) * size].iter().map(|&v| ink(v));
+            (item.pixels, hidden, own.collect())
+        })
+        .collect();
+    crate::plots::Figure::Reconstructions(crate::plots::figures::Reconstructions {
+        images,
+        height,
+        width,
+        mse,
+    })
+}
+
+/// `pdl probe`: the run's ViT against a random one and against the same ViT trained from
+/// scratch ([`compare`]).
+pub fn probe_run<B: AutodiffBackend>(
+    config: &MaskedExperimentConfig,
+    ctx: &RunContext,
+    device: &B::Device,
+    plan: &ProbePlan,
+) -> Result<Vec<ProbeRow>> {
+    config.validate()?;
+    let splits = config.splits(ctx)?;
+    let seed = config.training.seed;
+    let saved = load_pretrained::<B>(config, ctx, device)?;
+    // The weights pre-training started from, drawn now so that the probes and the training from
+    // scratch share them.
+    let fresh = pdl_models::seeded::<B, _>(device, seed, |d| {
+        materialize(config.model.encoder.init::<B>(d))
+    });
+    compare(saved.encoder, fresh, &splits, seed, plan, device)
+}
