@@ -8,7 +8,7 @@
 //! and its output (classification or regression), so a new pipeline writes only its data.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::learner::{FitOptions, LossValue, TaskOutput, evaluate, fit, load_model};
+use crate::learner::{FitOptions, LossValue, TaskOutput, evaluate, fit, load_saved};
 use crate::parallel::MeanOverDevices;
 use crate::schedule::Schedule;
 use crate::settings::{Optimiser, TrainingSettings};
@@ -294,16 +294,7 @@ impl<B: AutodiffBackend, V> Scoring<'_, B, V> {
         self,
         build: impl FnOnce(&B::Device) -> M,
     ) -> Result<(M::InnerModule, Arc<dyn DataLoader<B::InnerBackend, V>>)> {
-        let path = self.dir.join("model.mpk");
-        if !path.is_file() {
-            bail!(
-                "{}: no trained model (train first, or check the path)",
-                path.display()
-            );
-        }
-        // Built under the seeding lock like any model, though its weights are loaded over.
-        let model = pdl_models::seeded::<B, _>(&self.device, 0, build);
-        let model = load_model(model, &path, &self.device)?;
+        let model = load_saved(self.dir, &self.device, build)?;
         Ok((model.valid(), self.test))
     }
 }

@@ -417,6 +417,25 @@ impl<B: Backend, O: 'static> DataLoader<B, O> for Replaying<B, O> {
     }
 }
 
+/// The model `build` makes, with the weights of the run folder's `model.mpk`. Built under the
+/// seeding lock like any model, though its weights are loaded over; a run that has not finished
+/// is a one-line error.
+pub fn load_saved<B: Backend, M: Module<B>>(
+    dir: &Path,
+    device: &B::Device,
+    build: impl FnOnce(&B::Device) -> M,
+) -> Result<M> {
+    let path = dir.join("model.mpk");
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: no trained model (train first, or check the path)",
+            path.display()
+        );
+    }
+    let model = pdl_models::seeded::<B, _>(device, 0, build);
+    load_model(model, &path, device)
+}
+
 /// Loads the record at `path` (with or without its `.mpk`) into `model`, built from the run's
 /// config. A damaged, truncated or foreign file is a one-line error naming it, with the first line
 /// of Burn's reason.

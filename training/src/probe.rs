@@ -421,6 +421,20 @@ pub(crate) fn split_features<B: Backend, E: ImageEncoder<B>>(
     (of(&splits.train), of(&splits.test))
 }
 
+/// The probes at the end of a pre-training run: `encoder`'s features of every training image,
+/// with its label, scored on the test set; printed, and returned for `metrics.json`.
+pub(crate) fn probe_every_label<B: AutodiffBackend, E: ImageEncoder<B::InnerBackend>>(
+    encoder: &E,
+    splits: &Splits,
+    seed: u64,
+    device: &B::Device,
+) -> Result<ProbeScores> {
+    let (train, test) = split_features(encoder, splits, device);
+    let scores = probe::<B>(&train, &test, seed, device)?;
+    println!("{}", probe_line("pre-trained encoder", &scores));
+    Ok(scores)
+}
+
 /// `pdl probe` for any pre-trained image encoder: scores `pretrained` against `fresh` (the same
 /// network at the random weights pre-training started from), and against training `fresh` from
 /// scratch, with each number of labels of `plan`. Subsets are class-balanced and drawn with

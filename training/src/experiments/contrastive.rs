@@ -16,8 +16,8 @@
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::image_classification::{Splits, load_image_splits};
 use crate::job::{Job, Loaders, Scoring, Training};
-use crate::learner::{load_model, materialize};
-use crate::probe::{ProbePlan, ProbeRow, compare, probe, probe_line, split_features};
+use crate::learner::{load_saved, materialize};
+use crate::probe::{ProbePlan, ProbeRow, compare, probe_every_label};
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::Result;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -174,10 +174,12 @@ pub fn train<B: AutodiffBackend>(
     let job: ContrastiveJob<'_, B> = training.about(about).into();
     let mut report = job.run(|device| config.model.init::<B>(device))?.report()?;
     let encoder = load_encoder::<B>(config, ctx, &device)?;
-    let (train, test) = split_features(&encoder, &splits, &device);
-    let scores = probe::<B>(&train, &test, settings.seed, &device)?;
-    println!("{}", probe_line("pre-trained encoder", &scores));
-    report.probe = Some(scores);
+    report.probe = Some(probe_every_label::<B, _>(
+        &encoder,
+        &splits,
+        settings.seed,
+        &device,
+    )?);
     Ok(report)
 }
 
@@ -196,8 +198,7 @@ fn load_pretrained<B: AutodiffBackend>(
     ctx: &RunContext,
     device: &B::Device,
 ) -> Result<SimClr<B>> {
-    let model = pdl_models::seeded::<B, _>(device, 0, |d| config.model.init::<B>(d));
-    load_model(model, &ctx.artifact_dir.join("model.mpk"), device)
+    load_saved(&ctx.artifact_dir, device, |d| config.model.init::<B>(d))
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk`, and scores NT-Xent on the test set.

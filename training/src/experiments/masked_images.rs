@@ -18,8 +18,8 @@
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::image_classification::{Splits, load_image_splits};
 use crate::job::{Job, Loaders, Scoring, Training};
-use crate::learner::{load_model, materialize};
-use crate::probe::{ProbePlan, ProbeRow, compare, probe, probe_line, split_features};
+use crate::learner::{load_saved, materialize};
+use crate::probe::{ProbePlan, ProbeRow, compare, probe_every_label};
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::Result;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -139,10 +139,12 @@ pub fn train<B: AutodiffBackend>(
         report.test.loss,
         &device,
     )];
-    let (train, test) = split_features(&saved.encoder, &splits, &device);
-    let scores = probe::<B>(&train, &test, settings.seed, &device)?;
-    println!("{}", probe_line("pre-trained encoder", &scores));
-    report.probe = Some(scores);
+    report.probe = Some(probe_every_label::<B, _>(
+        &saved.encoder,
+        &splits,
+        settings.seed,
+        &device,
+    )?);
     Ok(report)
 }
 
@@ -152,8 +154,7 @@ fn load_pretrained<B: AutodiffBackend>(
     ctx: &RunContext,
     device: &B::Device,
 ) -> Result<Mae<B>> {
-    let model = pdl_models::seeded::<B, _>(device, 0, |d| config.model.init::<B>(d));
-    load_model(model, &ctx.artifact_dir.join("model.mpk"), device)
+    load_saved(&ctx.artifact_dir, device, |d| config.model.init::<B>(d))
 }
 
 /// Rebuilds the model from `config`, loads `model.mpk`, and scores the masked-pixel loss on the
