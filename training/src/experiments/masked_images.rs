@@ -252,8 +252,8 @@ pub fn probe_run<B: AutodiffBackend>(
     let splits = config.splits(ctx)?;
     let seed = config.training.seed;
     let saved = load_pretrained::<B>(config, ctx, device)?;
-    // The weights pre-training started from, drawn now so that the probes and the training from
-    // scratch share them.
+    // A fresh encoder drawn with the run's seed, as pre-training's was, and drawn now (not lazily
+    // on first use) so that the probes and the training from scratch start from the same weights.
     let fresh = pdl_models::seeded::<B, _>(device, seed, |d| {
         materialize(config.model.encoder.init::<B>(d))
     });
