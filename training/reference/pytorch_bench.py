@@ -1,4 +1,4 @@
-"""PyTorch's throughput on the nets `pdl bench --model cnn|resnet|vit` times, for the ratio.
+"""PyTorch's throughput on the nets `pdl bench --model cnn|resnet|vit|gpt|lstm` times, for the ratio.
 
 The same network, batches and optimiser as `training/src/bench.rs`: seeded noise images (28x28,
 one channel), training steps of batch 64 with AdamW (lr 1e-3, no weight decay), and inference in
@@ -14,6 +14,18 @@ batches of 1000 without gradients; two untimed warm-up steps, then at least 3 st
   learned positions, dropout 0.1, six pre-norm blocks of width 64 (4 heads, MLP 128 with exact
   GELU, dropout 0.1 on the attention weights and after attention and MLP), a final layer norm on
   the class token, a linear head.
+- `gpt`: `shakespeare-gpt`'s (`transformer/gpt.rs`), written as nanoGPT writes it: 65 characters,
+  token and learned position embeddings (N(0, 0.02)), four causal pre-norm blocks of width 128
+  (4 heads by `scaled_dot_product_attention(is_causal=True)`, MLP 512 with QuickGELU, no
+  dropout), a final layer norm, logits against the token embedding (tied). Windows of 64
+  characters, batch 64; AdamW (lr 3e-3, decay 0.1) after clipping the gradients to norm 1.
+- `lstm`: `shakespeare-lstm`'s (`rnn/language.rs`): a 64-wide embedding of the 65 characters, one
+  LSTM layer of 512 (PyTorch's own `nn.LSTM`, as a PyTorch user writes it), a linear head.
+  Windows of 128 characters, batch 64; AdamW (lr 2e-3, no decay) after clipping to norm 5.
+
+The character models' inputs and targets are uniform random characters; their loss is the
+cross-entropy at every position, and their inference figure is the forward pass and loss of the
+same batch shape without gradients, in windows/s.
 
     python3 training/reference/pytorch_bench.py --model resnet --threads 2
     cargo xtask bench --model resnet --reference-train <train img/s> --reference-infer <infer img/s>
@@ -122,7 +134,56 @@ class Vit(nn.Module):
         return self.head(self.norm(x)[:, 0])
 
 
-MODELS = {"cnn": Cnn, "resnet": ResNet, "vit": Vit}
+class GptBlock(nn.Module):
+    """Pre-norm, causal: x + attention(LN(x)), then x + W2 QuickGELU(W1 LN(x))."""
+
+    def __init__(self, d_model=128, n_heads=4, d_ff=512):
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm_attention = nn.LayerNorm(d_model)
+        self.qkv, self.out = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp_in, self.mlp_out = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm_attention(x)).split(d, dim=2)
+        heads = lambda y: y.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
+        x = x + self.out(y.transpose(1, 2).reshape(b, t, d))
+        h = self.mlp_in(self.norm_mlp(x))
+        return x + self.mlp_out(h * torch.sigmoid(1.702 * h))
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab=65, block=64, d_model=128, n_layers=4):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, d_model)
+        self.positions = nn.Embedding(block, d_model)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        self.blocks = nn.Sequential(*[GptBlock(d_model) for _ in range(n_layers)])
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, ids):
+        x = self.embedding(ids) + self.positions(torch.arange(ids.shape[1]))
+        return self.norm(self.blocks(x)) @ self.embedding.weight.T
+
+
+class Lstm(nn.Module):
+    def __init__(self, vocab=65, d_embed=64, d_hidden=512):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, d_embed)
+        self.lstm = nn.LSTM(d_embed, d_hidden, batch_first=True)
+        self.head = nn.Linear(d_hidden, vocab)
+
+    def forward(self, ids):
+        return self.head(self.lstm(self.embedding(ids))[0])
+
+
+MODELS = {"cnn": Cnn, "resnet": ResNet, "vit": Vit, "gpt": Gpt, "lstm": Lstm}
+# The character models' presets: window length, AdamW's learning rate and decay, clipping norm.
+TEXT = {"gpt": (64, 3e-3, 0.1, 1.0), "lstm": (128, 2e-3, 0.0, 5.0)}
 
 
 def steps_per_second(seconds, step):
@@ -146,6 +207,10 @@ def main():
     torch.manual_seed(0)
 
     model = MODELS[args.model]()
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.model}: {parameters} parameters")
+    if args.model in TEXT:
+        return text(model, *TEXT[args.model], args.seconds)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     images = torch.rand(64, 1, 28, 28) * 2 - 1
     targets = torch.randint(0, 10, (64,))
@@ -168,10 +233,38 @@ def main():
             model(infer_images).numpy()
 
     infer = steps_per_second(args.seconds, infer_step) * 1000
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.model}: {parameters} parameters")
     print(f"train img/s (b=64): {train:.1f}")
     print(f"infer img/s (b=1000): {infer:.1f}")
+
+
+def text(model, seq_len, lr, decay, clip, seconds, batch=64, vocab=65):
+    """A character model's training and inference windows/s at its preset's shapes."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
+    ids, targets = (torch.randint(0, vocab, (batch, seq_len)) for _ in range(2))
+
+    def loss_of(x, y):
+        return F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = loss_of(ids, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        loss.item()
+
+    model.train()
+    train = steps_per_second(seconds, train_step) * batch
+    model.eval()
+    infer_ids, infer_targets = (torch.randint(0, vocab, (batch, seq_len)) for _ in range(2))
+
+    def infer_step():
+        with torch.no_grad():
+            loss_of(infer_ids, infer_targets).item()
+
+    infer = steps_per_second(seconds, infer_step) * batch
+    print(f"train windows/s (b={batch}x{seq_len}): {train:.1f}")
+    print(f"infer windows/s (b={batch}x{seq_len}): {infer:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,34 @@
 //! `pdl bench`: training and inference throughput of the classic MNIST net (pytorch/examples
 //! `mnist/main.py`) on each compiled backend, the figure the README's backend table quotes;
 //! `--model resnet` and `--model vit`: the same for `fashion-resnet`'s ResNet and `mnist-vit`'s
-//! ViT; `--model gpt`: characters/s of `shakespeare-gpt` generation with and without its KV cache;
-//! `--model gcn`: see `bench_gnn`.
+//! ViT; `--model gpt` and `--model lstm`: the same for `shakespeare-gpt`'s and
+//! `shakespeare-lstm`'s character models; `--model gpt-generation`: characters/s of
+//! `shakespeare-gpt` generation with and without its KV cache; `--model gcn`: see `bench_gnn`.
 //!
-//! Training: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
-//! two warm-up steps. Inference: batches of 1000 through `forward` without autodiff. The images are
-//! seeded noise: throughput does not depend on pixel values. Pass `--reference-train` /
-//! `--reference-infer` (e.g. PyTorch's images/s for the same net and batch sizes) to print ratios
-//! against them.
+//! Images: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
+//! two warm-up steps; inference in batches of 1000 through `forward` without autodiff. Character
+//! models: their preset's batch of windows (64 of 64 characters for the GPT, 64 of 128 for the
+//! LSTM), loss at every position, backward, and the preset's optimiser step (AdamW with its decay
+//! and gradient clipping); inference is the same batch's forward and loss without autodiff. The
+//! inputs are seeded noise (pixels, or characters drawn uniformly from Tiny Shakespeare's 65):
+//! throughput does not depend on them. Pass `--reference-train` / `--reference-infer` (e.g.
+//! PyTorch's figures from `training/reference/pytorch_bench.py` for the same net and batch sizes)
+//! to print ratios against them.
 
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
+use crate::experiments::ExperimentConfig;
+use crate::experiments::language_model::LanguageModelConfig;
 use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::{ClassificationOutput, TrainStep};
+use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use clap::Args;
 use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
+use pdl_datasets::text::chars::CharBatch;
 use pdl_kernels::ConvImplementation;
 use pdl_models::sampling::{Generate, Sampling};
 use pdl_models::transformer::CharGptConfig;
@@ -39,8 +47,12 @@ pub enum BenchModel {
     Vit,
     /// One full-graph GCN training epoch on a large synthetic graph: time and peak memory.
     Gcn,
-    /// Characters/s of `shakespeare-gpt` generation, with and without the KV cache.
+    /// Training and inference windows/s of `shakespeare-gpt`'s GPT.
     Gpt,
+    /// Training and inference windows/s of `shakespeare-lstm`'s LSTM.
+    Lstm,
+    /// Characters/s of `shakespeare-gpt` generation, with and without the KV cache.
+    GptGeneration,
 }
 
 /// Options of `pdl bench`.
@@ -147,6 +159,31 @@ impl BackendTask for BenchTask {
                 }),
                 device,
             ),
+            BenchModel::Gpt | BenchModel::Lstm => {
+                let name = match self.model {
+                    BenchModel::Gpt => "shakespeare-gpt",
+                    _ => "shakespeare-lstm",
+                };
+                let preset = match language_preset(name) {
+                    Ok(preset) => preset,
+                    // The registry's own presets: a test checks both are language models.
+                    Err(e) => panic!("{e}"),
+                };
+                match &preset.model {
+                    LanguageModelConfig::Gpt(c) => text_throughput(
+                        self.budget,
+                        pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                        &preset,
+                        device,
+                    ),
+                    LanguageModelConfig::Rnn(c) => text_throughput(
+                        self.budget,
+                        pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                        &preset,
+                        device,
+                    ),
+                }
+            }
             _ => image_throughput(
                 self.budget,
                 pdl_models::seeded::<B, _>(device, 0, |device| {
@@ -156,6 +193,75 @@ impl BackendTask for BenchTask {
             ),
         }
     }
+}
+
+/// Characters of Tiny Shakespeare, the vocabulary the character models are timed with.
+const CHARACTERS: usize = 65;
+
+/// A character model's preset, as the registry holds it, with Tiny Shakespeare's vocabulary.
+pub struct LanguagePreset {
+    /// The model.
+    pub model: LanguageModelConfig,
+    /// Its training settings (batch, learning rate, decay, clipping).
+    pub training: crate::settings::TrainingSettings,
+    /// Characters per window.
+    pub seq_len: usize,
+}
+
+/// The preset of the registry's language-model experiment `name`.
+pub fn language_preset(name: &str) -> Result<LanguagePreset> {
+    match (crate::experiments::find(name)?.preset)() {
+        ExperimentConfig::Language(c) => Ok(LanguagePreset {
+            model: c.model.with_vocab(CHARACTERS),
+            training: c.training,
+            seq_len: c.data.seq_len,
+        }),
+        other => anyhow::bail!("{name} is not a language model: {other:?}"),
+    }
+}
+
+fn char_batch<B: Backend>(n: usize, len: usize, seed: u64, device: &B::Device) -> CharBatch<B> {
+    let mut rng = SplitMix64::new(seed);
+    let mut ids = |_| rng.below(CHARACTERS) as i64;
+    let inputs: Vec<i64> = (0..n * len).map(&mut ids).collect();
+    let targets: Vec<i64> = (0..n * len).map(&mut ids).collect();
+    CharBatch {
+        inputs: Tensor::from_data(TensorData::new(inputs, [n, len]), device),
+        targets: Tensor::from_data(TensorData::new(targets, [n, len]), device),
+    }
+}
+
+/// Times `model`'s training steps (the preset's batch of windows and its AdamW, decay and
+/// clipping) and its inference (forward and loss on the same batch shape), in windows/s.
+fn text_throughput<B, M>(
+    budget: Duration,
+    mut model: M,
+    preset: &LanguagePreset,
+    device: &B::Device,
+) -> Throughput
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + TrainStep<Input = CharBatch<B>, Output = ClassificationOutput<B>>,
+    M::InnerModule: InferenceStep<
+            Input = CharBatch<B::InnerBackend>,
+            Output = ClassificationOutput<B::InnerBackend>,
+        >,
+{
+    let (batch, len) = (preset.training.batch_size, preset.seq_len);
+    let lr = preset.training.learning_rate;
+    let mut optim = preset.training.adamw().init::<B, M>();
+    let train_batch = char_batch::<B>(batch, len, 1, device);
+    let train = steps_per_second(budget, || {
+        let out = model.step(train_batch.clone());
+        model = optim.step(lr, model.clone(), out.grads);
+        let _ = out.item.loss.into_scalar();
+    }) * batch as f64;
+    let inner = model.valid();
+    let infer_batch = char_batch::<B::InnerBackend>(batch, len, 2, device);
+    let infer = steps_per_second(budget, || {
+        let _ = inner.step(infer_batch.clone()).loss.into_scalar();
+    }) * batch as f64;
+    Throughput { train, infer }
 }
 
 /// Times `model`'s training steps (AdamW, batch 64) and inference (batch 1000).
@@ -223,7 +329,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|b| BackendKind::parse(b))
             .collect::<Result<Vec<_>>>()?
     };
-    if args.model == BenchModel::Gpt {
+    if args.model == BenchModel::GptGeneration {
         return bench_generation(kinds, args.length);
     }
     if args.model == BenchModel::Gcn {
@@ -241,23 +347,40 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let title = match args.model {
         BenchModel::Resnet => "fashion-resnet's ResNet",
         BenchModel::Vit => "mnist-vit's ViT",
+        BenchModel::Gpt => "shakespeare-gpt's GPT",
+        BenchModel::Lstm => "shakespeare-lstm's LSTM",
         _ => "classic MNIST net (pytorch/examples)",
+    };
+    let (items, train_batch, infer_batch) = match args.model {
+        BenchModel::Gpt | BenchModel::Lstm => {
+            let preset = language_preset(match args.model {
+                BenchModel::Gpt => "shakespeare-gpt",
+                _ => "shakespeare-lstm",
+            })?;
+            let shape = format!("{}x{}", preset.training.batch_size, preset.seq_len);
+            ("windows", shape.clone(), shape)
+        }
+        _ => ("img", TRAIN_BATCH.to_string(), INFER_BATCH.to_string()),
     };
     println!(
         "{title}, {} threads available",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let convs = args
-        .conv
-        .iter()
-        .map(|c| parse_conv(c))
-        .collect::<Result<Vec<_>>>()?;
+    // The convolution choice means nothing to a model without one: time it once.
+    let convs = match args.model {
+        BenchModel::Gpt | BenchModel::Lstm | BenchModel::Vit => vec![ConvImplementation::Pdl],
+        _ => args
+            .conv
+            .iter()
+            .map(|c| parse_conv(c))
+            .collect::<Result<Vec<_>>>()?,
+    };
     println!(
         "{:<8}  {:<5}  {:>22}  {:>24}",
         "backend",
         "conv",
-        format!("train img/s (b={TRAIN_BATCH})"),
-        format!("infer img/s (b={INFER_BATCH})")
+        format!("train {items}/s (b={train_batch})"),
+        format!("infer {items}/s (b={infer_batch})")
     );
     let ratio = |value: f64, reference: Option<f64>| match reference {
         Some(r) if r > 0.0 => format!(" ({:.2}x ref)", value / r),
@@ -269,7 +392,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             println!(
                 "{:<8}  {:<5}  {:>22}  {:>24}",
                 kind.name(),
-                format!("{conv:?}").to_lowercase(),
+                match args.model {
+                    BenchModel::Gpt | BenchModel::Lstm | BenchModel::Vit => "-".to_string(),
+                    _ => format!("{conv:?}").to_lowercase(),
+                },
                 format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
                 format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),
             );
@@ -293,15 +419,9 @@ pub struct GenerationSpeed {
 
 /// The `shakespeare-gpt` preset's architecture over Tiny Shakespeare's 65 characters.
 fn gpt_preset() -> Result<CharGptConfig> {
-    match (crate::experiments::find("shakespeare-gpt")?.preset)() {
-        crate::experiments::ExperimentConfig::Language(c) => match c.model {
-            crate::experiments::language_model::LanguageModelConfig::Gpt(g) => Ok(CharGptConfig {
-                vocab_size: 65,
-                ..g
-            }),
-            other => anyhow::bail!("shakespeare-gpt is not a GPT: {other:?}"),
-        },
-        other => anyhow::bail!("shakespeare-gpt is not a language model: {other:?}"),
+    match language_preset("shakespeare-gpt")?.model {
+        LanguageModelConfig::Gpt(g) => Ok(g),
+        other => anyhow::bail!("shakespeare-gpt is not a GPT: {other:?}"),
     }
 }
 
@@ -340,7 +460,7 @@ impl BackendTask for GenerationTask {
     }
 }
 
-/// `pdl bench --model gpt`: a row per backend.
+/// `pdl bench --model gpt-generation`: a row per backend.
 fn bench_generation(kinds: Vec<BackendKind>, length: usize) -> Result<()> {
     if length == 0 {
         anyhow::bail!("--length must be at least 1");
@@ -382,4 +502,48 @@ fn bench_generation(kinds: Vec<BackendKind>, length: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use pdl_models::{CharGptConfig, CharRnnConfig};
+
+    #[test]
+    fn the_character_models_are_timed_at_their_presets_shapes() {
+        let gpt = language_preset("shakespeare-gpt").unwrap();
+        assert!(matches!(&gpt.model, LanguageModelConfig::Gpt(c) if c.vocab_size == 65));
+        assert_eq!((gpt.training.batch_size, gpt.seq_len), (64, 64));
+        assert_eq!(gpt.training.grad_clip_norm, Some(1.0));
+        let lstm = language_preset("shakespeare-lstm").unwrap();
+        assert!(matches!(&lstm.model, LanguageModelConfig::Rnn(c) if c.vocab_size == 65));
+        assert_eq!((lstm.training.batch_size, lstm.seq_len), (64, 128));
+        assert!(language_preset("mnist-cnn").is_err());
+    }
+
+    #[test]
+    fn a_character_model_is_timed_training_and_inferring() {
+        type A = Autodiff<NdArray>;
+        let device = Default::default();
+        let small = |model| LanguagePreset {
+            model,
+            training: crate::settings::TrainingSettings::new(1, 4, 1e-3),
+            seq_len: 8,
+        };
+        let gpt = CharGptConfig::new(CHARACTERS)
+            .with_block_size(8)
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_n_layers(1);
+        let preset = small(LanguageModelConfig::Gpt(gpt.clone()));
+        let t = text_throughput(Duration::ZERO, gpt.init::<A>(&device), &preset, &device);
+        assert!(t.train > 0.0 && t.infer > 0.0, "{t:?}");
+        let rnn = CharRnnConfig::new(CHARACTERS)
+            .with_d_embed(8)
+            .with_d_hidden(16);
+        let preset = small(LanguageModelConfig::Rnn(rnn.clone()));
+        let t = text_throughput(Duration::ZERO, rnn.init::<A>(&device), &preset, &device);
+        assert!(t.train > 0.0 && t.infer > 0.0, "{t:?}");
+    }
 }

@@ -46,7 +46,7 @@ pub enum LanguageModelConfig {
 }
 
 impl LanguageModelConfig {
-    fn with_vocab(&self, vocab_size: usize) -> Self {
+    pub(crate) fn with_vocab(&self, vocab_size: usize) -> Self {
         match self {
             Self::Rnn(c) => Self::Rnn(CharRnnConfig {
                 vocab_size,
