@@ -23,8 +23,36 @@ pub struct ImageBatch<B: Backend> {
 pub struct ImageBatcher {
     mean: f32,
     std: f32,
-    augment: Option<(Augment, u64)>,
+    augment: Option<(Augment, Draws)>,
+}
+
+/// Where a batcher's random draws come from. Per batch: the seed and the batch count, so a run
+/// with the same seed and one loader worker draws the same again, and every pass draws anew. Per
+/// image: the seed and the image's own pixels, so an image gets the same draws on every pass.
+#[derive(Debug)]
+struct Draws {
+    seed: u64,
     batches: AtomicU64,
+}
+
+impl Draws {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            batches: AtomicU64::new(0),
+        }
+    }
+
+    /// The generator of the next batch.
+    fn next_batch(&self) -> SplitMix64 {
+        let n = self.batches.fetch_add(1, Ordering::Relaxed);
+        SplitMix64::new(self.seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+
+    /// The generator of the image with these pixels.
+    fn of_image(&self, pixels: &[u8]) -> SplitMix64 {
+        SplitMix64::new(self.seed ^ pixel_hash(pixels))
+    }
 }
 
 impl ImageBatcher {
@@ -34,14 +62,13 @@ impl ImageBatcher {
             mean,
             std,
             augment: None,
-            batches: AtomicU64::new(0),
         }
     }
 
     /// Augments every image; the `seed` and the batch count pick each image's transform, so a run
     /// with the same seed and one loader worker sees the same images.
     pub fn with_augment(mut self, augment: Augment, seed: u64) -> Self {
-        self.augment = Some((augment, seed));
+        self.augment = Some((augment, Draws::new(seed)));
         self
     }
 }
@@ -50,10 +77,7 @@ impl ImageBatcher {
     /// The generator of the next batch's transforms: from the seed and the batch count. None
     /// without augmentation.
     fn next_batch_rng(&self) -> Option<SplitMix64> {
-        self.augment.map(|(_, seed)| {
-            let n = self.batches.fetch_add(1, Ordering::Relaxed);
-            SplitMix64::new(seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D))
-        })
+        self.augment.as_ref().map(|(_, draws)| draws.next_batch())
     }
 
     /// Writes `item` into `out` normalised, moved by the augmentation with `rng`'s draws when
@@ -127,7 +151,7 @@ pub struct ViewPairBatch<B: Backend> {
 #[derive(Debug)]
 pub struct ViewPairBatcher {
     images: ImageBatcher,
-    seed: u64,
+    draws: Draws,
     per_image: bool,
 }
 
@@ -136,7 +160,7 @@ impl ViewPairBatcher {
     pub fn new(mean: f32, std: f32, augment: Augment, seed: u64) -> Self {
         Self {
             images: ImageBatcher::new(mean, std).with_augment(augment, seed),
-            seed,
+            draws: Draws::new(seed),
             per_image: false,
         }
     }
@@ -162,18 +186,18 @@ impl<B: Backend> Batcher<B, ImageItem, ViewPairBatch<B>> for ViewPairBatcher {
         let size = height * width;
         let mut pixels = vec![0f32; 2 * batch * size];
         let (first, second) = pixels.split_at_mut(batch * size);
-        let mut batch_rng = self.images.next_batch_rng();
+        let mut batch_rng = self.draws.next_batch();
         let views = first
             .chunks_exact_mut(size)
             .zip(second.chunks_exact_mut(size));
         for (item, (a, b)) in items.iter().zip(views) {
             let mut own;
-            let rng = match (self.per_image, batch_rng.as_mut()) {
-                (true, _) | (false, None) => {
-                    own = SplitMix64::new(self.seed ^ pixel_hash(&item.pixels));
+            let rng = match self.per_image {
+                true => {
+                    own = self.draws.of_image(&item.pixels);
                     &mut own
                 }
-                (false, Some(rng)) => rng,
+                false => &mut batch_rng,
             };
             self.images.fill(item, Some(&mut *rng), a);
             self.images.fill(item, Some(rng), b);
@@ -212,8 +236,7 @@ pub struct MaskedImageBatch<B: Backend> {
 pub struct MaskedImageBatcher {
     images: ImageBatcher,
     patches: usize,
-    seed: u64,
-    batches: AtomicU64,
+    draws: Draws,
     per_image: bool,
 }
 
@@ -224,8 +247,7 @@ impl MaskedImageBatcher {
         Self {
             images: ImageBatcher::new(mean, std),
             patches,
-            seed,
-            batches: AtomicU64::new(0),
+            draws: Draws::new(seed),
             per_image: false,
         }
     }
@@ -243,26 +265,26 @@ impl<B: Backend> Batcher<B, ImageItem, MaskedImageBatch<B>> for MaskedImageBatch
         let ((height, width), targets) = shape_and_targets(&items, device);
         let size = height * width;
         let mut pixels = vec![0f32; batch * size];
-        let (p, n) = (self.patches, self.batches.fetch_add(1, Ordering::Relaxed));
-        let mut batch_rng = SplitMix64::new(self.seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D));
-        let mut order = Vec::with_capacity(batch * p);
+        let p = self.patches;
+        let mut batch_rng = self.draws.next_batch();
+        let mut order: Vec<i64> = (0..batch).flat_map(|_| 0..p as i64).collect();
         let mut restore = vec![0i64; batch * p];
-        for (i, (item, out)) in items.iter().zip(pixels.chunks_exact_mut(size)).enumerate() {
+        let images = items.iter().zip(pixels.chunks_exact_mut(size));
+        let orders = order.chunks_exact_mut(p).zip(restore.chunks_exact_mut(p));
+        for ((item, out), (order, restore)) in images.zip(orders) {
             self.images.fill(item, None, out);
             let mut own;
             let rng = match self.per_image {
                 true => {
-                    own = SplitMix64::new(self.seed ^ pixel_hash(&item.pixels));
+                    own = self.draws.of_image(&item.pixels);
                     &mut own
                 }
                 false => &mut batch_rng,
             };
-            let mut patches: Vec<i64> = (0..p as i64).collect();
-            rng.shuffle(&mut patches);
-            for (k, &patch) in patches.iter().enumerate() {
-                restore[i * p + patch as usize] = k as i64;
+            rng.shuffle(order);
+            for (k, &patch) in order.iter().enumerate() {
+                restore[patch as usize] = k as i64;
             }
-            order.extend(patches);
         }
         let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [batch, p]), device);
         MaskedImageBatch {

@@ -132,18 +132,52 @@ fn steps_per_second(budget: Duration, mut step: impl FnMut()) -> f64 {
     steps as f64 / started.elapsed().as_secs_f64()
 }
 
-struct BenchTask {
+impl BenchModel {
+    /// The registry experiment whose character model this times, if it times one.
+    fn language_experiment(self) -> Option<&'static str> {
+        match self {
+            BenchModel::Gpt => Some("shakespeare-gpt"),
+            BenchModel::Lstm => Some("shakespeare-lstm"),
+            _ => None,
+        }
+    }
+
+    /// Whether `--conv` picks anything for this model.
+    fn has_conv_choice(self) -> bool {
+        matches!(self, BenchModel::Cnn | BenchModel::Resnet)
+    }
+}
+
+struct BenchTask<'a> {
     budget: Duration,
     model: BenchModel,
     conv: ConvImplementation,
+    /// A character model's preset: it is timed instead of `model`'s image network.
+    text: Option<&'a LanguagePreset>,
 }
 
-impl BackendTask for BenchTask {
+impl BackendTask for BenchTask<'_> {
     type Output = Throughput;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Throughput {
         let device = &devices[0];
         let conv = Some(self.conv);
+        if let Some(preset) = self.text {
+            return match &preset.model {
+                LanguageModelConfig::Gpt(c) => text_throughput(
+                    self.budget,
+                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                    preset,
+                    device,
+                ),
+                LanguageModelConfig::Rnn(c) => text_throughput(
+                    self.budget,
+                    pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
+                    preset,
+                    device,
+                ),
+            };
+        }
         match self.model {
             BenchModel::Resnet => image_throughput(
                 self.budget,
@@ -159,31 +193,6 @@ impl BackendTask for BenchTask {
                 }),
                 device,
             ),
-            BenchModel::Gpt | BenchModel::Lstm => {
-                let name = match self.model {
-                    BenchModel::Gpt => "shakespeare-gpt",
-                    _ => "shakespeare-lstm",
-                };
-                let preset = match language_preset(name) {
-                    Ok(preset) => preset,
-                    // The registry's own presets: a test checks both are language models.
-                    Err(e) => panic!("{e}"),
-                };
-                match &preset.model {
-                    LanguageModelConfig::Gpt(c) => text_throughput(
-                        self.budget,
-                        pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
-                        &preset,
-                        device,
-                    ),
-                    LanguageModelConfig::Rnn(c) => text_throughput(
-                        self.budget,
-                        pdl_models::seeded::<B, _>(device, 0, |d| c.init::<B>(d)),
-                        &preset,
-                        device,
-                    ),
-                }
-            }
             _ => image_throughput(
                 self.budget,
                 pdl_models::seeded::<B, _>(device, 0, |device| {
@@ -287,12 +296,14 @@ where
     Throughput { train, infer }
 }
 
-/// Measures one image model on one backend with one convolution.
+/// Measures one model on one backend with one convolution: `text`'s character model where given,
+/// else `model`'s image network.
 pub fn measure(
     kind: BackendKind,
     model: BenchModel,
     conv: ConvImplementation,
     seconds: f64,
+    text: Option<&LanguagePreset>,
 ) -> Result<Throughput> {
     run_on(
         kind,
@@ -301,6 +312,7 @@ pub fn measure(
             budget: Duration::from_secs_f64(seconds.max(0.0)),
             model,
             conv,
+            text,
         },
     )
 }
@@ -351,25 +363,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchModel::Lstm => "shakespeare-lstm's LSTM",
         _ => "classic MNIST net (pytorch/examples)",
     };
-    let (items, train_batch, infer_batch) = match args.model {
-        BenchModel::Gpt | BenchModel::Lstm => {
-            let preset = language_preset(match args.model {
-                BenchModel::Gpt => "shakespeare-gpt",
-                _ => "shakespeare-lstm",
-            })?;
+    let text = args
+        .model
+        .language_experiment()
+        .map(language_preset)
+        .transpose()?;
+    let (items, train_batch, infer_batch) = match &text {
+        Some(preset) => {
             let shape = format!("{}x{}", preset.training.batch_size, preset.seq_len);
             ("windows", shape.clone(), shape)
         }
-        _ => ("img", TRAIN_BATCH.to_string(), INFER_BATCH.to_string()),
+        None => ("img", TRAIN_BATCH.to_string(), INFER_BATCH.to_string()),
     };
     println!(
         "{title}, {} threads available",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     // The convolution choice means nothing to a model without one: time it once.
-    let convs = match args.model {
-        BenchModel::Gpt | BenchModel::Lstm | BenchModel::Vit => vec![ConvImplementation::Pdl],
-        _ => args
+    let convs = match args.model.has_conv_choice() {
+        false => vec![ConvImplementation::Pdl],
+        true => args
             .conv
             .iter()
             .map(|c| parse_conv(c))
@@ -388,13 +401,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     for kind in kinds {
         for &conv in &convs {
-            let t = measure(kind, args.model, conv, args.seconds)?;
+            let t = measure(kind, args.model, conv, args.seconds, text.as_ref())?;
             println!(
                 "{:<8}  {:<5}  {:>22}  {:>24}",
                 kind.name(),
-                match args.model {
-                    BenchModel::Gpt | BenchModel::Lstm | BenchModel::Vit => "-".to_string(),
-                    _ => format!("{conv:?}").to_lowercase(),
+                match args.model.has_conv_choice() {
+                    true => format!("{conv:?}").to_lowercase(),
+                    false => "-".to_string(),
                 },
                 format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
                 format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),

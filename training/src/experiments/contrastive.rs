@@ -26,7 +26,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use pdl_datasets::augment::Augment;
 use pdl_datasets::batcher::{ViewPairBatch, ViewPairBatcher};
 use pdl_datasets::mnist::ImageDataset;
-use pdl_models::{BnCnn, SimClr, SimClrConfig};
+use pdl_models::{SimClr, SimClrConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -173,7 +173,7 @@ pub fn train<B: AutodiffBackend>(
     );
     let job: ContrastiveJob<'_, B> = training.about(about).into();
     let mut report = job.run(|device| config.model.init::<B>(device))?.report()?;
-    let encoder = load_encoder::<B>(config, ctx, &device)?;
+    let encoder = load_pretrained::<B>(config, ctx, &device)?.encoder.valid();
     report.probe = Some(probe_every_label::<B, _>(
         &encoder,
         &splits,
@@ -181,15 +181,6 @@ pub fn train<B: AutodiffBackend>(
         &device,
     )?);
     Ok(report)
-}
-
-/// The encoder of the run saved in `ctx`'s folder, without autodiff.
-pub fn load_encoder<B: AutodiffBackend>(
-    config: &ContrastiveExperimentConfig,
-    ctx: &RunContext,
-    device: &B::Device,
-) -> Result<BnCnn<B::InnerBackend>> {
-    Ok(load_pretrained::<B>(config, ctx, device)?.encoder.valid())
 }
 
 /// The model of the run saved in `ctx`'s folder.
