@@ -30,13 +30,13 @@ pub struct ImageBatcher {
 /// with the same seed and one loader worker draws the same again, and every pass draws anew. Per
 /// image: the seed and the image's own pixels, so an image gets the same draws on every pass.
 #[derive(Debug)]
-struct Draws {
+pub(crate) struct Draws {
     seed: u64,
     batches: AtomicU64,
 }
 
 impl Draws {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             seed,
             batches: AtomicU64::new(0),
@@ -44,7 +44,7 @@ impl Draws {
     }
 
     /// The generator of the next batch.
-    fn next_batch(&self) -> SplitMix64 {
+    pub(crate) fn next_batch(&self) -> SplitMix64 {
         let n = self.batches.fetch_add(1, Ordering::Relaxed);
         SplitMix64::new(self.seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D))
     }
@@ -52,6 +52,12 @@ impl Draws {
     /// The generator of the image with these pixels.
     fn of_image(&self, pixels: &[u8]) -> SplitMix64 {
         SplitMix64::new(self.seed ^ pixel_hash(pixels))
+    }
+
+    /// The generator of the sentence with these word ids (as [`Draws::of_image`], for text).
+    pub(crate) fn of_tokens(&self, tokens: &[u32]) -> SplitMix64 {
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        SplitMix64::new(self.seed ^ pixel_hash(&bytes))
     }
 }
 

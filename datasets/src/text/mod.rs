@@ -5,10 +5,12 @@
 //!   target is the input shifted by one.
 //! - [`sst2`]: binary sentiment classification on SST-2 (Socher et al. 2013, GLUE's TSV files): a
 //!   word vocabulary, sentences as ids, batches padded to their longest sentence with a mask.
+//! - [`masked`]: the same sentences with words hidden, for masked-language-model pre-training.
 //!
 //! Ids are `u32` in the items and `i64` in the tensors (Burn's `Int`), as elsewhere in the crate.
 
 pub mod chars;
+pub mod masked;
 pub mod sst2;
 
 use crate::DataError;
