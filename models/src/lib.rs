@@ -52,9 +52,9 @@ pub use rnn::{
 };
 pub use simclr::{SimClr, SimClrConfig};
 pub use transformer::{
-    CharGpt, CharGptConfig, MlpActivation, PositionalEncoding, PositionalEncodingConfig,
-    PositionalEncodingKind, TransformerBlock, TransformerBlockConfig, TransformerClassifier,
-    TransformerClassifierConfig, Vit, VitConfig,
+    CharGpt, CharGptConfig, MaskedLanguageModel, MaskedLanguageModelConfig, MlpActivation,
+    PositionalEncoding, PositionalEncodingConfig, PositionalEncodingKind, TransformerBlock,
+    TransformerBlockConfig, TransformerClassifier, TransformerClassifierConfig, Vit, VitConfig,
 };
 
 /// Seeds every random draw of a run and builds its model with `build`: the backend's generator

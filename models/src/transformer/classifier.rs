@@ -45,6 +45,41 @@ pub struct TransformerClassifierConfig {
 }
 
 impl TransformerClassifierConfig {
+    /// The shape of the encoder and its vocabulary, e.g. "2 blocks of 128 (4 heads, MLP 512),
+    /// 128 Sinusoidal positions, 14816 words", as errors about mismatched encoders name it.
+    pub fn shape(&self) -> String {
+        format!(
+            "{} blocks of {} ({} heads, MLP {}), {} {:?} positions, {} words",
+            self.n_layers,
+            self.d_model,
+            self.n_heads,
+            self.d_ff.unwrap_or(4 * self.d_model),
+            self.max_len,
+            self.positions,
+            self.vocab_size
+        )
+    }
+
+    /// Whether an encoder of `other`'s config has this one's parameters, shape for shape (the
+    /// classes and dropout aside).
+    pub fn same_encoder(&self, other: &Self) -> bool {
+        let encoder = |c: &Self| {
+            let (d_ff, kind) = (c.d_ff.unwrap_or(4 * c.d_model), c.positions);
+            (
+                c.vocab_size,
+                c.d_model,
+                c.n_heads,
+                c.n_layers,
+                d_ff,
+                c.max_len,
+                kind,
+            )
+        };
+        encoder(self) == encoder(other)
+    }
+}
+
+impl TransformerClassifierConfig {
     fn block(&self) -> TransformerBlockConfig {
         let d_ff = self.d_ff.unwrap_or(4 * self.d_model);
         TransformerBlockConfig::new(self.d_model, self.n_heads, d_ff).with_dropout(self.dropout)
@@ -115,13 +150,7 @@ impl<B: Backend> TransformerClassifier<B> {
     /// If `seq_len` is past the configured `max_len`.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 2> {
         let [batch, seq_len] = tokens.dims();
-        let x = self.embedding.forward(tokens) + self.positions.forward(0, seq_len);
-        let mut x = self.dropout.forward(x); // [batch, seq_len, d_model]
-        let attention_mask = padding_mask(mask.clone()); // [batch, 1, 1, seq_len]
-        for block in &self.blocks {
-            x = block.forward(x, Some(attention_mask.clone()));
-        }
-        let x = self.norm.forward(x);
+        let x = self.encode(tokens, mask.clone()); // [batch, seq_len, d_model]
         let d_model = x.dims()[2];
         let lengths = mask.clone().int().sum_dim(1).float(); // [batch, 1]
         let padding = mask
@@ -134,6 +163,39 @@ impl<B: Backend> TransformerClassifier<B> {
             .reshape([batch, d_model])
             / lengths;
         self.head.forward(self.dropout.forward(pooled))
+    }
+
+    /// The encoder's output at every place, before pooling and the head: what a masked language
+    /// model ([`super::MaskedLanguageModel`]) reads its guesses from.
+    ///
+    /// # Shapes
+    /// - tokens, mask: `[batch, seq_len]`, as for [`TransformerClassifier::forward`]
+    /// - output: `[batch, seq_len, d_model]`, after the final layer norm
+    pub fn encode(&self, tokens: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+        let seq_len = tokens.dims()[1];
+        let x = self.embedding.forward(tokens) + self.positions.forward(0, seq_len);
+        let mut x = self.dropout.forward(x); // [batch, seq_len, d_model]
+        let attention_mask = padding_mask(mask); // [batch, 1, 1, seq_len]
+        for block in &self.blocks {
+            x = block.forward(x, Some(attention_mask.clone()));
+        }
+        self.norm.forward(x)
+    }
+
+    /// This classifier's head on `pretrained`'s encoder (embeddings, positions, blocks, final
+    /// norm): how a pre-trained encoder starts fine-tuning. The head is this model's, freshly
+    /// drawn: pre-training never trains one. The dropout rates stay this model's config's.
+    pub fn with_encoder_of(self, pretrained: Self) -> Self {
+        let head = self.head.clone();
+        Self {
+            head,
+            ..self.load_record(pretrained.into_record())
+        }
+    }
+
+    /// The token embeddings, `[vocab_size, d_model]`.
+    pub(crate) fn token_embeddings(&self) -> Tensor<B, 2> {
+        self.embedding.weight.val()
     }
 }
 

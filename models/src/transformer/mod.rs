@@ -12,6 +12,8 @@
 //! - [`CharGpt`] (`gpt.rs`): a decoder-only, causal character language model (GPT, Radford et al. 2018;
 //!   Karpathy's nanoGPT) with its output layer tied to the token embedding and KV-cached
 //!   generation.
+//! - [`MaskedLanguageModel`] (`mlm.rs`): BERT's pre-training of the classifier's encoder, guessing
+//!   hidden words from both sides.
 //! - [`Vit`] (`vit.rs`): the Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"):
 //!   image patches as tokens, a class token read out by the head.
 
@@ -24,12 +26,14 @@ use burn::prelude::*;
 
 mod classifier;
 mod gpt;
+mod mlm;
 #[cfg(test)]
 mod tests;
 mod vit;
 
 pub use classifier::{TransformerClassifier, TransformerClassifierConfig};
 pub use gpt::{CharGpt, CharGptConfig, GptContext};
+pub use mlm::{MaskedLanguageModel, MaskedLanguageModelConfig};
 pub use vit::{Vit, VitConfig};
 
 /// GPT-2's initialisation of its token and position embeddings, `N(0, 0.02)`.
