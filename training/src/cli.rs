@@ -7,7 +7,8 @@ use crate::artifacts::{
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
     self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, contrastive, forecasting,
-    image_classification, language_model, masked_images, node_classification, text_classification,
+    image_classification, language_model, masked_images, masked_language, node_classification,
+    text_classification,
 };
 use crate::probe::{ProbePlan, ProbeRow, probe_table};
 use anyhow::{Result, bail};
@@ -244,6 +245,14 @@ pub struct TrainArgs {
     /// Never download a dataset: a missing file is an error (also: PDL_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// Sentence classifiers: keep this many labelled training sentences, the same number of each
+    /// class, drawn with the seed (default: all).
+    #[arg(long)]
+    pub labels: Option<usize>,
+    /// Sentence classifiers: start from the encoder of this masked-language pre-training run
+    /// (e.g. runs/sst2-pretrain; sst2-finetune's default).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
     /// Train this many runs with seeds seed, seed+1, ... into <artifact-dir>/seed-<s>/ and report
     /// the mean and standard deviation of their scores (written to <artifact-dir>/seeds.json).
     #[arg(long)]
@@ -445,6 +454,8 @@ fn config_for(
             ("--lr", args.lr.is_some()),
             ("--seed", args.seed.is_some()),
             ("--smoke", args.smoke),
+            ("--labels", args.labels.is_some()),
+            ("--from", args.from.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -480,6 +491,8 @@ fn config_for(
         seed: args.seed,
         early_stopping_patience: args.patience,
         smoke: args.smoke,
+        labelled: args.labels,
+        pretrained: args.from.clone(),
     })
 }
 
@@ -709,6 +722,9 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
     };
     let config = config_for(args, experiment, &dir)?;
     check_devices(&config, backend, devices.len())?;
+    if let (ExperimentConfig::Sentence(c), false) = (&config, args.resume) {
+        c.check_pretrained()?;
+    }
     check_folder(&config)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
@@ -785,11 +801,13 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
     let loss = match config {
         ExperimentConfig::Contrastive(_) => " (NT-Xent; accuracy: a view finding its twin)",
         ExperimentConfig::Masked(_) => " (on the hidden patches' pixels)",
+        ExperimentConfig::MaskedText(_) => " (on the hidden words; accuracy: words guessed)",
         _ => "",
     };
-    let probe = report.probe.map_or(String::new(), |p| {
-        format!("{loss}; linear probe {:.2}%", p.linear)
-    });
+    let probe = match report.probe {
+        Some(p) => format!("{loss}; linear probe {:.2}%", p.linear),
+        None => loss.to_string(),
+    };
     println!(
         "{}: test {}, valid {}{probe}, after {} epochs in {:.1} s; artifacts in {}{}",
         experiment.name,
@@ -843,6 +861,7 @@ impl BackendTask for TrainTask<'_> {
             ExperimentConfig::Sentence(c) => text_classification::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Contrastive(c) => contrastive::train::<B>(c, self.ctx, devices),
             ExperimentConfig::Masked(c) => masked_images::train::<B>(c, self.ctx, devices),
+            ExperimentConfig::MaskedText(c) => masked_language::train::<B>(c, self.ctx, devices),
         }
     }
 }
@@ -946,6 +965,7 @@ impl BackendTask for EvalTask<'_> {
             ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, ctx, device.clone()),
             ExperimentConfig::Contrastive(c) => contrastive::eval::<B>(c, ctx, device.clone()),
             ExperimentConfig::Masked(c) => masked_images::eval::<B>(c, ctx, device.clone()),
+            ExperimentConfig::MaskedText(c) => masked_language::eval::<B>(c, ctx, device.clone()),
         }?;
         if !self.figures {
             return Ok((scores, Vec::new()));
@@ -958,7 +978,9 @@ impl BackendTask for EvalTask<'_> {
             ExperimentConfig::Forecast(c) => forecasting::figures::<B>(c, ctx, device)?,
             ExperimentConfig::Language(c) => language_model::figures::<B>(c, ctx, device)?,
             ExperimentConfig::Masked(c) => masked_images::figures::<B>(c, ctx, device, &scores)?,
-            ExperimentConfig::Sentence(_) | ExperimentConfig::Contrastive(_) => Vec::new(),
+            ExperimentConfig::Sentence(_)
+            | ExperimentConfig::Contrastive(_)
+            | ExperimentConfig::MaskedText(_) => Vec::new(),
         };
         Ok((scores, figures))
     }

@@ -493,6 +493,9 @@ pub struct Tally {
 impl Tally {
     /// How many of the most confident mistakes a classifier's scores keep.
     pub const KEEP_WRONG: usize = 24;
+    /// The most classes a confusion matrix is kept for: a character model's 65 fit, a word
+    /// model's 15,000 would take 15,000² counts (1.8 GB).
+    pub const CONFUSION_CLASSES: usize = 1024;
 }
 
 /// `wrong`, most confident first (ties in split order), cut to `keep`.
@@ -600,7 +603,7 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
                 .to_vec::<i64>()
                 .unwrap_or_default()
         };
-        if tally.confusion.is_empty() {
+        if tally.confusion.is_empty() && classes <= Tally::CONFUSION_CLASSES {
             tally.confusion = vec![vec![0; classes]; classes];
         }
         let guesses = host(self.targets).into_iter().zip(host(predicted));
@@ -630,7 +633,7 @@ impl<B: Backend> TaskOutput for ClassificationOutput<B> {
             accuracy: Some(100.0 * tally.other / n),
             mae: None,
             count: tally.count,
-            confusion: Some(tally.confusion.clone()),
+            confusion: (!tally.confusion.is_empty()).then(|| tally.confusion.clone()),
             wrong: {
                 let mut tally = tally.clone();
                 tally.wrong = most_confident(std::mem::take(&mut tally.wrong), Tally::KEEP_WRONG);

@@ -100,6 +100,8 @@ enum Kind {
     Language,
     /// A pre-trained encoder's linear probe, on the test set.
     Probe,
+    /// A masked language model's share of hidden dev words guessed.
+    HiddenWords,
 }
 
 impl Kind {
@@ -109,6 +111,7 @@ impl Kind {
             ExperimentConfig::Language(_) => Kind::Language,
             ExperimentConfig::Sentence(_) => Kind::Dev,
             ExperimentConfig::Contrastive(_) | ExperimentConfig::Masked(_) => Kind::Probe,
+            ExperimentConfig::MaskedText(_) => Kind::HiddenWords,
             _ => Kind::Accuracy,
         }
     }
@@ -116,7 +119,7 @@ impl Kind {
     /// The number mean ± std is taken of: accuracy, or the loss (MSE, nats/char).
     fn value(self, m: &Metrics) -> Option<f64> {
         match self {
-            Kind::Accuracy | Kind::Dev => m.test.accuracy,
+            Kind::Accuracy | Kind::Dev | Kind::HiddenWords => m.test.accuracy,
             Kind::Forecast | Kind::Language => Some(m.test.loss),
             Kind::Probe => m.probe.as_ref().map(|p| p.linear),
         }
@@ -131,6 +134,9 @@ impl Kind {
             },
             (Kind::Accuracy, Some(a), _) => format!("{a:.2}%"),
             (Kind::Dev, Some(a), _) => format!("dev {a:.2}%"),
+            (Kind::HiddenWords, Some(a), _) => {
+                format!("dev hidden words {:.3} nats, {a:.2}% guessed", s.loss)
+            }
             (Kind::Forecast, _, Some(mae)) => format!("MSE {:.3}, MAE {mae:.3}", s.loss),
             (Kind::Language, _, _) => format!(
                 "valid {:.3} nats/char ({:.2} bits)",
@@ -154,6 +160,7 @@ impl Kind {
             Kind::Forecast => format!("MSE {mean:.3} ± {std:.3} ({seeds} seeds)"),
             Kind::Language => format!("valid {mean:.3} ± {std:.3} nats/char ({seeds} seeds)"),
             Kind::Probe => format!("linear probe {mean:.2} ± {std:.2}% ({seeds} seeds)"),
+            Kind::HiddenWords => format!("dev {mean:.2} ± {std:.2}% words guessed ({seeds} seeds)"),
         }
     }
 }

@@ -61,8 +61,11 @@ fn every_experiment_end_to_end() {
     let runs = tempfile::tempdir().unwrap();
     for e in EXPERIMENTS {
         let dir = runs.path().join(e.name);
+        // sst2-finetune starts from sst2-pretrain's run, trained just before it.
+        let from = (e.name == "sst2-finetune").then(|| runs.path().join("sst2-pretrain"));
         let trained = cli::train(&TrainArgs {
             smoke: true,
+            from: from.clone(),
             ..args(e.name, data.path(), &dir)
         })
         .unwrap();
@@ -85,7 +88,7 @@ fn every_experiment_end_to_end() {
         // Pre-training scores NT-Xent on two views of each image (SimCLR) or the pixels of the
         // 12 hidden patches of each (MAE), and probes the encoder.
         let mae = e.name.ends_with("-mae");
-        let self_supervised = e.name.ends_with("-simclr") || mae;
+        let self_supervised = e.name.ends_with("-simclr") || mae || e.name == "sst2-pretrain";
         match e.name.split('-').next().unwrap() {
             "mnist" | "fashion" if self_supervised => {
                 let scored = if mae { 12 * 64 } else { 2 * 64 };
@@ -201,6 +204,7 @@ fn every_experiment_end_to_end() {
         let again = runs.path().join(format!("{}-again", e.name));
         cli::train(&TrainArgs {
             smoke: true,
+            from,
             ..args(e.name, data.path(), &again)
         })
         .unwrap();
@@ -1190,4 +1194,101 @@ fn a_masked_autoencoders_vit_is_probed_and_fine_tuned_as_mnist_vit() {
     let trained = metrics(&dir);
     assert_eq!(trained["probe"]["linear"], rows[1].pretrained.linear);
     assert_eq!(trained["probe"]["knn"], rows[1].pretrained.knn);
+}
+
+#[test]
+fn a_sentence_encoder_pretrained_on_hidden_words_is_fine_tuned_on_few_labels() {
+    let data = tiny_data_dir();
+    let runs = tempfile::tempdir().unwrap();
+    // The presets with 100 of the tiny set's 400 training sentences held out, batches of 32.
+    let small = |name: &str| {
+        let preset = (pdl_training::experiments::find(name).unwrap().preset)();
+        let mut json: serde_json::Value = serde_json::from_str(&preset.to_json()).unwrap();
+        json["valid_size"] = 100.into();
+        json["batch_size"] = 32.into();
+        let path = runs.path().join(format!("{name}.json"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        Some(path)
+    };
+    let pre = runs.path().join("pre");
+    let trained = cli::train(&TrainArgs {
+        epochs: Some(3),
+        config: small("sst2-pretrain"),
+        ..args("sst2-pretrain", data.path(), &pre)
+    })
+    .unwrap();
+    // The hidden words of 64 dev sentences of 2 to 9 words, one or two each: guessed among the
+    // tiny vocabulary's words, better than chance after three epochs.
+    let test = &trained.report.test;
+    assert!((64..=128).contains(&test.count), "{test:?}");
+    assert!(test.confusion.is_none());
+    let words = std::fs::read_to_string(pre.join("vocab.txt")).unwrap();
+    let chance = 100.0 / (words.lines().count() - 2) as f64;
+    assert!(test.accuracy.unwrap() > chance, "{test:?}");
+    assert!((eval(&pre, data.path()).unwrap().loss - test.loss).abs() < 1e-6);
+
+    // Fine-tuning on 20 labels: the run says so, keeps the pre-trained vocabulary, and evaluates
+    // back.
+    let tuned = runs.path().join("tuned");
+    let fine = cli::train(&TrainArgs {
+        from: Some(pre.clone()),
+        labels: Some(20),
+        epochs: Some(2),
+        config: small("sst2-finetune"),
+        ..args("sst2-finetune", data.path(), &tuned)
+    })
+    .unwrap();
+    assert_eq!(fine.report.train_items, 20);
+    let own = std::fs::read_to_string(tuned.join("vocab.txt")).unwrap();
+    assert_eq!(own, words);
+    let config = std::fs::read_to_string(tuned.join("config.json")).unwrap();
+    assert!(config.contains("\"labelled\": 20"), "{config}");
+    let scores = eval(&tuned, data.path()).unwrap();
+    assert_eq!(scores.accuracy, fine.report.test.accuracy);
+
+    // A different encoder shape: one line naming both shapes, before anything is written.
+    let wide = runs.path().join("wide.json");
+    let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    json["model"]["Transformer"]["d_model"] = 64.into();
+    std::fs::write(&wide, json.to_string()).unwrap();
+    let message = err(&TrainArgs {
+        config: Some(wide),
+        smoke: true,
+        ..args("sst2-finetune", data.path(), &runs.path().join("wide"))
+    });
+    assert!(
+        message.contains("2 blocks of 128") && message.contains("2 blocks of 64"),
+        "{message}"
+    );
+    assert!(!runs.path().join("wide").exists());
+    // A missing pre-training run, and flags where they do not apply.
+    let none = err(&TrainArgs {
+        from: Some(runs.path().join("nowhere")),
+        config: small("sst2-finetune"),
+        ..args("sst2-finetune", data.path(), &runs.path().join("x"))
+    });
+    assert!(none.contains("no finished pre-training run"), "{none}");
+    assert!(!runs.path().join("x").exists());
+    let lstm = err(&TrainArgs {
+        from: Some(pre.clone()),
+        ..args("sst2-lstm", data.path(), &runs.path().join("y"))
+    });
+    assert!(
+        lstm.contains("cannot start from a pre-trained encoder"),
+        "{lstm}"
+    );
+    let image = err(&TrainArgs {
+        labels: Some(10),
+        ..args("mnist-cnn", data.path(), &runs.path().join("z"))
+    });
+    assert!(image.contains("--labels and --from apply to"), "{image}");
+    let too_many = err(&TrainArgs {
+        labels: Some(100_000),
+        smoke: true,
+        ..args("sst2-transformer", data.path(), &runs.path().join("w"))
+    });
+    assert!(
+        too_many.contains("needs 50000 sentences of class 0"),
+        "{too_many}"
+    );
 }

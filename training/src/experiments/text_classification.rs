@@ -6,9 +6,16 @@
 //! word vocabulary comes from the training part (saved as `vocab.txt` beside the model). Batches
 //! are padded to their longest sentence with a mask. Loop: cross-entropy through
 //! the shared tail of [`crate::job`], Adam, gradient clipping.
+//!
+//! Two options serve the foundation-model lecture: `labelled` (`--labels N`) keeps a seeded,
+//! class-balanced N of the training labels, and `pretrained` (`--from DIR`) starts the Transformer
+//! from the encoder a masked-language pre-training run left in DIR ([`super::masked_language`]),
+//! with that run's vocabulary; `sst2-finetune` is `sst2-transformer` set up for that.
 
 use crate::artifacts::{RunContext, RunReport, Scores};
+use crate::experiments::masked_language::{pretrained_config, pretrained_encoder};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
+use crate::learner::materialize;
 use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
@@ -19,7 +26,7 @@ use pdl_datasets::SplitMix64;
 use pdl_datasets::text::sst2::{
     self, LabelledSentence, SentenceBatch, SentenceBatcher, SentenceDataset, WordVocab, tokenize,
 };
-use pdl_models::{SentenceRnnConfig, TransformerClassifierConfig};
+use pdl_models::{SentenceRnnConfig, TransformerClassifier, TransformerClassifierConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +49,7 @@ pub enum SentenceModelConfig {
 }
 
 impl SentenceModelConfig {
-    fn sized(&self, vocab_size: usize, num_classes: usize) -> Self {
+    pub(crate) fn sized(&self, vocab_size: usize, num_classes: usize) -> Self {
         match self {
             Self::Rnn(c) => Self::Rnn(SentenceRnnConfig {
                 vocab_size,
@@ -58,11 +65,19 @@ impl SentenceModelConfig {
     }
 
     /// Hands `job` the way to build the configured model on its device: the one place the model
-    /// enum is matched.
-    fn run<B: AutodiffBackend>(&self, job: SentenceJob<'_, B>) -> Result<Outcome> {
-        match self {
-            Self::Rnn(c) => job.run(|device| c.init::<B>(device)),
-            Self::Transformer(c) => job.run(|device| c.init::<B>(device)),
+    /// enum is matched. With a `pretrained` encoder, the Transformer starts from it, under a head
+    /// drawn with the run's seed.
+    fn run<B: AutodiffBackend>(
+        &self,
+        job: SentenceJob<'_, B>,
+        pretrained: Option<TransformerClassifier<B>>,
+    ) -> Result<Outcome> {
+        match (self, pretrained) {
+            (Self::Rnn(c), _) => job.run(|device| c.init::<B>(device)),
+            (Self::Transformer(c), None) => job.run(|device| c.init::<B>(device)),
+            (Self::Transformer(c), Some(encoder)) => {
+                job.run(|device| materialize(c.init::<B>(device)).with_encoder_of(encoder))
+            }
         }
     }
 
@@ -98,6 +113,15 @@ pub struct SentenceOptions {
     /// Training sentences held out to validate.
     #[serde(default = "count::<2000>")]
     pub valid_size: usize,
+    /// Keep only this many labelled training sentences, the same number of each class, drawn
+    /// with the seed (`--labels`); none: all of them. The vocabulary still comes from all the
+    /// training text, which needs no label.
+    #[serde(default)]
+    pub labelled: Option<usize>,
+    /// A pre-training run (`sst2-pretrain`'s folder) whose encoder and vocabulary the model starts
+    /// from (`--from`); none: from scratch.
+    #[serde(default)]
+    pub pretrained: Option<PathBuf>,
 }
 
 const EVAL_BATCH: usize = 256;
@@ -116,6 +140,8 @@ impl SentenceExperimentConfig {
             min_count: count::<1>(),
             max_len: count::<64>(),
             valid_size: count::<2000>(),
+            labelled: None,
+            pretrained: None,
         };
         Self::with_data(experiment, dataset, model, training, data)
     }
@@ -126,10 +152,23 @@ impl SentenceExperimentConfig {
         if self.data.max_len == 0 || self.data.valid_size == 0 {
             return bad("max_len and valid_size must be at least 1".into());
         }
+        if let Some(n) = self.data.labelled.filter(|&n| n < self.data.num_classes) {
+            return bad(format!(
+                "labelled must give each of the {} classes a sentence, got {n}",
+                self.data.num_classes
+            ));
+        }
         if self.data.num_classes < 2 {
             return bad(format!(
                 "num_classes must be at least 2, got {}",
                 self.data.num_classes
+            ));
+        }
+        if let (Some(_), SentenceModelConfig::Rnn(_)) = (&self.data.pretrained, &self.model) {
+            return bad(format!(
+                "{} cannot start from a pre-trained encoder: pre-training (sst2-pretrain) trains \
+                 the Transformer; fine-tune with sst2-finetune",
+                self.experiment
             ));
         }
         self.training.validate().or_else(bad)?;
@@ -137,14 +176,40 @@ impl SentenceExperimentConfig {
     }
 }
 
-struct Splits {
-    train: SentenceDataset,
-    valid: SentenceDataset,
-    test: SentenceDataset,
-    vocab: WordVocab,
+impl SentenceExperimentConfig {
+    /// Checks, before a new run writes anything, that the pre-training run it starts from has
+    /// finished and that its encoder fits this run's model.
+    pub fn check_pretrained(&self) -> Result<()> {
+        let (Some(dir), SentenceModelConfig::Transformer(c)) = (&self.data.pretrained, &self.model)
+        else {
+            return Ok(());
+        };
+        if !dir.join("model.mpk").is_file() {
+            bail!(
+                "--from {}: no finished pre-training run there (no model.mpk); train one first \
+                 (cargo xtask train sst2-pretrain) or give its folder with --from DIR",
+                dir.display()
+            );
+        }
+        pretrained_config(dir, c, self.data.num_classes).map(drop)
+    }
 }
 
-fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Splits> {
+pub(crate) struct Splits {
+    pub(crate) train: SentenceDataset,
+    pub(crate) valid: SentenceDataset,
+    pub(crate) test: SentenceDataset,
+    pub(crate) vocab: WordVocab,
+}
+
+/// The training part (less a seeded held-out part to validate), the held-out part and the dev
+/// set, encoded with `vocab` (a pre-trained run's) or, without one, with the words of the
+/// training part.
+pub(crate) fn load_splits<M>(
+    config: &RunConfig<M, SentenceOptions>,
+    ctx: &RunContext,
+    vocab: Option<WordVocab>,
+) -> Result<Splits> {
     let dir = match config.dataset.as_str() {
         "sst2" => sst2::locate(&ctx.data_dir, !ctx.offline)?,
         folder => PathBuf::from(folder),
@@ -164,12 +229,19 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
             valid_size
         );
     }
-    SplitMix64::new(config.training.seed).shuffle(&mut train);
+    let mut rng = SplitMix64::new(config.training.seed);
+    rng.shuffle(&mut train);
     let valid: Vec<LabelledSentence> = train.split_off(train.len() - valid_size);
-    let vocab = WordVocab::build(
-        train.iter().map(|s| tokenize(&s.text)),
-        config.data.min_count,
-    );
+    let vocab = vocab.unwrap_or_else(|| {
+        WordVocab::build(
+            train.iter().map(|s| tokenize(&s.text)),
+            config.data.min_count,
+        )
+    });
+    if let Some(n) = config.data.labelled {
+        train = balanced(train, n, config.data.num_classes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", train_file.display()))?;
+    }
     let mut splits = Splits {
         train: SentenceDataset::new(&train, &vocab),
         valid: SentenceDataset::new(&valid, &vocab),
@@ -182,6 +254,32 @@ fn load_splits(config: &SentenceExperimentConfig, ctx: &RunContext) -> Result<Sp
         splits.test = splits.test.truncate(eval);
     }
     Ok(splits)
+}
+
+/// The first `n / classes` sentences of each class in `shuffled` (the rest of `n` to the first
+/// classes), in `shuffled`'s order: a seeded, class-balanced labelled subset.
+fn balanced(
+    shuffled: Vec<LabelledSentence>,
+    n: usize,
+    classes: usize,
+) -> Result<Vec<LabelledSentence>, String> {
+    let quota = |class: usize| n / classes + usize::from(class < n % classes);
+    let mut taken = vec![0; classes];
+    let kept: Vec<LabelledSentence> = shuffled
+        .into_iter()
+        .filter(|s| {
+            let keep = taken[s.label] < quota(s.label);
+            taken[s.label] += usize::from(keep);
+            keep
+        })
+        .collect();
+    match taken.iter().enumerate().find(|&(c, &t)| t < quota(c)) {
+        Some((class, &t)) => Err(format!(
+            "--labels {n} needs {} sentences of class {class}, the training part has {t}",
+            quota(class)
+        )),
+        None => Ok(kept),
+    }
 }
 
 /// The batches of `dataset`: shuffled, a device's slice of the global batch each, when `training`
@@ -205,18 +303,41 @@ fn loader<B: Backend>(
     .build(dataset)
 }
 
-/// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores valid and dev.
+/// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores valid and dev. A
+/// model with a pre-trained encoder takes that run's vocabulary and encoder weights (on
+/// `--resume`, its checkpoint and its own `vocab.txt` hold them).
 pub fn train<B: AutodiffBackend>(
     config: &SentenceExperimentConfig,
     ctx: &RunContext,
     devices: Vec<B::Device>,
 ) -> Result<RunReport> {
     config.validate()?;
-    let splits = load_splits(config, ctx)?;
-    splits.vocab.save(&ctx.artifact_dir.join(VOCAB_FILE))?;
     let device = devices[0].clone();
+    let own_vocab = ctx.artifact_dir.join(VOCAB_FILE);
+    let (vocab, encoder) = match (&config.data.pretrained, &config.model, ctx.resume_from) {
+        (None, ..) => (None, None),
+        (Some(_), _, Some(_)) => (Some(WordVocab::load(&own_vocab)?), None),
+        (Some(dir), SentenceModelConfig::Transformer(c), None) => {
+            let (vocab, encoder) =
+                pretrained_encoder::<B>(dir, c, config.data.num_classes, &device)?;
+            (Some(vocab), Some(encoder))
+        }
+        (Some(_), SentenceModelConfig::Rnn(_), None) => {
+            bail!("only the Transformer can start from a pre-trained encoder")
+        }
+    };
+    let splits = load_splits(config, ctx, vocab)?;
+    splits.vocab.save(&own_vocab)?;
+    let labels = match config.data.labelled {
+        Some(n) => format!("{n} of them labelled, balanced"),
+        None => "all labelled".into(),
+    };
+    let start = match &config.data.pretrained {
+        Some(dir) => format!("; encoder and vocabulary from {}", dir.display()),
+        None => String::new(),
+    };
     let about = format!(
-        "sentences: {} train / {} valid / {} dev; vocabulary {} words",
+        "sentences: {} train ({labels}) / {} valid / {} dev; vocabulary {} words{start}",
         splits.train.len(),
         splits.valid.len(),
         splits.test.len(),
@@ -232,28 +353,69 @@ pub fn train<B: AutodiffBackend>(
     };
     let optimiser = Optimiser::AdamL2 { epsilon: None };
     let training = Training::new(&config.training, optimiser, ctx, devices, loaders);
-    model.run::<B>(training.about(about).into())?.report()
+    model
+        .run::<B>(training.about(about).into(), encoder)?
+        .report()
 }
 
 /// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the dev set.
+/// A run from scratch checks that the data still gives its vocabulary; a fine-tuned run's is the
+/// pre-training run's, and is used as saved.
 pub fn eval<B: AutodiffBackend>(
     config: &SentenceExperimentConfig,
     ctx: &RunContext,
     device: B::Device,
 ) -> Result<Scores> {
     config.validate()?;
-    let splits = load_splits(config, ctx)?;
-    let saved = WordVocab::load(&ctx.artifact_dir.join(VOCAB_FILE))?;
+    let path = ctx.artifact_dir.join(VOCAB_FILE);
+    let saved = WordVocab::load(&path)?;
+    let splits = match config.data.pretrained {
+        Some(_) => load_splits(config, ctx, Some(saved.clone()))?,
+        None => load_splits(config, ctx, None)?,
+    };
     if saved != splits.vocab {
         bail!(
             "{}: the run's vocabulary differs from the one the data gives now; was the data \
              changed?",
-            ctx.artifact_dir.join(VOCAB_FILE).display()
+            path.display()
         );
     }
     let test = loader(splits.test, config, None, &device);
     let model = config.model.sized(saved.len(), config.data.num_classes);
     model
-        .run::<B>(Scoring::new(ctx, device, test).into())?
+        .run::<B>(Scoring::new(ctx, device, test).into(), None)?
         .scores()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentences(labels: &[usize]) -> Vec<LabelledSentence> {
+        let text = |i: usize| format!("sentence {i}");
+        let row = |(i, &label): (usize, &usize)| LabelledSentence {
+            text: text(i),
+            label,
+        };
+        labels.iter().enumerate().map(row).collect()
+    }
+
+    #[test]
+    fn a_labelled_subset_is_balanced_and_keeps_the_shuffled_order() {
+        let rows = sentences(&[1, 1, 1, 0, 1, 0, 0, 1, 0]);
+        let kept = balanced(rows.clone(), 4, 2).unwrap();
+        let texts: Vec<&str> = kept.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["sentence 0", "sentence 1", "sentence 3", "sentence 5"]
+        );
+        // An odd count gives the first classes one more.
+        let kept = balanced(rows.clone(), 5, 2).unwrap();
+        assert_eq!(kept.iter().filter(|s| s.label == 0).count(), 3);
+        let error = balanced(rows, 12, 2).unwrap_err();
+        assert_eq!(
+            error,
+            "--labels 12 needs 6 sentences of class 0, the training part has 4"
+        );
+    }
 }
