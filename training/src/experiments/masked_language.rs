@@ -21,7 +21,7 @@ use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::ExperimentConfig;
 use crate::job::{Job, Loaders, Scoring, Training};
 use crate::learner::load_saved;
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{Optimiser, RunConfig, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
@@ -51,15 +51,13 @@ impl MaskedTextExperimentConfig {
         model: MaskedLanguageModelConfig,
         training: TrainingSettings,
     ) -> Self {
-        let data = SentenceOptions {
-            num_classes: count::<2>(),
-            min_count: count::<1>(),
-            max_len: count::<64>(),
-            valid_size: count::<2000>(),
-            labelled: None,
-            pretrained: None,
-        };
-        Self::with_data(experiment, dataset, model, training, data)
+        Self::with_data(
+            experiment,
+            dataset,
+            model,
+            training,
+            SentenceOptions::default(),
+        )
     }
 
     /// Checks everything that can be checked before reading data.

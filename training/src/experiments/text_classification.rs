@@ -49,7 +49,7 @@ pub enum SentenceModelConfig {
 }
 
 impl SentenceModelConfig {
-    pub(crate) fn sized(&self, vocab_size: usize, num_classes: usize) -> Self {
+    fn sized(&self, vocab_size: usize, num_classes: usize) -> Self {
         match self {
             Self::Rnn(c) => Self::Rnn(SentenceRnnConfig {
                 vocab_size,
@@ -124,26 +124,38 @@ pub struct SentenceOptions {
     pub pretrained: Option<PathBuf>,
 }
 
-const EVAL_BATCH: usize = 256;
-
-impl SentenceExperimentConfig {
-    /// A run of `model` on `dataset` with `training`: two classes, every training word in the
-    /// vocabulary, sentences cut at 64 tokens, 2,000 training sentences held out to validate.
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: SentenceModelConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        let data = SentenceOptions {
+impl Default for SentenceOptions {
+    /// Two classes, every training word in the vocabulary, sentences cut at 64 tokens, 2,000
+    /// training sentences held out to validate, every label, from scratch.
+    fn default() -> Self {
+        Self {
             num_classes: count::<2>(),
             min_count: count::<1>(),
             max_len: count::<64>(),
             valid_size: count::<2000>(),
             labelled: None,
             pretrained: None,
-        };
-        Self::with_data(experiment, dataset, model, training, data)
+        }
+    }
+}
+
+const EVAL_BATCH: usize = 256;
+
+impl SentenceExperimentConfig {
+    /// A run of `model` on `dataset` with `training` and the default [`SentenceOptions`].
+    pub fn new(
+        experiment: &str,
+        dataset: &str,
+        model: SentenceModelConfig,
+        training: TrainingSettings,
+    ) -> Self {
+        Self::with_data(
+            experiment,
+            dataset,
+            model,
+            training,
+            SentenceOptions::default(),
+        )
     }
 
     /// Checks everything that can be checked before reading data.
@@ -174,9 +186,7 @@ impl SentenceExperimentConfig {
         self.training.validate().or_else(bad)?;
         self.model.validate(self.data.max_len).or_else(bad)
     }
-}
 
-impl SentenceExperimentConfig {
     /// Checks, before a new run writes anything, that the pre-training run it starts from has
     /// finished and that its encoder fits this run's model.
     pub fn check_pretrained(&self) -> Result<()> {
