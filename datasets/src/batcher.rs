@@ -54,10 +54,11 @@ impl Draws {
         SplitMix64::new(self.seed ^ pixel_hash(pixels))
     }
 
-    /// The generator of the sentence with these word ids (as [`Draws::of_image`], for text).
-    pub(crate) fn of_tokens(&self, tokens: &[u32]) -> SplitMix64 {
-        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        SplitMix64::new(self.seed ^ pixel_hash(&bytes))
+    /// The generator of the sentence with these word ids (as [`Draws::of_image`], for text): the
+    /// hash of their `u32` bytes, read in place.
+    pub(crate) fn of_tokens(&self, tokens: &[i64]) -> SplitMix64 {
+        let bytes = tokens.iter().flat_map(|&t| (t as u32).to_le_bytes());
+        SplitMix64::new(self.seed ^ fnv_hash(bytes))
     }
 }
 
@@ -180,8 +181,13 @@ impl ViewPairBatcher {
 
 /// FNV-1a of an image's pixels, to seed its views.
 fn pixel_hash(pixels: &[u8]) -> u64 {
-    pixels.iter().fold(0xCBF2_9CE4_8422_2325, |h, &p| {
-        (h ^ p as u64).wrapping_mul(0x0000_0100_0000_01B3)
+    fnv_hash(pixels.iter().copied())
+}
+
+/// FNV-1a over `bytes`.
+fn fnv_hash(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
     })
 }
 

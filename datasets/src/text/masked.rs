@@ -9,7 +9,7 @@
 //! never seen in training, which is what it stood for while pre-training: a word to infer from
 //! its context.
 
-use super::sst2::{PAD, SentenceItem, UNK};
+use super::sst2::{SentenceItem, UNK, pad};
 use crate::batcher::Draws;
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
@@ -18,7 +18,7 @@ use burn::tensor::TensorData;
 /// A batch of sentences with hidden words.
 #[derive(Debug, Clone)]
 pub struct MaskedSentenceBatch<B: Backend> {
-    /// Word ids after hiding, `[batch, len]`, [`PAD`] after the end of each sentence.
+    /// Word ids after hiding, `[batch, len]`, `<pad>` after the end of each sentence.
     pub tokens: Tensor<B, 2, Int>,
     /// `[batch, len]`: true at a real token, false at padding.
     pub mask: Tensor<B, 2, Bool>,
@@ -28,7 +28,7 @@ pub struct MaskedSentenceBatch<B: Backend> {
     pub targets: Tensor<B, 1, Int>,
 }
 
-/// Pads sentences as [`super::sst2::SentenceBatcher`] does and hides a share of each one's words.
+/// Pads sentences as [`super::sst2::SentenceBatcher`] does ([`pad`]) and hides a share of each one's words.
 /// In training, the hidden words are drawn anew in every batch (from the seed and the batch count);
 /// [`MaskedSentenceBatcher::same_masks_every_time`] draws them from the seed and the sentence's own
 /// words instead, so valid and test losses compare across epochs.
@@ -69,31 +69,23 @@ impl MaskedSentenceBatcher {
 impl<B: Backend> Batcher<B, SentenceItem, MaskedSentenceBatch<B>> for MaskedSentenceBatcher {
     fn batch(&self, items: Vec<SentenceItem>, device: &B::Device) -> MaskedSentenceBatch<B> {
         let batch = items.len();
-        let longest = items.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
-        let len = longest.min(self.max_len).max(1);
-        let mut tokens = vec![i64::from(PAD); batch * len];
-        let mut mask = vec![false; batch * len];
+        let (len, mut tokens, mask) = pad(&items, self.max_len);
         let (mut hidden, mut targets) = (Vec::new(), Vec::new());
         let mut batch_rng = self.draws.next_batch();
-        let mut places: Vec<usize> = Vec::with_capacity(len);
+        let (mut words, mut places) = (Vec::with_capacity(len), Vec::with_capacity(len));
         for (row, item) in items.iter().enumerate() {
-            let words: &[u32] = match item.tokens.len() {
-                0 => &[UNK],
-                n => &item.tokens[..n.min(len)],
-            };
+            let at = row * len;
+            // The row's real tokens, as padded: a lone `<unk>` for an empty sentence.
+            words.clear();
+            words.extend_from_slice(&tokens[at..at + item.tokens.len().clamp(1, len)]);
             let mut own_rng;
             let rng = match self.per_sentence {
                 true => {
-                    own_rng = self.draws.of_tokens(words);
+                    own_rng = self.draws.of_tokens(&words);
                     &mut own_rng
                 }
                 false => &mut batch_rng,
             };
-            let at = row * len;
-            for (i, &id) in words.iter().enumerate() {
-                tokens[at + i] = i64::from(id);
-                mask[at + i] = true;
-            }
             // A partial Fisher-Yates shuffle: the first `k` places are a uniform draw of `k`.
             places.clear();
             places.extend(0..words.len());
@@ -104,7 +96,7 @@ impl<B: Backend> Batcher<B, SentenceItem, MaskedSentenceBatch<B>> for MaskedSent
             }
             for &place in &places[..k] {
                 hidden.push((at + place) as i64);
-                targets.push(i64::from(words[place]));
+                targets.push(words[place]);
                 let roll = rng.next_f32();
                 if roll < 0.8 {
                     tokens[at + place] = i64::from(UNK);

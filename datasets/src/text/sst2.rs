@@ -344,28 +344,35 @@ pub struct SentenceBatcher {
     pub max_len: usize,
 }
 
+/// `items` padded to the longest of them, at most `max_len` tokens (0 counts as 1): the row length,
+/// the ids `[batch * len]` ([`PAD`] after each sentence's end, a lone [`UNK`] for an empty one) and
+/// the mask of real tokens. What every sentence batcher starts from.
+pub(crate) fn pad(items: &[SentenceItem], max_len: usize) -> (usize, Vec<i64>, Vec<bool>) {
+    let longest = items.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
+    let len = longest.min(max_len).max(1);
+    let mut tokens = vec![i64::from(PAD); items.len() * len];
+    let mut mask = vec![false; items.len() * len];
+    for (item, (row, row_mask)) in items
+        .iter()
+        .zip(tokens.chunks_exact_mut(len).zip(mask.chunks_exact_mut(len)))
+    {
+        if item.tokens.is_empty() {
+            row[0] = i64::from(UNK);
+            row_mask[0] = true;
+        }
+        for ((t, m), &id) in row.iter_mut().zip(row_mask.iter_mut()).zip(&item.tokens) {
+            *t = i64::from(id);
+            *m = true;
+        }
+    }
+    (len, tokens, mask)
+}
+
 impl<B: Backend> Batcher<B, SentenceItem, SentenceBatch<B>> for SentenceBatcher {
     fn batch(&self, items: Vec<SentenceItem>, device: &B::Device) -> SentenceBatch<B> {
         let batch = items.len();
-        let longest = items.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
-        let len = longest.min(self.max_len).max(1);
-        let mut tokens = vec![i64::from(PAD); batch * len];
-        let mut mask = vec![false; batch * len];
-        let mut targets = Vec::with_capacity(batch);
-        for (item, (row, row_mask)) in items
-            .iter()
-            .zip(tokens.chunks_exact_mut(len).zip(mask.chunks_exact_mut(len)))
-        {
-            if item.tokens.is_empty() {
-                row[0] = i64::from(UNK);
-                row_mask[0] = true;
-            }
-            for ((t, m), &id) in row.iter_mut().zip(row_mask.iter_mut()).zip(&item.tokens) {
-                *t = i64::from(id);
-                *m = true;
-            }
-            targets.push(item.label as i64);
-        }
+        let (len, tokens, mask) = pad(&items, self.max_len);
+        let targets: Vec<i64> = items.iter().map(|item| item.label as i64).collect();
         SentenceBatch {
             tokens: Tensor::from_data(TensorData::new(tokens, [batch, len]), device),
             mask: Tensor::from_data(TensorData::new(mask, [batch, len]), device),
