@@ -1,9 +1,11 @@
-"""PyTorch's throughput on the nets `pdl bench --model cnn|resnet|vit|gpt|lstm` times, for the ratio.
+"""PyTorch's throughput on the nets `pdl bench --model cnn|resnet|vit|gpt|lstm|all` times, for the ratio.
 
 The same network, batches and optimiser as `training/src/bench.rs`: seeded noise images (28x28,
 one channel), training steps of batch 64 with AdamW (lr 1e-3, no weight decay), and inference in
 batches of 1000 without gradients; two untimed warm-up steps, then at least 3 steps and at least
-`--seconds`. The networks, written as the course's are (`models/src/`):
+`--seconds`, the figure being the median step. Beside it, the memory the model's timing took:
+the peak resident set while it ran over the resident set it started from (Linux: the high-water
+mark is reset before each model). The networks, written as the course's are (`models/src/`):
 
 - `cnn`: pytorch/examples `mnist/main.py` (conv32-conv64-maxpool-fc128, dropout 0.25 and 0.5),
   `mnist-cnn`'s net (`cnn.rs`).
@@ -30,10 +32,18 @@ same batch shape without gradients, in windows/s.
     python3 training/reference/pytorch_bench.py --model resnet --threads 2
     cargo xtask bench --model resnet --reference-train <train img/s> --reference-infer <infer img/s>
 
+    python3 training/reference/pytorch_bench.py --model all --json torch.json
+    cargo xtask bench --model all --reference torch.json
+
 Needs only `torch`; no dataset, no network. The tests never run it.
 """
 
 import argparse
+import ctypes
+import gc
+import json
+import re
+import statistics
 import time
 
 import torch
@@ -187,30 +197,81 @@ TEXT = {"gpt": (64, 3e-3, 0.1, 1.0), "lstm": (128, 2e-3, 0.0, 5.0)}
 
 
 def steps_per_second(seconds, step):
+    """Two untimed steps, then at least 3 and for at least `seconds`: steps/s of the median step."""
     step()
     step()
     started = time.perf_counter()
-    steps = 0
-    while steps < 3 or time.perf_counter() - started < seconds:
+    times = []
+    while len(times) < 3 or time.perf_counter() - started < seconds:
+        t = time.perf_counter()
         step()
-        steps += 1
-    return steps / (time.perf_counter() - started)
+        times.append(time.perf_counter() - t)
+    return 1.0 / max(statistics.median(times), 1e-9)
+
+
+def status_mib(field):
+    """A size field of /proc/self/status (VmRSS, VmHWM) in MiB, or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            kib = re.search(field + r":\s+(\d+)", f.read())
+    except OSError:
+        return None
+    return int(kib.group(1)) / 1024 if kib else None
+
+
+def reset_peak_memory():
+    """Frees what the last model left, resets the high-water resident mark (Linux 4.0 on) and
+    returns the resident set it starts from (None off Linux)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return status_mib("VmRSS")
+
+
+def memory_mib(start):
+    """The peak resident set since `start` was taken, over it, in MiB."""
+    peak = status_mib("VmHWM")
+    return None if start is None or peak is None else peak - start
+
+
+def measure(name, threads, seconds):
+    """Training and inference items/s of model `name`, and the peak memory, as a dict."""
+    torch.manual_seed(0)
+    start = reset_peak_memory()
+    model = MODELS[name]()
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__}, {threads} threads, {name}: {parameters} parameters")
+    if name in TEXT:
+        train, infer = text(model, *TEXT[name], seconds)
+    else:
+        train, infer = image_throughput(model, seconds)
+    memory = memory_mib(start)
+    print(f"memory over the start: {memory or 0:.0f} MiB")
+    return {"train": train, "infer": infer, "peak_mib": memory}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    parser.add_argument("--model", choices=sorted(MODELS) + ["all"], default="cnn")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per figure")
+    parser.add_argument("--json", help="write the figures here, for `pdl bench --reference`")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    names = list(MODELS) if args.model == "all" else [args.model]
+    figures = {name: measure(name, args.threads, args.seconds) for name in names}
+    if args.json:
+        with open(args.json, "w") as f:
+            run = f"torch {torch.__version__}, {args.threads} threads"
+            json.dump({"name": run, "models": figures}, f, indent=2)
 
-    model = MODELS[args.model]()
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.model}: {parameters} parameters")
-    if args.model in TEXT:
-        return text(model, *TEXT[args.model], args.seconds)
+
+def image_throughput(model, seconds):
+    """An image net's training and inference images/s (batches of 64 and 1000)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     images = torch.rand(64, 1, 28, 28) * 2 - 1
     targets = torch.randint(0, 10, (64,))
@@ -223,7 +284,7 @@ def main():
         loss.item()
 
     model.train()
-    train = steps_per_second(args.seconds, train_step) * 64
+    train = steps_per_second(seconds, train_step) * 64
 
     model.eval()
     infer_images = torch.rand(1000, 1, 28, 28) * 2 - 1
@@ -232,9 +293,10 @@ def main():
         with torch.no_grad():
             model(infer_images).numpy()
 
-    infer = steps_per_second(args.seconds, infer_step) * 1000
+    infer = steps_per_second(seconds, infer_step) * 1000
     print(f"train img/s (b=64): {train:.1f}")
     print(f"infer img/s (b=1000): {infer:.1f}")
+    return train, infer
 
 
 def text(model, seq_len, lr, decay, clip, seconds, batch=64, vocab=65):
@@ -265,6 +327,7 @@ def text(model, seq_len, lr, decay, clip, seconds, batch=64, vocab=65):
     infer = steps_per_second(seconds, infer_step) * batch
     print(f"train windows/s (b={batch}x{seq_len}): {train:.1f}")
     print(f"infer windows/s (b={batch}x{seq_len}): {infer:.1f}")
+    return train, infer
 
 
 if __name__ == "__main__":

@@ -5,8 +5,19 @@
 //! `shakespeare-lstm`'s character models; `--model gpt-generation`: characters/s of
 //! `shakespeare-gpt` generation with and without its KV cache; `--model gcn`: see `bench_gnn`.
 //!
-//! Images: batches of 64 through forward, cross-entropy, backward and an AdamW step, timed after
-//! two warm-up steps; inference in batches of 1000 through `forward` without autodiff. Character
+//! `--model all`: the five course models above (the CNN with this project's convolution), a row
+//! each per backend, with `--reference FILE` the ratios against the JSON that
+//! `training/reference/pytorch_bench.py --model all --json FILE` writes.
+//!
+//! Every figure is the median of a step's repeated timings (two warm-up steps, then at least 3
+//! and for at least `--seconds`), turned into items/s. Beside it is the memory the model's
+//! timing took: the process's peak resident set while it ran, less its resident set when it
+//! started (Linux only). Before each model the freed heap is handed back with `malloc_trim` and
+//! the high-water mark is reset, so a row does not carry the last one's peak or the libraries'
+//! size; on a GPU it counts host memory only.
+//!
+//! Images: batches of 64 through forward, cross-entropy, backward and an AdamW step; inference in
+//! batches of 1000 through `forward` without autodiff. Character
 //! models: their preset's batch of windows (64 of 64 characters for the GPT, 64 of 128 for the
 //! LSTM), loss at every position, backward, and the preset's optimiser step (AdamW with its decay
 //! and gradient clipping); inference is the same batch's forward and loss without autodiff. The
@@ -53,6 +64,8 @@ pub enum BenchModel {
     Lstm,
     /// Characters/s of `shakespeare-gpt` generation, with and without the KV cache.
     GptGeneration,
+    /// The CNN, ResNet, ViT, GPT and LSTM, a row each per backend.
+    All,
 }
 
 /// Options of `pdl bench`.
@@ -93,6 +106,10 @@ pub struct BenchArgs {
     /// Inference images/s of a reference to compare against.
     #[arg(long)]
     pub reference_infer: Option<f64>,
+    /// With `--model all`: the JSON of `pytorch_bench.py --model all --json FILE`, whose figures
+    /// each row is compared with.
+    #[arg(long)]
+    pub reference: Option<std::path::PathBuf>,
 }
 
 /// Training batch size of the benchmark (pytorch/examples' default).
@@ -107,6 +124,9 @@ pub struct Throughput {
     pub train: f64,
     /// Inference images per second at batch 1000.
     pub infer: f64,
+    /// Peak resident memory while the model was timed, over the resident set it started from,
+    /// where the OS tells it.
+    pub peak_bytes: Option<u64>,
 }
 
 fn batch<B: Backend>(n: usize, seed: u64, device: &B::Device) -> ImageBatch<B> {
@@ -119,17 +139,44 @@ fn batch<B: Backend>(n: usize, seed: u64, device: &B::Device) -> ImageBatch<B> {
     }
 }
 
-/// Runs `step` twice untimed, then at least 3 times and for at least `budget`; returns steps/s.
+/// Runs `step` twice untimed, then at least 3 times and for at least `budget`; returns steps/s
+/// of the median step.
 fn steps_per_second(budget: Duration, mut step: impl FnMut()) -> f64 {
     step();
     step();
     let started = Instant::now();
-    let mut steps = 0;
-    while steps < 3 || started.elapsed() < budget {
+    let mut times = Vec::new();
+    while times.len() < 3 || started.elapsed() < budget {
+        let t = Instant::now();
         step();
-        steps += 1;
+        times.push(t.elapsed().as_secs_f64());
     }
-    steps as f64 / started.elapsed().as_secs_f64()
+    1.0 / median(&mut times).max(1e-9)
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Hands freed heap back to the OS and resets the process's high-water resident mark, so that
+/// [`crate::bench_gnn::peak_rss`] then reads the peak of what runs from here on; returns the
+/// resident set it starts from (Linux; `None` elsewhere).
+fn reset_peak_memory() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of glibc's heap to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    // "5" resets VmHWM to the current resident set (Linux 4.0 on).
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    crate::bench_gnn::status_bytes("VmRSS:")
 }
 
 impl BenchModel {
@@ -270,7 +317,11 @@ where
     let infer = steps_per_second(budget, || {
         let _ = inner.step(infer_batch.clone()).loss.into_scalar();
     }) * batch as f64;
-    Throughput { train, infer }
+    Throughput {
+        train,
+        infer,
+        peak_bytes: None,
+    }
 }
 
 /// Times `model`'s training steps (AdamW, batch 64) and inference (batch 1000).
@@ -293,7 +344,11 @@ where
     let infer = steps_per_second(budget, || {
         let _ = inner.logits(infer_batch.images.clone()).into_data();
     }) * INFER_BATCH as f64;
-    Throughput { train, infer }
+    Throughput {
+        train,
+        infer,
+        peak_bytes: None,
+    }
 }
 
 /// Measures one model on one backend with one convolution: `text`'s character model where given,
@@ -305,7 +360,8 @@ pub fn measure(
     seconds: f64,
     text: Option<&LanguagePreset>,
 ) -> Result<Throughput> {
-    run_on(
+    let start = reset_peak_memory();
+    let mut t = run_on(
         kind,
         &DeviceSpec::Count(1),
         BenchTask {
@@ -314,7 +370,128 @@ pub fn measure(
             conv,
             text,
         },
-    )
+    )?;
+    t.peak_bytes = start
+        .zip(crate::bench_gnn::peak_rss())
+        .map(|(start, peak)| peak.saturating_sub(start));
+    Ok(t)
+}
+
+/// Bytes as MiB, or "-" where unknown.
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.0}", b as f64 / (1u64 << 20) as f64)
+    })
+}
+
+/// `value` against `reference` as " (0.42x)", or nothing without a reference.
+fn ratio(value: f64, reference: Option<f64>) -> String {
+    match reference {
+        Some(r) if r > 0.0 => format!(" ({:.2}x)", value / r),
+        _ => String::new(),
+    }
+}
+
+/// A reference's figures for one model, as `pytorch_bench.py --json` writes them.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct ReferenceFigures {
+    /// Training items/s.
+    pub train: f64,
+    /// Inference items/s.
+    pub infer: f64,
+    /// Peak resident memory over the start, MiB.
+    pub peak_mib: Option<f64>,
+}
+
+/// A reference run of every model (`pytorch_bench.py --model all --json FILE`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Reference {
+    /// What was run, e.g. "torch 2.15.0, 2 threads".
+    pub name: String,
+    /// Figures by model: cnn, resnet, vit, gpt, lstm.
+    pub models: std::collections::BTreeMap<String, ReferenceFigures>,
+}
+
+impl Reference {
+    /// Reads `path`; a missing or malformed file is an error naming it.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read --reference {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "--reference {} is not the JSON of pytorch_bench.py --json: {e}",
+                path.display()
+            )
+        })
+    }
+}
+
+/// The models `--model all` times, by the names the reference script uses.
+const ALL_MODELS: [(&str, BenchModel); 5] = [
+    ("cnn", BenchModel::Cnn),
+    ("resnet", BenchModel::Resnet),
+    ("vit", BenchModel::Vit),
+    ("gpt", BenchModel::Gpt),
+    ("lstm", BenchModel::Lstm),
+];
+
+/// `pdl bench --model all`: one table, a row per model and backend.
+fn bench_all(kinds: &[BackendKind], args: &BenchArgs) -> Result<()> {
+    let reference = args.reference.as_deref().map(Reference::read).transpose()?;
+    println!(
+        "every course model, median step, {} threads available{}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        reference
+            .as_ref()
+            .map_or(String::new(), |r| format!("; ratios against {}", r.name))
+    );
+    println!(
+        "| model | shape (train / infer) | backend | train items/s | infer items/s | memory MiB |{}",
+        if reference.is_some() {
+            " reference memory MiB |"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "|---|---|---|---:|---:|---:|{}",
+        if reference.is_some() { "---:|" } else { "" }
+    );
+    for (name, model) in ALL_MODELS {
+        let text = model
+            .language_experiment()
+            .map(language_preset)
+            .transpose()?;
+        let shape = match &text {
+            Some(p) => format!("{}x{} windows", p.training.batch_size, p.seq_len),
+            None => format!("{TRAIN_BATCH} / {INFER_BATCH} images"),
+        };
+        let figures = reference.as_ref().and_then(|r| r.models.get(name).copied());
+        for &kind in kinds {
+            let t = measure(
+                kind,
+                model,
+                ConvImplementation::Pdl,
+                args.seconds,
+                text.as_ref(),
+            )?;
+            println!(
+                "| {name} | {shape} | {} | {:.1}{} | {:.1}{} | {} |{}",
+                kind.name(),
+                t.train,
+                ratio(t.train, figures.map(|f| f.train)),
+                t.infer,
+                ratio(t.infer, figures.map(|f| f.infer)),
+                mib(t.peak_bytes),
+                match (&reference, figures.and_then(|f| f.peak_mib)) {
+                    (None, _) => String::new(),
+                    (Some(_), Some(m)) => format!(" {m:.0} |"),
+                    (Some(_), None) => " - |".into(),
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn parse_conv(name: &str) -> Result<ConvImplementation> {
@@ -343,6 +520,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     if args.model == BenchModel::GptGeneration {
         return bench_generation(kinds, args.length);
+    }
+    if args.model == BenchModel::All {
+        return bench_all(&kinds, args);
     }
     if args.model == BenchModel::Gcn {
         let size = crate::bench_gnn::GraphBenchSize {
@@ -389,21 +569,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?,
     };
     println!(
-        "{:<8}  {:<5}  {:>22}  {:>24}",
+        "{:<8}  {:<5}  {:>22}  {:>24}  {:>8}",
         "backend",
         "conv",
         format!("train {items}/s (b={train_batch})"),
-        format!("infer {items}/s (b={infer_batch})")
+        format!("infer {items}/s (b={infer_batch})"),
+        "mem MiB"
     );
-    let ratio = |value: f64, reference: Option<f64>| match reference {
-        Some(r) if r > 0.0 => format!(" ({:.2}x ref)", value / r),
-        _ => String::new(),
-    };
     for kind in kinds {
         for &conv in &convs {
             let t = measure(kind, args.model, conv, args.seconds, text.as_ref())?;
             println!(
-                "{:<8}  {:<5}  {:>22}  {:>24}",
+                "{:<8}  {:<5}  {:>22}  {:>24}  {:>8}",
                 kind.name(),
                 match args.model.has_conv_choice() {
                     true => format!("{conv:?}").to_lowercase(),
@@ -411,6 +588,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 },
                 format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
                 format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),
+                mib(t.peak_bytes),
             );
         }
     }
@@ -522,6 +700,44 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, NdArray};
     use pdl_models::{CharGptConfig, CharRnnConfig};
+
+    #[test]
+    fn a_figure_is_the_median_step() {
+        assert_eq!(median(&mut [3.0, 1.0, 100.0]), 3.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 100.0]), 3.0);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn a_reference_is_read_from_the_scripts_json_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("torch.json");
+        std::fs::write(
+            &path,
+            r#"{"name": "torch 2.15.0, 2 threads", "models": {
+                "cnn": {"train": 1000.5, "infer": 4000.0, "peak_mib": 312.4},
+                "lstm": {"train": 157.2, "infer": 600.0, "peak_mib": null}}}"#,
+        )
+        .unwrap();
+        let r = Reference::read(&path).unwrap();
+        assert_eq!(r.name, "torch 2.15.0, 2 threads");
+        assert_eq!(r.models["cnn"].train, 1000.5);
+        assert_eq!(r.models["lstm"].peak_mib, None);
+        // Every model `--model all` times has the reference script's name.
+        let names: Vec<_> = ALL_MODELS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["cnn", "resnet", "vit", "gpt", "lstm"]);
+
+        std::fs::write(&path, "train img/s (b=64): 1000.5").unwrap();
+        let err = Reference::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("torch.json") && err.contains("pytorch_bench.py"),
+            "{err}"
+        );
+        let err = Reference::read(&dir.path().join("none.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot read --reference"), "{err}");
+    }
 
     #[test]
     fn the_character_models_are_timed_at_their_presets_shapes() {
