@@ -251,7 +251,7 @@ def measure(name, threads, seconds):
         train, infer = image_throughput(model, seconds)
     memory = memory_mib(start)
     print(f"memory over the start: {memory or 0:.0f} MiB")
-    return {"train": train, "infer": infer, "peak_mib": memory}
+    return {"train": train, "infer": infer, "memory_mib": memory}
 
 
 def main():

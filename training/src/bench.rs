@@ -124,9 +124,9 @@ pub struct Throughput {
     pub train: f64,
     /// Inference images per second at batch 1000.
     pub infer: f64,
-    /// Peak resident memory while the model was timed, over the resident set it started from,
-    /// where the OS tells it.
-    pub peak_bytes: Option<u64>,
+    /// Memory the timing took: the peak resident set while the model was timed, over the
+    /// resident set it started from, where the OS tells it.
+    pub memory_bytes: Option<u64>,
 }
 
 fn batch<B: Backend>(n: usize, seed: u64, device: &B::Device) -> ImageBatch<B> {
@@ -320,7 +320,7 @@ where
     Throughput {
         train,
         infer,
-        peak_bytes: None,
+        memory_bytes: None,
     }
 }
 
@@ -347,7 +347,7 @@ where
     Throughput {
         train,
         infer,
-        peak_bytes: None,
+        memory_bytes: None,
     }
 }
 
@@ -371,7 +371,7 @@ pub fn measure(
             text,
         },
     )?;
-    t.peak_bytes = start
+    t.memory_bytes = start
         .zip(crate::bench_gnn::peak_rss())
         .map(|(start, peak)| peak.saturating_sub(start));
     Ok(t)
@@ -400,7 +400,7 @@ pub struct ReferenceFigures {
     /// Inference items/s.
     pub infer: f64,
     /// Peak resident memory over the start, MiB.
-    pub peak_mib: Option<f64>,
+    pub memory_mib: Option<f64>,
 }
 
 /// A reference run of every model (`pytorch_bench.py --model all --json FILE`).
@@ -482,8 +482,8 @@ fn bench_all(kinds: &[BackendKind], args: &BenchArgs) -> Result<()> {
                 ratio(t.train, figures.map(|f| f.train)),
                 t.infer,
                 ratio(t.infer, figures.map(|f| f.infer)),
-                mib(t.peak_bytes),
-                match (&reference, figures.and_then(|f| f.peak_mib)) {
+                mib(t.memory_bytes),
+                match (&reference, figures.and_then(|f| f.memory_mib)) {
                     (None, _) => String::new(),
                     (Some(_), Some(m)) => format!(" {m:.0} |"),
                     (Some(_), None) => " - |".into(),
@@ -522,7 +522,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return bench_generation(kinds, args.length);
     }
     if args.model == BenchModel::All {
+        if args.reference_train.is_some() || args.reference_infer.is_some() {
+            anyhow::bail!(
+                "--reference-train and --reference-infer go with one model; with --model all, \
+                 pass --reference FILE (pytorch_bench.py --model all --json FILE)"
+            );
+        }
         return bench_all(&kinds, args);
+    }
+    if args.reference.is_some() {
+        anyhow::bail!(
+            "--reference FILE goes with --model all; for one model pass --reference-train and \
+             --reference-infer"
+        );
     }
     if args.model == BenchModel::Gcn {
         let size = crate::bench_gnn::GraphBenchSize {
@@ -588,7 +600,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 },
                 format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
                 format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),
-                mib(t.peak_bytes),
+                mib(t.memory_bytes),
             );
         }
     }
@@ -715,14 +727,14 @@ mod tests {
         std::fs::write(
             &path,
             r#"{"name": "torch 2.15.0, 2 threads", "models": {
-                "cnn": {"train": 1000.5, "infer": 4000.0, "peak_mib": 312.4},
-                "lstm": {"train": 157.2, "infer": 600.0, "peak_mib": null}}}"#,
+                "cnn": {"train": 1000.5, "infer": 4000.0, "memory_mib": 312.4},
+                "lstm": {"train": 157.2, "infer": 600.0, "memory_mib": null}}}"#,
         )
         .unwrap();
         let r = Reference::read(&path).unwrap();
         assert_eq!(r.name, "torch 2.15.0, 2 threads");
         assert_eq!(r.models["cnn"].train, 1000.5);
-        assert_eq!(r.models["lstm"].peak_mib, None);
+        assert_eq!(r.models["lstm"].memory_mib, None);
         // Every model `--model all` times has the reference script's name.
         let names: Vec<_> = ALL_MODELS.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["cnn", "resnet", "vit", "gpt", "lstm"]);
@@ -737,6 +749,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("cannot read --reference"), "{err}");
+    }
+
+    #[test]
+    fn a_reference_flag_for_the_other_mode_is_an_error_before_anything_is_timed() {
+        use clap::Parser;
+        let bench = |line: &str| {
+            let cli = crate::cli::Cli::try_parse_from(line.split(' ')).unwrap();
+            match cli.command {
+                crate::cli::Command::Bench(args) => run(&args).unwrap_err().to_string(),
+                other => panic!("not bench: {other:?}"),
+            }
+        };
+        let err = bench("pdl bench --model cnn --backend ndarray --reference torch.json");
+        assert!(
+            err.contains("--reference FILE goes with --model all"),
+            "{err}"
+        );
+        let err = bench("pdl bench --model all --backend ndarray --reference-train 900");
+        assert!(err.contains("pass --reference FILE"), "{err}");
     }
 
     #[test]
