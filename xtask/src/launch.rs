@@ -29,12 +29,12 @@ fn backends(args: &[String]) -> Vec<String> {
     out
 }
 
-/// The cargo features for those backends: the CPU backends are default features, the GPU ones
-/// are added by name; anything else is left for `pdl` to reject with its own message.
+/// The cargo features for those backends: `flex` is the default feature, the others are added
+/// by name; anything else is left for `pdl` to reject with its own message.
 pub fn features(args: &[String]) -> Vec<String> {
     let mut f: Vec<String> = backends(args)
         .into_iter()
-        .filter(|b| b == "wgpu" || b == "cuda")
+        .filter(|b| b == "ndarray" || b == "wgpu" || b == "cuda")
         .collect();
     f.sort();
     f.dedup();
@@ -94,9 +94,13 @@ mod tests {
     }
 
     #[test]
-    fn cpu_backends_need_no_extra_feature() {
-        assert!(features(&s(&["mnist-cnn", "--backend", "ndarray"])).is_empty());
+    fn the_default_backend_needs_no_feature_and_ndarray_adds_its_own() {
+        assert!(features(&s(&["mnist-cnn", "--backend", "flex"])).is_empty());
         assert!(features(&s(&["mnist-cnn"])).is_empty());
+        let ndarray = features(&s(&["mnist-cnn", "--backend", "ndarray"]));
+        assert_eq!(ndarray, s(&["ndarray"]));
+        let both = features(&s(&["bench", "--backend", "flex,ndarray,wgpu"]));
+        assert_eq!(both, s(&["ndarray", "wgpu"]));
     }
 
     #[test]
