@@ -438,12 +438,12 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "mnist-cnn",
         chapter: "CNN",
         dataset: "MNIST",
-        model: "the pytorch/examples MNIST net, conv32-conv64-pool-fc128",
+        model: "the pytorch/examples MNIST net, conv32-conv64-pool-fc128, shifts and rotations",
         file: "models/src/cnn.rs",
         measured: Some(Measured {
-            score: "99.03%",
-            epochs: "3",
-            time: "6 min 4 s ⁸",
+            score: "99.27%",
+            epochs: "4",
+            time: "6 min 27 s ⁸",
         }),
         published: Some(Published {
             score: "99.25%",
@@ -799,14 +799,14 @@ fn mnist_lenet() -> ExperimentConfig {
     ))
 }
 
+/// pytorch/examples' net with the image runs' setting and the MNIST shifts and rotations: four
+/// epochs reach its 99.2% in about six and a half minutes here, where three epochs without the
+/// augmentation stopped at 99.03%.
 fn mnist_cnn() -> ExperimentConfig {
     let model = ImageModelConfig::ClassicCnn(ClassicCnnConfig::mnist());
-    ExperimentConfig::Image(ImageExperimentConfig::new(
-        "mnist-cnn",
-        "mnist",
-        model,
-        images(3),
-    ))
+    ExperimentConfig::Image(
+        ImageExperimentConfig::new("mnist-cnn", "mnist", model, images(4)).augmented(),
+    )
 }
 
 fn mnist_bn_cnn() -> ExperimentConfig {
