@@ -1303,9 +1303,17 @@ mod tests {
         }
     }
 
+    /// Presets changed since the fixtures were written, by experiment and key: an old file keeps
+    /// its own value there (a run resumed from it goes on as it started).
+    const CHANGED_SINCE_THE_FIXTURES: [(&str, &str); 1] = [
+        // 2026-12-02: mnist-cnn trains with shifts and rotations.
+        ("mnist-cnn", "augment"),
+    ];
+
     /// Each experiment's `config.json` as the code before the shared training settings wrote it
     /// (a `--smoke` run of every preset, kept in `tests/fixtures/configs/`): each still loads, and
-    /// means what the preset with `--smoke` means today, key for key.
+    /// means what the preset with `--smoke` means today, key for key, but for the keys of
+    /// [`CHANGED_SINCE_THE_FIXTURES`], where it keeps its own value.
     #[test]
     fn configs_written_before_the_shared_settings_still_load() {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/configs");
@@ -1325,7 +1333,15 @@ mod tests {
             let json = |c: &ExperimentConfig| {
                 serde_json::from_str::<serde_json::Value>(&c.to_json()).unwrap()
             };
-            assert_eq!(json(&loaded), json(&preset), "{}", e.name);
+            let (loaded, mut preset) = (json(&loaded), json(&preset));
+            for (_, key) in CHANGED_SINCE_THE_FIXTURES
+                .iter()
+                .filter(|(name, _)| *name == e.name)
+            {
+                assert_ne!(loaded[key], preset[key], "{}: {key} changed", e.name);
+                preset[key] = loaded[key].clone();
+            }
+            assert_eq!(loaded, preset, "{}", e.name);
         }
         assert_eq!(seen, 17, "the fixtures cover the 17 experiments of before");
     }
