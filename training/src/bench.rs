@@ -124,6 +124,13 @@ pub struct Throughput {
     pub train: f64,
     /// Inference images per second at batch 1000.
     pub infer: f64,
+}
+
+/// What [`measure`] gives for one model on one backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Measurement {
+    /// Training and inference speed.
+    pub speed: Throughput,
     /// Memory the timing took: the peak resident set while the model was timed, over the
     /// resident set it started from, where the OS tells it.
     pub memory_bytes: Option<u64>,
@@ -317,11 +324,7 @@ where
     let infer = steps_per_second(budget, || {
         let _ = inner.step(infer_batch.clone()).loss.into_scalar();
     }) * batch as f64;
-    Throughput {
-        train,
-        infer,
-        memory_bytes: None,
-    }
+    Throughput { train, infer }
 }
 
 /// Times `model`'s training steps (AdamW, batch 64) and inference (batch 1000).
@@ -344,11 +347,7 @@ where
     let infer = steps_per_second(budget, || {
         let _ = inner.logits(infer_batch.images.clone()).into_data();
     }) * INFER_BATCH as f64;
-    Throughput {
-        train,
-        infer,
-        memory_bytes: None,
-    }
+    Throughput { train, infer }
 }
 
 /// Measures one model on one backend with one convolution: `text`'s character model where given,
@@ -359,9 +358,9 @@ pub fn measure(
     conv: ConvImplementation,
     seconds: f64,
     text: Option<&LanguagePreset>,
-) -> Result<Throughput> {
+) -> Result<Measurement> {
     let start = reset_peak_memory();
-    let mut t = run_on(
+    let speed = run_on(
         kind,
         &DeviceSpec::Count(1),
         BenchTask {
@@ -371,10 +370,13 @@ pub fn measure(
             text,
         },
     )?;
-    t.memory_bytes = start
+    let memory_bytes = start
         .zip(crate::bench_gnn::peak_rss())
         .map(|(start, peak)| peak.saturating_sub(start));
-    Ok(t)
+    Ok(Measurement {
+        speed,
+        memory_bytes,
+    })
 }
 
 /// Bytes as MiB, or "-" where unknown.
@@ -468,13 +470,14 @@ fn bench_all(kinds: &[BackendKind], args: &BenchArgs) -> Result<()> {
         };
         let figures = reference.as_ref().and_then(|r| r.models.get(name).copied());
         for &kind in kinds {
-            let t = measure(
+            let m = measure(
                 kind,
                 model,
                 ConvImplementation::Pdl,
                 args.seconds,
                 text.as_ref(),
             )?;
+            let t = m.speed;
             println!(
                 "| {name} | {shape} | {} | {:.1}{} | {:.1}{} | {} |{}",
                 kind.name(),
@@ -482,7 +485,7 @@ fn bench_all(kinds: &[BackendKind], args: &BenchArgs) -> Result<()> {
                 ratio(t.train, figures.map(|f| f.train)),
                 t.infer,
                 ratio(t.infer, figures.map(|f| f.infer)),
-                mib(t.memory_bytes),
+                mib(m.memory_bytes),
                 match (&reference, figures.and_then(|f| f.memory_mib)) {
                     (None, _) => String::new(),
                     (Some(_), Some(m)) => format!(" {m:.0} |"),
@@ -590,7 +593,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     for kind in kinds {
         for &conv in &convs {
-            let t = measure(kind, args.model, conv, args.seconds, text.as_ref())?;
+            let m = measure(kind, args.model, conv, args.seconds, text.as_ref())?;
+            let t = m.speed;
             println!(
                 "{:<8}  {:<5}  {:>22}  {:>24}  {:>8}",
                 kind.name(),
@@ -600,7 +604,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 },
                 format!("{:.1}{}", t.train, ratio(t.train, args.reference_train)),
                 format!("{:.1}{}", t.infer, ratio(t.infer, args.reference_infer)),
-                mib(t.memory_bytes),
+                mib(m.memory_bytes),
             );
         }
     }

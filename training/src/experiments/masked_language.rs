@@ -16,7 +16,7 @@
 //! Artifacts: those of every run, and `vocab.txt`, which the fine-tuning run takes with the
 //! encoder.
 
-use super::text_classification::{SentenceOptions, VOCAB_FILE, load_splits};
+use super::text_classification::{EVAL_BATCH, SentenceOptions, VOCAB_FILE, load_splits};
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::ExperimentConfig;
 use crate::job::{Job, Loaders, Scoring, Training};
@@ -39,8 +39,6 @@ pub type MaskedTextExperimentConfig = RunConfig<MaskedLanguageModelConfig, Sente
 /// What the pipeline hands a model: sentences with hidden words.
 type MaskedTextJob<'a, B> =
     Job<'a, B, MaskedSentenceBatch<B>, MaskedSentenceBatch<<B as AutodiffBackend>::InnerBackend>>;
-
-const EVAL_BATCH: usize = 256;
 
 impl MaskedTextExperimentConfig {
     /// Masked-language pre-training of `model` on `dataset`'s training sentences, with the

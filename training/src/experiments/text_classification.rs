@@ -139,7 +139,8 @@ impl Default for SentenceOptions {
     }
 }
 
-const EVAL_BATCH: usize = 256;
+/// Sentences per evaluation batch (no gradients kept), for every sentence pipeline.
+pub(crate) const EVAL_BATCH: usize = 256;
 
 impl SentenceExperimentConfig {
     /// A run of `model` on `dataset` with `training` and the default [`SentenceOptions`].
@@ -380,18 +381,23 @@ pub fn eval<B: AutodiffBackend>(
     let path = ctx.artifact_dir.join(VOCAB_FILE);
     let saved = WordVocab::load(&path)?;
     let splits = match config.data.pretrained {
-        Some(_) => load_splits(config, ctx, Some(saved.clone()))?,
-        None => load_splits(config, ctx, None)?,
+        Some(_) => load_splits(config, ctx, Some(saved))?,
+        None => {
+            let splits = load_splits(config, ctx, None)?;
+            if saved != splits.vocab {
+                bail!(
+                    "{}: the run's vocabulary differs from the one the data gives now; was the \
+                     data changed?",
+                    path.display()
+                );
+            }
+            splits
+        }
     };
-    if saved != splits.vocab {
-        bail!(
-            "{}: the run's vocabulary differs from the one the data gives now; was the data \
-             changed?",
-            path.display()
-        );
-    }
     let test = loader(splits.test, config, None, &device);
-    let model = config.model.sized(saved.len(), config.data.num_classes);
+    let model = config
+        .model
+        .sized(splits.vocab.len(), config.data.num_classes);
     model
         .run::<B>(Scoring::new(ctx, device, test).into(), None)?
         .scores()
