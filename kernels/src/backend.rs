@@ -12,17 +12,21 @@
 //! router backend, one added later) it runs Burn's own op. The type test is `TypeId` equality,
 //! decided at compile time after monomorphisation, so the dispatch costs nothing at run time.
 
-use crate::host::{self, HostValues};
+use crate::attention::HostMask;
+use crate::host::{self, HostValues, Matrix};
 use crate::pool::Window;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+#[cfg(feature = "flex")]
+use burn::tensor::ops::ModuleOps;
+use burn::tensor::ops::{ConvOptions, FloatTensor};
 use std::any::{Any, TypeId};
 use std::ops::ControlFlow;
 
 /// A backend with this crate's fast paths: the convolution whose backward pass is written out
-/// ([`crate::conv`]), max pooling, batch normalisation and dropout on the host. Each method's default is Burn's op;
+/// ([`crate::conv`]), max pooling, batch normalisation, dropout, the LSTM and attention on the
+/// host. Each method's default is Burn's op;
 /// the CPU backends override the forward passes with host kernels, and `Autodiff<B>` overrides
 /// them with custom autodiff ops.
 pub trait KernelBackend: Backend {
@@ -48,6 +52,20 @@ pub trait KernelBackend: Backend {
     /// matmul of the host kernels. The default runs the backend's own matmul on them.
     fn host_matmul(a: Vec<f32>, b: Vec<f32>, [m, k, n]: [usize; 3]) -> Vec<f32> {
         host::matmul_through::<Self>(a, b, [m, k, n])
+    }
+
+    /// `dst = a b`, or `dst += a b` when `accumulate`, for matrices held on the host in any
+    /// layout ([`Matrix`]), `dst` row-major `[a.rows, b.cols]`: the products of the recurrent
+    /// kernels ([`crate::lstm`]), which read time steps and transposes where they lie. The
+    /// default copies both into row-major order for [`KernelBackend::host_matmul`].
+    fn host_gemm(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+        let shape = [a.rows, a.cols, b.cols];
+        let product = Self::host_matmul(a.to_row_major(), b.to_row_major(), shape);
+        if accumulate {
+            dst.iter_mut().zip(product).for_each(|(d, p)| *d += p);
+        } else {
+            dst.copy_from_slice(&product);
+        }
     }
 
     /// Max pooling, Burn's `max_pool2d` with the same arguments (padding symmetric, output size
@@ -83,6 +101,45 @@ pub trait KernelBackend: Backend {
     ) -> Option<FloatTensor<Self>> {
         if Self::HOST_KERNELS {
             crate::norm::batch_norm_inference_on_host::<Self>(&x, channels, epsilon)
+        } else {
+            None
+        }
+    }
+
+    /// An LSTM layer over a whole sequence ([`crate::lstm`]): `[projected, weight, bias, h0,
+    /// c0]` to the packed output `[batch, steps + 1, d_hidden]`; `None` runs the model's own
+    /// steps instead. The default is the host pass where [`KernelBackend::HOST_KERNELS`], `None`
+    /// elsewhere.
+    fn lstm_fast(args: [FloatTensor<Self>; 5]) -> Option<FloatTensor<Self>> {
+        if Self::HOST_KERNELS {
+            crate::lstm::forward::<Self>(&args, false).map(|(output, _)| output)
+        } else {
+            None
+        }
+    }
+
+    /// Scaled dot-product attention ([`crate::attention`]): `[q, k, v]`, the mask and the masked
+    /// score to the output `[batch, heads, t_q, d_v]`; `None` runs the model's tensor ops
+    /// instead. The default is the host pass where [`KernelBackend::HOST_KERNELS`], `None`
+    /// elsewhere.
+    fn attention_fast(
+        qkv: [FloatTensor<Self>; 3],
+        mask: Option<HostMask>,
+        masked_score: f32,
+    ) -> Option<FloatTensor<Self>> {
+        if Self::HOST_KERNELS {
+            crate::attention::forward::<Self>(&qkv, mask.as_ref(), masked_score)
+                .map(|(output, _)| output)
+        } else {
+            None
+        }
+    }
+
+    /// QuickGELU ([`crate::gelu`]) of a 1-D tensor; `None` runs Burn's ops instead. The default is
+    /// the host pass where [`KernelBackend::HOST_KERNELS`], `None` elsewhere.
+    fn quick_gelu_fast(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        if Self::HOST_KERNELS {
+            crate::gelu::forward::<Self>(&x)
         } else {
             None
         }
@@ -129,7 +186,11 @@ impl KernelBackend for burn::backend::Flex {
     // operands into aligned tensors, zeroes the output and copies it out again, ~10% of a
     // training step of the classic net.
     fn host_matmul(a: Vec<f32>, b: Vec<f32>, shape: [usize; 3]) -> Vec<f32> {
-        host::gemm(&a, &b, shape)
+        host::matmul_with(host::gemm_into, &a, &b, shape)
+    }
+
+    fn host_gemm(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+        host::gemm_into(dst, a, b, accumulate)
     }
 
     // Flex's own pooling takes 18 ms for the classic net's pool, the host pass ~2 ms. (ndarray's
@@ -167,7 +228,11 @@ impl KernelBackend for burn::backend::NdArray {
     // workers spin beside the gemm's own threads; the weight gradient's eight chunks of the
     // classic net's second layer took 27 ms that way against 18 ms called directly.
     fn host_matmul(a: Vec<f32>, b: Vec<f32>, shape: [usize; 3]) -> Vec<f32> {
-        host::sgemm(&a, &b, shape)
+        host::matmul_with(host::sgemm_into, &a, &b, shape)
+    }
+
+    fn host_gemm(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+        host::sgemm_into(dst, a, b, accumulate)
     }
 
     fn with_values<R, const D: usize>(
@@ -221,6 +286,22 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         epsilon: f64,
     ) -> Option<[FloatTensor<Self>; 3]> {
         crate::norm::autodiff_batch_norm::<B, C>(x, gamma, beta, epsilon)
+    }
+
+    fn lstm_fast(args: [FloatTensor<Self>; 5]) -> Option<FloatTensor<Self>> {
+        crate::lstm::autodiff_lstm::<B, C>(args)
+    }
+
+    fn attention_fast(
+        qkv: [FloatTensor<Self>; 3],
+        mask: Option<HostMask>,
+        masked_score: f32,
+    ) -> Option<FloatTensor<Self>> {
+        crate::attention::autodiff_attention::<B, C>(qkv, mask, masked_score)
+    }
+
+    fn quick_gelu_fast(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        crate::gelu::autodiff_quick_gelu::<B, C>(x)
     }
 }
 

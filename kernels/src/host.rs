@@ -85,39 +85,125 @@ pub(crate) fn lend_data<R, const D: usize>(
     Some(f(HostValues::contiguous(values, dims)))
 }
 
-/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by the `gemm` crate (flex's gemm).
-#[cfg(feature = "flex")]
-pub(crate) fn gemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
+/// A matrix as the host sees it, in a slice: element `(r, c)` is `values[r row_stride + c
+/// col_stride]`. A transpose is the same values with the strides swapped, so the gemm reads it
+/// where it lies.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    /// The values, from element `(0, 0)`.
+    pub values: &'a [f32],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Elements between one row and the next.
+    pub row_stride: usize,
+    /// Elements between one column and the next.
+    pub col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// `values` as a row-major `[rows, cols]` matrix.
+    pub fn row_major(values: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            values,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose: the same values, read down the columns.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Panics unless every element lies inside `values` (what the gemm calls rely on).
+    #[cfg(any(feature = "flex", feature = "ndarray", test))]
+    fn check(&self) {
+        let last = (self.rows.saturating_sub(1)) * self.row_stride
+            + (self.cols.saturating_sub(1)) * self.col_stride;
+        assert!(
+            self.rows * self.cols == 0 || last < self.values.len(),
+            "host gemm: a {}x{} matrix with strides ({}, {}) reaches past its {} values",
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+            self.values.len()
+        );
+    }
+
+    /// The values, row-major.
+    pub(crate) fn to_row_major(self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            extend_run(
+                &mut out,
+                self.values,
+                r * self.row_stride,
+                self.col_stride,
+                self.cols,
+            );
+        }
+        out
+    }
+}
+
+/// Checks the shapes of `dst = a b` (or `dst += a b`) and returns `[m, k, n]`.
+#[cfg(any(feature = "flex", feature = "ndarray", test))]
+fn product_shape(dst: &[f32], a: &Matrix<'_>, b: &Matrix<'_>) -> [usize; 3] {
+    a.check();
+    b.check();
     assert!(
-        a.len() == m * k && b.len() == k * n,
-        "host_matmul: shapes and lengths differ"
+        a.cols == b.rows && dst.len() == a.rows * b.cols,
+        "host gemm: {}x{} times {}x{} into {} values",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        dst.len()
     );
-    let mut c = vec![0.0f32; m * n];
+    [a.rows, a.cols, b.cols]
+}
+
+/// `dst = a b`, or `dst += a b` when `accumulate`, with `dst` row-major `[a.rows, b.cols]`, by
+/// the `gemm` crate (flex's gemm).
+#[cfg(feature = "flex")]
+pub(crate) fn gemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+    let [m, k, n] = product_shape(dst, &a, &b);
     // Threads only pay off on a large product (flex's own threshold).
     let parallelism = if m * n * k >= 192 * 192 * 192 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: `a`, `b` and `c` hold `m k`, `k n` and `m n` values, row-major with the strides
-    // passed (column stride first), so every element gemm reads or writes is in bounds, and `c`
-    // is not aliased.
+    // SAFETY: `product_shape` checked that every element of `a` and `b` their strides reach lies
+    // in their slices, and that `dst` holds `m n` values, written row-major; `dst` is a `&mut`,
+    // so not aliased.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0f32,
+            accumulate,
+            a.values.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.values.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
             1.0f32,
             false,
             false,
@@ -125,39 +211,57 @@ pub(crate) fn gemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
             parallelism,
         );
     }
-    c
 }
 
-/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by `matrixmultiply` (ndarray's gemm).
+/// `dst = a b`, or `dst += a b` when `accumulate`, with `dst` row-major `[a.rows, b.cols]`, by
+/// `matrixmultiply` (ndarray's gemm).
 #[cfg(any(feature = "ndarray", test))]
-pub(crate) fn sgemm(a: &[f32], b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
-    assert!(
-        a.len() == m * k && b.len() == k * n,
-        "host_matmul: shapes and lengths differ"
-    );
-    let mut c = vec![0.0f32; m * n];
-    let (k_stride, n_stride) = (k as isize, n as isize);
-    // SAFETY: `a`, `b` and `c` hold `m k`, `k n` and `m n` values, row-major with the strides
-    // passed (row stride first), so every element sgemm reads or writes is in bounds, and `c` is
-    // not aliased.
+pub(crate) fn sgemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+    let [m, k, n] = product_shape(dst, &a, &b);
+    if m * n == 0 {
+        return;
+    }
+    // SAFETY: as in `gemm_into`: every element the strides reach is in bounds, and `dst` is not
+    // aliased.
     unsafe {
         matrixmultiply::sgemm(
             m,
             k,
             n,
             1.0,
-            a.as_ptr(),
-            k_stride,
-            1,
-            b.as_ptr(),
-            n_stride,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n_stride,
+            a.values.as_ptr(),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.values.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            dst.as_mut_ptr(),
+            n as isize,
             1,
         );
     }
+}
+
+/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by `product` (one of the two above).
+#[cfg(any(feature = "flex", feature = "ndarray", test))]
+pub(crate) fn matmul_with(
+    product: fn(&mut [f32], Matrix<'_>, Matrix<'_>, bool),
+    a: &[f32],
+    b: &[f32],
+    [m, k, n]: [usize; 3],
+) -> Vec<f32> {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "host_matmul: shapes and lengths differ"
+    );
+    let mut c = vec![0.0f32; m * n];
+    product(
+        &mut c,
+        Matrix::row_major(a, m, k),
+        Matrix::row_major(b, k, n),
+        false,
+    );
     c
 }
 

@@ -15,15 +15,21 @@
 //! | [`pool`] | max pooling in one host pass that remembers each window's pick |
 //! | [`norm`] | batch norm in training: three host passes forward, two backward |
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
+//! | [`attention`] | scaled dot-product attention as one op per (sequence, head), forward and backward |
+//! | [`gelu`] | QuickGELU, `x sigmoid(1.702 x)`, as one host pass forward and one backward |
+//! | [`lstm`] | an LSTM layer over a whole sequence as one op, backpropagation through time written out |
+//! | `activation.rs` | `exp`, sigmoid and `tanh` without a library call, so that their loops vectorise |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
 //! | `host.rs` | the tensors' values as the host sees them, and the gemm every host kernel calls |
-//! | `parity.rs` | checks against Burn's ops (feature `parity`, for `pdl-tests`) |
+//! | `parity/` | checks against Burn's ops (feature `parity`, for `pdl-tests`) |
 //!
 //! The only crate of the workspace with backend features and gemm dependencies; it knows no
 //! model and no file format.
 
 // Built with no backend feature (as `cargo check -p pdl-models` builds it), no fast path is
 // compiled in, so the dispatch has nothing to dispatch to.
+mod activation;
+pub mod attention;
 #[cfg_attr(
     not(any(
         feature = "flex",
@@ -36,17 +42,22 @@
 mod backend;
 pub mod conv;
 pub mod dropout;
+pub mod gelu;
 mod host;
+pub mod lstm;
 pub mod norm;
 #[cfg(any(test, feature = "parity"))]
 pub mod parity;
 pub mod pool;
 mod rng;
 
+pub use attention::{attention, fused_attention};
 pub use backend::KernelBackend;
 pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};
 pub use dropout::{Dropout, DropoutConfig, RunEpoch};
-pub use host::HostValues;
+pub use gelu::quick_gelu;
+pub use host::{HostValues, Matrix};
+pub use lstm::{LstmRun, fused_lstm, lstm};
 pub use norm::{BatchNorm, BatchNormConfig};
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
 

@@ -17,6 +17,11 @@
 //! A test gives [`MultiHeadAttention`] the weights of `burn::nn::attention::MultiHeadAttention`
 //! and shows equal outputs, with and without masks.
 //!
+//! On the CPU backends [`MultiHeadAttention::forward`] runs the attention of all heads as one
+//! fused op (`pdl_kernels::attention`: the equation above with its backward written out), unless
+//! attention dropout is active; [`scaled_dot_product_attention`] is the same computation in tensor
+//! ops, and what every other backend runs.
+//!
 //! For generation, [`MultiHeadAttention::forward_cached`] keeps the keys and values of the tokens
 //! already read in a [`KvCache`], so each new token costs one query against the cache instead of
 //! recomputing the whole sequence.
@@ -189,8 +194,8 @@ impl<B: Backend> MultiHeadAttention<B> {
         value_in: Tensor<B, 3>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
-        self.forward_with_weights(query_in, key_in, value_in, mask)
-            .0
+        let [q, k, v] = self.project(query_in, key_in, value_in);
+        self.output.forward(merge_heads(self.attend(q, k, v, mask)))
     }
 
     /// [`Self::forward`], also returning the attention weights of every head (to plot them).
@@ -205,11 +210,46 @@ impl<B: Backend> MultiHeadAttention<B> {
         value_in: Tensor<B, 3>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let q = self.heads(self.query.forward(query_in)); // [batch, heads, t_q, d_k]
-        let k = self.heads(self.key.forward(key_in)); // [batch, heads, t_k, d_k]
-        let v = self.heads(self.value.forward(value_in)); // [batch, heads, t_k, d_k]
+        let [q, k, v] = self.project(query_in, key_in, value_in);
         let (out, weights) = scaled_dot_product_attention(q, k, v, mask, Some(&self.dropout));
         (self.output.forward(merge_heads(out)), weights)
+    }
+
+    /// The queries, keys and values of every head.
+    ///
+    /// # Shapes
+    /// - output: `[batch, heads, t_q, d_k]`, then `[batch, heads, t_k, d_k]` twice
+    fn project(
+        &self,
+        query_in: Tensor<B, 3>,
+        key_in: Tensor<B, 3>,
+        value_in: Tensor<B, 3>,
+    ) -> [Tensor<B, 4>; 3] {
+        [
+            self.heads(self.query.forward(query_in)),
+            self.heads(self.key.forward(key_in)),
+            self.heads(self.value.forward(value_in)),
+        ]
+    }
+
+    /// [`scaled_dot_product_attention`]'s output without its weights: on the CPU backends one
+    /// fused op, `pdl_kernels::attention` (the same equation, its backward written out; see
+    /// `kernels/src/attention.rs`), unless attention dropout is active.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 4> {
+        let dropping = B::ad_enabled(&q.device()) && self.dropout.prob > 0.0;
+        if !dropping
+            && let Some(out) =
+                pdl_kernels::attention(q.clone(), k.clone(), v.clone(), mask.clone(), MASKED_SCORE)
+        {
+            return out;
+        }
+        scaled_dot_product_attention(q, k, v, mask, Some(&self.dropout)).0
     }
 
     /// Self-attention of new tokens `x` over the cached ones and themselves, returning the output
@@ -241,13 +281,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         let t_all = cache.seq_len();
         // One new token may look at everything: no mask needed.
         let mask = (causal && t_new > 1).then(|| causal_mask(t_new, t_all, &q.device()));
-        let (out, _) = scaled_dot_product_attention(
-            q,
-            cache.keys.clone(),
-            cache.values.clone(),
-            mask,
-            Some(&self.dropout),
-        );
+        let out = self.attend(q, cache.keys.clone(), cache.values.clone(), mask);
         (self.output.forward(merge_heads(out)), cache)
     }
 

@@ -5,6 +5,14 @@
 //! every backend (flex, and wgpu on software Vulkan in CI); the unit tests here run them on
 //! ndarray.
 
+mod attention;
+mod gelu;
+mod lstm;
+
+pub use attention::{attention_reference, check_attention};
+pub use gelu::check_quick_gelu;
+pub use lstm::{check_lstm, lstm_reference};
+
 use crate::conv::{Conv2d, Conv2dConfig, ConvImplementation, resolve_padding};
 use crate::norm::BatchNormConfig;
 use crate::pool::MaxPool2dConfig;

@@ -1,0 +1,319 @@
+//! Scaled dot-product attention, `softmax(Q K^T / sqrt(d_k) + M) V`, as one op with its backward
+//! pass written out.
+//!
+//! Written in tensor ops (`pdl_models::attention::scaled_dot_product_attention`), attention is a
+//! copy of the keys' transpose, a batched matmul, a division, a masked fill, a softmax of five ops
+//! (max, subtract, exp, sum, divide) and a second batched matmul, each with its own backward
+//! step, and the heads' `[batch, heads, t, d_k]` views of the projections are copied before each
+//! matmul. Here, for each (sequence, head) pair, on the host:
+//!
+//! - **forward**: `S = Q K^T` (one gemm reading the heads where they lie, the transpose by
+//!   strides), then per row the scale, the mask and the softmax in one pass (the `exp` of
+//!   [`crate::activation`]), then `O = P V`; `P` is kept for the backward pass (`t_q x t_k` per
+//!   pair, 16 KiB at the GPT's 64 positions);
+//! - **backward**: `dP = dO V^T`, `dV = P^T dO`, `dS = P (dP - rowsum(P dP)) / sqrt(d_k)` (zero at
+//!   masked scores), `dQ = dS K`, `dK = dS^T Q`.
+//!
+//! The pairs are independent and run on all cores (rayon). Attention dropout is not part of the
+//! op: the model runs the tensor ops where dropout is active.
+
+use crate::KernelBackend;
+use crate::activation::exp;
+use crate::backend::{Op, host_kernels, run};
+use crate::host::{HostValues, Matrix};
+use burn::backend::Autodiff;
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{TensorData, TensorMetadata, TensorPrimitive};
+use rayon::prelude::*;
+
+/// Whether [`attention`] runs on backend `B` (the CPU backends, with or without autodiff).
+pub fn fused_attention<B: Backend>() -> bool {
+    host_kernels::<B>()
+}
+
+/// `softmax(q k^T / sqrt(d_k) + M) v` for every sequence and head, where `M` is `masked_score` at
+/// the positions `mask` is true and 0 elsewhere; `None` on a backend without this crate's host
+/// kernels (see [`fused_attention`]), or a mask that does not broadcast.
+///
+/// # Shapes
+/// - q: `[batch, heads, t_q, d_k]`
+/// - k: `[batch, heads, t_k, d_k]`
+/// - v: `[batch, heads, t_k, d_v]`
+/// - mask: `[batch or 1, heads or 1, t_q or 1, t_k]`, true where a query may not look at a key
+/// - output: `[batch, heads, t_q, d_v]`
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    masked_score: f32,
+) -> Option<Tensor<B, 4>> {
+    if !fused_attention::<B>() {
+        return None;
+    }
+    let [batch, heads, t_q, _] = q.dims();
+    let [_, _, t_k, _] = k.dims();
+    let mask = match mask {
+        None => None,
+        Some(mask) => {
+            let dims = mask.dims();
+            let fits = (dims[0] == 1 || dims[0] == batch)
+                && (dims[1] == 1 || dims[1] == heads)
+                && (dims[2] == 1 || dims[2] == t_q)
+                && dims[3] == t_k;
+            if !fits {
+                return None;
+            }
+            let values = mask.into_data().convert::<bool>().to_vec::<bool>().ok()?;
+            Some(HostMask { values, dims })
+        }
+    };
+    let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
+    let output = run::<AttentionOp, B>(([q, k, v], mask, masked_score))?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(output)))
+}
+
+/// Which scores are masked, on the host: `[batch or 1, heads or 1, t_q or 1, t_k]`, true where
+/// masked; an axis of size 1 broadcasts.
+#[derive(Debug, Clone)]
+pub struct HostMask {
+    values: Vec<bool>,
+    dims: [usize; 4],
+}
+
+impl HostMask {
+    /// Row `i` of sequence `b`, head `h`.
+    fn row(&self, b: usize, h: usize, i: usize) -> &[bool] {
+        let [batches, heads, rows, t_k] = self.dims;
+        let at = |index: usize, size: usize| if size == 1 { 0 } else { index };
+        let (b, h, i) = (at(b, batches), at(h, heads), at(i, rows));
+        &self.values[((b * heads + h) * rows + i) * t_k..][..t_k]
+    }
+}
+
+/// [`attention`] as an [`Op`]: `([q, k, v], mask, masked score)` to the output.
+struct AttentionOp;
+
+impl Op for AttentionOp {
+    type Args<B: Backend> = ([FloatTensor<B>; 3], Option<HostMask>, f32);
+    type Output<B: Backend> = Option<FloatTensor<B>>;
+
+    fn fast<F: KernelBackend>((qkv, mask, masked_score): Self::Args<F>) -> Option<FloatTensor<F>> {
+        F::attention_fast(qkv, mask, masked_score)
+    }
+
+    fn reference<B: Backend>(_: Self::Args<B>) -> Option<FloatTensor<B>> {
+        None
+    }
+}
+
+/// What the backward pass needs: the inputs, the mask, and every pair's softmax `P`.
+#[derive(Debug, Clone)]
+pub(crate) struct Saved<B: Backend> {
+    qkv: [FloatTensor<B>; 3],
+    mask: Option<HostMask>,
+    /// `[batch, heads, t_q, t_k]`.
+    weights: Vec<f32>,
+}
+
+/// The `[rows, cols]` matrix of pair `(b, h)` in a `[batch, heads, rows, cols]` tensor.
+fn pair<'a>(t: &HostValues<'a, 4>, b: usize, h: usize) -> Matrix<'a> {
+    Matrix {
+        values: &t.values[b * t.strides[0] + h * t.strides[1]..],
+        rows: t.dims[2],
+        cols: t.dims[3],
+        row_stride: t.strides[2],
+        col_stride: t.strides[3],
+    }
+}
+
+/// Lends the values of q, k and v to `f`; `None` unless all three are lent as `f32`.
+fn with_qkv<B: KernelBackend, R>(
+    [q, k, v]: &[FloatTensor<B>; 3],
+    f: impl FnOnce([HostValues<'_, 4>; 3]) -> R,
+) -> Option<R> {
+    B::with_values(q, |q| {
+        B::with_values(k, |k| B::with_values(v, |v| f([q, k, v])))
+    })
+    .flatten()
+    .flatten()
+}
+
+/// The forward pass on the host: the output `[batch, heads, t_q, d_v]` and every pair's softmax;
+/// `None` when the values are not lent as `f32` or the shapes do not fit together.
+pub(crate) fn forward<B: KernelBackend>(
+    qkv: &[FloatTensor<B>; 3],
+    mask: Option<&HostMask>,
+    masked_score: f32,
+) -> Option<(FloatTensor<B>, Vec<f32>)> {
+    let [q, k, v] = qkv.each_ref().map(|t| t.shape().dims::<4>());
+    let [batch, heads, t_q, d_k] = q;
+    let [t_k, d_v] = [k[2], v[3]];
+    if k != [batch, heads, t_k, d_k] || v[..3] != [batch, heads, t_k] || t_q * t_k == 0 {
+        return None;
+    }
+    let scale = 1.0 / (d_k as f32).sqrt();
+    let mut output = vec![0.0f32; batch * heads * t_q * d_v];
+    let mut weights = vec![0.0f32; batch * heads * t_q * t_k];
+    with_qkv::<B, _>(qkv, |[q, k, v]| {
+        output
+            .par_chunks_mut(t_q * d_v)
+            .zip(weights.par_chunks_mut(t_q * t_k))
+            .enumerate()
+            .for_each(|(index, (out, p))| {
+                let (b, h) = (index / heads, index % heads);
+                B::host_gemm(p, pair(&q, b, h), pair(&k, b, h).t(), false);
+                for (i, row) in p.chunks_exact_mut(t_k).enumerate() {
+                    let masked = mask.map(|m| m.row(b, h, i));
+                    softmax_row(row, scale, masked, masked_score);
+                }
+                B::host_gemm(out, Matrix::row_major(p, t_q, t_k), pair(&v, b, h), false);
+            });
+    })?;
+    let device = B::float_device(&qkv[0]);
+    let output = B::float_from_data(TensorData::new(output, [batch, heads, t_q, d_v]), &device);
+    Some((output, weights))
+}
+
+/// One row of scores in place: scaled, masked, then its softmax.
+fn softmax_row(row: &mut [f32], scale: f32, masked: Option<&[bool]>, masked_score: f32) {
+    match masked {
+        Some(masked) => row.iter_mut().zip(masked).for_each(|(s, &m)| {
+            *s = if m { masked_score } else { *s * scale };
+        }),
+        None => row.iter_mut().for_each(|s| *s *= scale),
+    }
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // Separate passes, so that the exp vectorises (a running sum would order the loop).
+    row.iter_mut().for_each(|s| *s = exp(*s - max));
+    let inverse = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|s| *s *= inverse);
+}
+
+/// The backward pass on the host: `[dq, dk, dv]`, row-major, from the output's gradient.
+fn backward_on_host<B: KernelBackend>(
+    [q, k, v]: [HostValues<'_, 4>; 3],
+    upstream: HostValues<'_, 4>,
+    saved: &Saved<B>,
+) -> [Vec<f32>; 3] {
+    let [batch, heads, t_q, d_k] = q.dims;
+    let [t_k, d_v] = [k.dims[2], v.dims[3]];
+    let scale = 1.0 / (d_k as f32).sqrt();
+    let mut dq = vec![0.0f32; batch * heads * t_q * d_k];
+    let mut dk = vec![0.0f32; batch * heads * t_k * d_k];
+    let mut dv = vec![0.0f32; batch * heads * t_k * d_v];
+    dq.par_chunks_mut(t_q * d_k)
+        .zip(dk.par_chunks_mut(t_k * d_k))
+        .zip(dv.par_chunks_mut(t_k * d_v))
+        .enumerate()
+        .for_each(|(index, ((dq, dk), dv))| {
+            let (b, h) = (index / heads, index % heads);
+            let p = &saved.weights[index * t_q * t_k..][..t_q * t_k];
+            let p_matrix = Matrix::row_major(p, t_q, t_k);
+            let d_out = pair(&upstream, b, h);
+            // dV = P^T dO; dP = dO V^T.
+            B::host_gemm(dv, p_matrix.t(), d_out, false);
+            let mut ds = vec![0.0f32; t_q * t_k];
+            B::host_gemm(&mut ds, d_out, pair(&v, b, h).t(), false);
+            // dS = P (dP - rowsum(P dP)), times the scale; zero where the mask replaced the score.
+            for (i, (ds_row, p_row)) in ds
+                .chunks_exact_mut(t_k)
+                .zip(p.chunks_exact(t_k))
+                .enumerate()
+            {
+                let dot: f32 = ds_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
+                for (d, p) in ds_row.iter_mut().zip(p_row) {
+                    *d = p * (*d - dot) * scale;
+                }
+                if let Some(mask) = &saved.mask {
+                    for (d, &m) in ds_row.iter_mut().zip(mask.row(b, h, i)) {
+                        if m {
+                            *d = 0.0;
+                        }
+                    }
+                }
+            }
+            let ds = Matrix::row_major(&ds, t_q, t_k);
+            B::host_gemm(dq, ds, pair(&k, b, h), false);
+            B::host_gemm(dk, ds.t(), pair(&q, b, h), false);
+        });
+    [dq, dk, dv]
+}
+
+/// The backward step of [`autodiff_attention`]; parents `[q, k, v]`.
+#[derive(Debug)]
+struct PdlAttention;
+
+impl<B: KernelBackend> Backward<B, 3> for PdlAttention {
+    type State = Saved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let upstream = grads.consume::<B>(&ops.node);
+        let saved = ops.state;
+        let device = B::float_device(&upstream);
+        let shapes = saved.qkv.each_ref().map(|t| t.shape());
+        let gradients = with_qkv::<B, _>(&saved.qkv, |qkv| {
+            B::with_values(&upstream, |u: HostValues<'_, 4>| {
+                backward_on_host::<B>(qkv, u, &saved)
+            })
+        })
+        .flatten()
+        .expect("the forward pass lent this backend's values as f32");
+        for ((node, values), shape) in ops.parents.into_iter().zip(gradients).zip(shapes) {
+            if let Some(node) = node {
+                let grad = B::float_from_data(TensorData::new(values, shape), &device);
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// The autodiff backends' [`KernelBackend::attention_fast`]: the host forward pass recorded with
+/// its written-out backward; `None` unless the inner backend runs host kernels.
+pub(crate) fn autodiff_attention<B: KernelBackend, C: CheckpointStrategy>(
+    qkv: [FloatTensor<Autodiff<B, C>>; 3],
+    mask: Option<HostMask>,
+    masked_score: f32,
+) -> Option<FloatTensor<Autodiff<B, C>>> {
+    if !B::HOST_KERNELS {
+        return None;
+    }
+    let inner = qkv.each_ref().map(|t| t.primitive.clone());
+    let (output, weights) = forward::<B>(&inner, mask.as_ref(), masked_score)?;
+    let nodes = qkv.map(|t| t.node);
+    Some(
+        match PdlAttention.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(
+                Saved {
+                    qkv: inner,
+                    mask,
+                    weights,
+                },
+                output,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parity::check_attention;
+    use burn::backend::{Autodiff, NdArray};
+
+    #[test]
+    fn the_fused_attention_equals_burns_ops_in_values_and_gradients() {
+        check_attention::<Autodiff<NdArray>>(&Default::default()).unwrap();
+    }
+}
