@@ -1,6 +1,6 @@
 //! Parity of [`crate::attention`] with attention written in Burn's ops.
 
-use super::{Agreement, compare_values, pseudo_random};
+use super::{Agreement, compare_gradients, compare_values, pseudo_random};
 use crate::attention::{attention, fused_attention};
 use crate::rng::SplitMix64;
 use burn::prelude::*;
@@ -80,21 +80,12 @@ pub fn check_attention<B: AutodiffBackend>(device: &B::Device) -> Result<(), Str
         };
         let (ours, reference) = (run(true)?, run(false)?);
         compare_values(case, "output", ours.0, reference.0, Agreement::Close)?;
-        for (what, (a, b)) in ["q", "k", "v"]
-            .into_iter()
-            .zip(ours.1.into_iter().zip(reference.1))
-        {
-            match (a, b) {
-                (Some(a), Some(b)) => compare_values(case, what, a, b, Agreement::Close)?,
-                (a, b) => {
-                    return Err(format!(
-                        "{case}: gradient of {what}: ours {}, Burn's {}",
-                        a.is_some(),
-                        b.is_some()
-                    ));
-                }
-            }
-        }
+        compare_gradients(
+            case,
+            ["q", "k", "v"],
+            (ours.1, reference.1),
+            Agreement::Close,
+        )?;
     }
     Ok(())
 }

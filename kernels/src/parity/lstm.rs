@@ -1,6 +1,6 @@
 //! Parity of [`crate::lstm`] with the same LSTM written in Burn's ops, one step at a time.
 
-use super::{Agreement, compare_values, pseudo_random};
+use super::{Agreement, compare_gradients, compare_values, pseudo_random};
 use crate::lstm::{fused_lstm, lstm};
 use crate::rng::SplitMix64;
 use burn::prelude::*;
@@ -100,18 +100,7 @@ pub fn check_lstm<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> 
             compare_values(&case, what, a, b, Agreement::Close)?;
         }
         let names = ["projected input", "W_h", "b_h", "h_0", "c_0"];
-        for (what, (a, b)) in names.into_iter().zip(ours.1.into_iter().zip(reference.1)) {
-            match (a, b) {
-                (Some(a), Some(b)) => compare_values(&case, what, a, b, Agreement::Close)?,
-                (a, b) => {
-                    return Err(format!(
-                        "{case}: gradient of {what}: ours {}, Burn's {}",
-                        a.is_some(),
-                        b.is_some()
-                    ));
-                }
-            }
-        }
+        compare_gradients(&case, names, (ours.1, reference.1), Agreement::Close)?;
     }
     Ok(())
 }

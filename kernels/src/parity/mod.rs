@@ -452,18 +452,8 @@ pub fn check_pool<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> 
                 };
                 let (ours, burns) = (run(true), run(false));
                 compare_values(&case, "output", ours.0, burns.0, Agreement::Exact)?;
-                match (ours.1, burns.1) {
-                    (Some(a), Some(b)) => {
-                        compare_values(&case, "input gradient", a, b, Agreement::Exact)?
-                    }
-                    (a, b) => {
-                        return Err(format!(
-                            "{case}: input gradient: ours {}, Burn's {}",
-                            a.is_some(),
-                            b.is_some()
-                        ));
-                    }
-                }
+                let gradients = ([ours.1], [burns.1]);
+                compare_gradients(&case, ["input"], gradients, Agreement::Exact)?;
             }
         }
     }
@@ -637,6 +627,31 @@ enum Agreement {
     Close,
     /// Equal, NaN where Burn has NaN: values picked, not computed (pooling).
     Exact,
+}
+
+/// Compares gradients, named by what they are the gradients of: each present on both sides and
+/// agreeing, or absent on both.
+fn compare_gradients<const N: usize>(
+    case: &str,
+    names: [&str; N],
+    (ours, burns): ([Option<TensorData>; N], [Option<TensorData>; N]),
+    agreement: Agreement,
+) -> Result<(), String> {
+    for ((name, ours), burns) in names.into_iter().zip(ours).zip(burns) {
+        let what = format!("gradient of {name}");
+        match (ours, burns) {
+            (Some(a), Some(b)) => compare_values(case, &what, a, b, agreement)?,
+            (None, None) => {}
+            (a, b) => {
+                return Err(format!(
+                    "{case}: {what}: ours {}, Burn's {}",
+                    a.is_some(),
+                    b.is_some()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Compares our result with Burn's, element by element.
