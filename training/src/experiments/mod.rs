@@ -607,9 +607,9 @@ pub const EXPERIMENTS: &[Experiment] = &[
         model: "char LSTM, 1 x 512, embedding 64, 1.22 M parameters",
         file: "models/src/rnn/language.rs",
         measured: Some(Measured {
-            score: "**valid 1.572 nats/char** (2.27 bits) ⁵",
+            score: "**valid 1.555 nats/char** (2.24 bits) ⁵",
             epochs: "9",
-            time: "28 min 55 s",
+            time: "12 min 39 s",
         }),
         published: None,
         preset: shakespeare_lstm,
@@ -652,9 +652,9 @@ pub const EXPERIMENTS: &[Experiment] = &[
         model: "char GPT, 4 causal pre-norm blocks of 128, 4 heads, context 64, weight-tied, 810 k parameters",
         file: "models/src/transformer/gpt.rs",
         measured: Some(Measured {
-            score: "**valid 1.535 nats/char** (2.21 bits) ⁷",
+            score: "**valid 1.536 nats/char** (2.22 bits) ⁷",
             epochs: "10",
-            time: "24 min 54 s",
+            time: "14 min 20 s",
         }),
         published: Some(Published {
             score: "1.47 nats/char",
