@@ -25,8 +25,8 @@ use std::any::{Any, TypeId};
 use std::ops::ControlFlow;
 
 /// A backend with this crate's fast paths: the convolution whose backward pass is written out
-/// ([`crate::conv`]), max pooling, batch normalisation, dropout, the LSTM and attention on the
-/// host. Each method's default is Burn's op;
+/// ([`crate::conv`]), max pooling, batch normalisation, dropout, the LSTM, attention and QuickGELU
+/// on the host. Each method's default is Burn's op (or `None`, for the model's own ops);
 /// the CPU backends override the forward passes with host kernels, and `Autodiff<B>` overrides
 /// them with custom autodiff ops.
 pub trait KernelBackend: Backend {
@@ -55,9 +55,10 @@ pub trait KernelBackend: Backend {
     }
 
     /// `dst = a b`, or `dst += a b` when `accumulate`, for matrices held on the host in any
-    /// layout ([`Matrix`]), `dst` row-major `[a.rows, b.cols]`: the products of the recurrent
-    /// kernels ([`crate::lstm`]), which read time steps and transposes where they lie. The
-    /// default copies both into row-major order for [`KernelBackend::host_matmul`].
+    /// layout ([`Matrix`]), `dst` row-major `[a.rows, b.cols]`: the products of the LSTM and
+    /// attention kernels ([`crate::lstm`], [`crate::attention`]), which read time steps, heads
+    /// and transposes where they lie. The default copies both into row-major order for
+    /// [`KernelBackend::host_matmul`].
     fn host_gemm(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
         let shape = [a.rows, a.cols, b.cols];
         let product = Self::host_matmul(a.to_row_major(), b.to_row_major(), shape);
