@@ -19,7 +19,7 @@
 
 use crate::KernelBackend;
 use crate::activation::exp;
-use crate::backend::{Op, host_kernels, run};
+use crate::backend::{Op, host_kernels, register_gradients, run};
 use crate::host::{HostValues, Matrix};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
@@ -270,12 +270,10 @@ impl<B: KernelBackend> Backward<B, 3> for PdlAttention {
         })
         .flatten()
         .expect("the forward pass lent this backend's values as f32");
-        for ((node, values), shape) in ops.parents.into_iter().zip(gradients).zip(shapes) {
-            if let Some(node) = node {
-                let grad = B::float_from_data(TensorData::new(values, shape), &device);
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        let [dq, dk, dv] = gradients;
+        let [q, k, v] = shapes;
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        register_gradients::<B, 3>(grads, parents, [(dq, q), (dk, k), (dv, v)], &device);
     }
 }
 

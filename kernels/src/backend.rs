@@ -16,11 +16,14 @@ use crate::attention::HostMask;
 use crate::host::{self, HostValues, Matrix};
 use crate::pool::Window;
 use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
 use burn::tensor::backend::Backend;
 #[cfg(feature = "flex")]
 use burn::tensor::ops::ModuleOps;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::{Shape, TensorData};
 use std::any::{Any, TypeId};
 use std::ops::ControlFlow;
 
@@ -303,6 +306,23 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 
     fn quick_gelu_fast(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
         crate::gelu::autodiff_quick_gelu::<B, C>(x)
+    }
+}
+
+/// Registers gradients computed on the host, row-major with their shapes, for each parent that
+/// asks for one (`parents` as a custom op's backward step receives them, by id); the last step
+/// of every host kernel's backward pass.
+pub(crate) fn register_gradients<B: KernelBackend, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    gradients: [(Vec<f32>, Shape); N],
+    device: &B::Device,
+) {
+    for (parent, (values, shape)) in parents.into_iter().zip(gradients) {
+        if let Some(id) = parent {
+            let grad = B::float_from_data(TensorData::new(values, shape), device);
+            grads.register::<B>(id, grad);
+        }
     }
 }
 

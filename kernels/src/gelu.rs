@@ -10,7 +10,7 @@
 
 use crate::KernelBackend;
 use crate::activation::sigmoid;
-use crate::backend::{Op, host_kernels, run};
+use crate::backend::{Op, host_kernels, register_gradients, run};
 use crate::host::HostValues;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
@@ -135,9 +135,9 @@ impl<B: KernelBackend> Backward<B, 1> for PdlQuickGelu {
         })
         .flatten()
         .expect("the forward pass lent this backend's values as f32");
-        let n = dx.len();
-        let grad = B::float_from_data(TensorData::new(dx, [n]), &B::float_device(&upstream));
-        grads.register::<B>(node.id, grad);
+        let shape = Shape::new([dx.len()]);
+        let device = B::float_device(&upstream);
+        register_gradients::<B, 1>(grads, [Some(node.id)], [(dx, shape)], &device);
     }
 }
 

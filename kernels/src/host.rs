@@ -157,6 +157,28 @@ impl<'a> Matrix<'a> {
     }
 }
 
+impl<'a> From<HostValues<'a, 2>> for Matrix<'a> {
+    /// A 2-D tensor's values as a matrix, read where they lie.
+    fn from(v: HostValues<'a, 2>) -> Self {
+        Self {
+            values: v.values,
+            rows: v.dims[0],
+            cols: v.dims[1],
+            row_stride: v.strides[0],
+            col_stride: v.strides[1],
+        }
+    }
+}
+
+/// A `[n]` tensor's values (a layer's parameters per channel or unit), copied off the backend.
+pub(crate) fn vector_values<B: crate::KernelBackend>(
+    t: &burn::tensor::ops::FloatTensor<B>,
+) -> Option<Vec<f32>> {
+    B::with_values(t, |v: HostValues<'_, 1>| {
+        (0..v.dims[0]).map(|i| v.values[i * v.strides[0]]).collect()
+    })
+}
+
 /// Checks the shapes of `dst = a b` (or `dst += a b`) and returns `[m, k, n]`.
 #[cfg(any(feature = "flex", feature = "ndarray", test))]
 fn product_shape(dst: &[f32], a: &Matrix<'_>, b: &Matrix<'_>) -> [usize; 3] {

@@ -24,7 +24,8 @@
 
 use crate::KernelBackend;
 use crate::activation::{sigmoid, tanh};
-use crate::backend::{Op, host_kernels, run};
+use crate::backend::{Op, host_kernels, register_gradients, run};
+use crate::host::vector_values;
 use crate::host::{HostValues, Matrix};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
@@ -125,30 +126,6 @@ pub(crate) struct Saved<B: Backend> {
     hidden_before: Vec<f32>,
 }
 
-/// A small tensor's values, row-major, copied off the backend.
-fn copied<B: KernelBackend, const D: usize>(tensor: &FloatTensor<B>) -> Option<Vec<f32>> {
-    B::with_values(tensor, |v: HostValues<'_, D>| {
-        let count = v.dims.iter().product();
-        if v.strides == HostValues::contiguous(v.values, v.dims).strides {
-            return v.values[..count].to_vec();
-        }
-        let mut out = Vec::with_capacity(count);
-        let mut index = [0usize; D];
-        'all: loop {
-            out.push(v.values[(0..D).map(|a| index[a] * v.strides[a]).sum::<usize>()]);
-            for axis in (0..D).rev() {
-                index[axis] += 1;
-                if index[axis] < v.dims[axis] {
-                    continue 'all;
-                }
-                index[axis] = 0;
-            }
-            break;
-        }
-        out
-    })
-}
-
 /// The forward pass on the host: the packed output `[batch, steps + 1, d_hidden]`, and what the
 /// backward pass needs when `save`; `None` when the values are not lent as `f32` or the shapes do
 /// not fit together (then the model's own steps run, and Burn reports the shapes).
@@ -156,8 +133,9 @@ pub(crate) fn forward<B: KernelBackend>(
     [projected, weight, bias, h0, c0]: &[FloatTensor<B>; 5],
     save: bool,
 ) -> Option<(FloatTensor<B>, Option<Saved<B>>)> {
-    let bias = copied::<B, 1>(bias)?;
-    let (h0, c0) = (copied::<B, 2>(h0)?, copied::<B, 2>(c0)?);
+    let bias = vector_values::<B>(bias)?;
+    let state = |t| B::with_values(t, |v: HostValues<'_, 2>| Matrix::from(v).to_row_major());
+    let (h0, c0) = (state(h0)?, state(c0)?);
     let [batch, steps, gates] = projected.shape().dims();
     let d = gates / 4;
     let fits = gates == 4 * d
@@ -171,7 +149,7 @@ pub(crate) fn forward<B: KernelBackend>(
     }
     let packed = B::with_values(projected, |x: HostValues<'_, 3>| {
         B::with_values(weight, |w: HostValues<'_, 2>| {
-            forward_on_host::<B>(x, matrix(w), &bias, h0, c0, save)
+            forward_on_host::<B>(x, w.into(), &bias, h0, c0, save)
         })
     })
     .flatten()?;
@@ -188,17 +166,6 @@ pub(crate) fn forward<B: KernelBackend>(
         hidden_before,
     });
     Some((output, saved))
-}
-
-/// A 2-D tensor's values as a [`Matrix`], read where they lie.
-fn matrix<'a>(w: HostValues<'a, 2>) -> Matrix<'a> {
-    Matrix {
-        values: w.values,
-        rows: w.dims[0],
-        cols: w.dims[1],
-        row_stride: w.strides[0],
-        col_stride: w.strides[1],
-    }
 }
 
 /// The saved gates, cell states and previous hidden states of [`Saved`].
@@ -354,24 +321,21 @@ impl<B: KernelBackend> Backward<B, 5> for PdlLstm {
         let [batch, steps, d] = saved.dims;
         let gradients = B::with_values(&upstream, |u: HostValues<'_, 3>| {
             B::with_values(&saved.weight, |w: HostValues<'_, 2>| {
-                backward_on_host::<B>(u, matrix(w), &saved)
+                backward_on_host::<B>(u, w.into(), &saved)
             })
         })
         .flatten()
         .expect("the forward pass lent this backend's values as f32");
-        let shapes = [
-            vec![batch, steps, 4 * d],
-            vec![d, 4 * d],
-            vec![4 * d],
-            vec![batch, d],
-            vec![batch, d],
+        let [dx, dweight, dbias, dh0, dc0] = gradients;
+        let gradients = [
+            (dx, Shape::new([batch, steps, 4 * d])),
+            (dweight, Shape::new([d, 4 * d])),
+            (dbias, Shape::new([4 * d])),
+            (dh0, Shape::new([batch, d])),
+            (dc0, Shape::new([batch, d])),
         ];
-        for ((node, values), shape) in ops.parents.into_iter().zip(gradients).zip(shapes) {
-            if let Some(node) = node {
-                let grad = B::float_from_data(TensorData::new(values, shape), &device);
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        register_gradients::<B, 5>(grads, parents, gradients, &device);
     }
 }
 

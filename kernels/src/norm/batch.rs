@@ -30,10 +30,10 @@
 //! forward (mean, variance, then the output) and two backward (the two sums, then `dx`); in inference
 //! one pass, `y = x scale_c + shift_c`. Every other backend runs Burn's op.
 
-use super::vector_values;
 use crate::KernelBackend;
-use crate::backend::Op;
+use crate::backend::{Op, register_gradients};
 use crate::host::HostValues;
+use crate::host::vector_values;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -477,17 +477,13 @@ impl<B: KernelBackend> Backward<B, 3> for PdlBatchNorm {
         })
         .flatten()
         .expect("the forward pass lent this backend's values as f32");
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        for (node, values, shape) in [
-            (node_x, dx, x_shape),
-            (node_gamma, dgamma, Shape::new([channels])),
-            (node_beta, dbeta, Shape::new([channels])),
-        ] {
-            if let Some(node) = node {
-                let grad = B::float_from_data(TensorData::new(values, shape), &device);
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        let gradients = [
+            (dx, x_shape),
+            (dgamma, Shape::new([channels])),
+            (dbeta, Shape::new([channels])),
+        ];
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        register_gradients::<B, 3>(grads, parents, gradients, &device);
     }
 }
 
