@@ -14,12 +14,18 @@
 //! - **backward**: `dP = dO V^T`, `dV = P^T dO`, `dS = P (dP - rowsum(P dP)) / sqrt(d_k)` (zero at
 //!   masked scores), `dQ = dS K`, `dK = dS^T Q`.
 //!
-//! The pairs are independent and run on all cores (rayon). Attention dropout is not part of the
-//! op: the model runs the tensor ops where dropout is active.
+//! The pairs are independent and run on all cores (rayon).
+//!
+//! **Attention dropout** (Vaswani et al. 2017, section 5.4) drops weights after the softmax:
+//! `O = (P ∘ D) V` with `D` a [`Dropout`] layer's mask (`0`, or `1 / (1 - p)`), drawn from the
+//! layer's stream over the weights `[batch, heads, t_q, t_k]` in the order the layer's own
+//! `forward` draws it, so the fused op and `dropout.forward(softmax(..))` give the same output.
+//! Backward, `dV = (P ∘ D)^T dO` and the softmax's `dP = D ∘ (dO V^T)`; `D` is kept beside `P`.
 
 use crate::KernelBackend;
 use crate::activation::exp;
 use crate::backend::{Op, host_kernels, register_gradients, run};
+use crate::dropout::Dropout;
 use crate::host::{HostValues, Matrix};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
@@ -38,8 +44,9 @@ pub fn fused_attention<B: Backend>() -> bool {
 }
 
 /// `softmax(q k^T / sqrt(d_k) + M) v` for every sequence and head, where `M` is `masked_score` at
-/// the positions `mask` is true and 0 elsewhere; `None` on a backend without this crate's host
-/// kernels (see [`fused_attention`]), or a mask that does not broadcast.
+/// the positions `mask` is true and 0 elsewhere, with `dropout` (if any) on the weights in
+/// training; `None` on a backend without this crate's host kernels (see [`fused_attention`]), or
+/// a mask that does not broadcast. A `None` draws no mask from `dropout`.
 ///
 /// # Shapes
 /// - q: `[batch, heads, t_q, d_k]`
@@ -53,6 +60,7 @@ pub fn attention<B: Backend>(
     v: Tensor<B, 4>,
     mask: Option<Tensor<B, 4, Bool>>,
     masked_score: f32,
+    dropout: Option<&Dropout>,
 ) -> Option<Tensor<B, 4>> {
     if !fused_attention::<B>() {
         return None;
@@ -74,9 +82,27 @@ pub fn attention<B: Backend>(
             Some(HostMask { values, dims })
         }
     };
+    let training = B::ad_enabled(&q.device());
+    let dropped = dropout
+        .filter(|_| training)
+        .and_then(|dropout| dropout.draw_host_mask(batch * heads * t_q * t_k));
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
-    let output = run::<AttentionOp, B>(([q, k, v], mask, masked_score))?;
+    let options = AttentionOptions {
+        mask,
+        masked_score,
+        dropped,
+    };
+    let output = run::<AttentionOp, B>(([q, k, v], options))?;
     Some(Tensor::from_primitive(TensorPrimitive::Float(output)))
+}
+
+/// What the fused op takes beside q, k and v: the mask, the score it gives, and the dropout mask
+/// of the weights (`[batch, heads, t_q, t_k]`, row-major: `0` or `1 / (1 - p)`), if any.
+#[derive(Debug, Clone)]
+pub struct AttentionOptions {
+    mask: Option<HostMask>,
+    masked_score: f32,
+    dropped: Option<Vec<f32>>,
 }
 
 /// Which scores are masked, on the host: `[batch or 1, heads or 1, t_q or 1, t_k]`, true where
@@ -97,15 +123,15 @@ impl HostMask {
     }
 }
 
-/// [`attention`] as an [`Op`]: `([q, k, v], mask, masked score)` to the output.
+/// [`attention`] as an [`Op`]: `([q, k, v], options)` to the output.
 struct AttentionOp;
 
 impl Op for AttentionOp {
-    type Args<B: Backend> = ([FloatTensor<B>; 3], Option<HostMask>, f32);
+    type Args<B: Backend> = ([FloatTensor<B>; 3], AttentionOptions);
     type Output<B: Backend> = Option<FloatTensor<B>>;
 
-    fn fast<F: KernelBackend>((qkv, mask, masked_score): Self::Args<F>) -> Option<FloatTensor<F>> {
-        F::attention_fast(qkv, mask, masked_score)
+    fn fast<F: KernelBackend>((qkv, options): Self::Args<F>) -> Option<FloatTensor<F>> {
+        F::attention_fast(qkv, options)
     }
 
     fn reference<B: Backend>(_: Self::Args<B>) -> Option<FloatTensor<B>> {
@@ -113,12 +139,13 @@ impl Op for AttentionOp {
     }
 }
 
-/// What the backward pass needs: the inputs, the mask, and every pair's softmax `P`.
+/// What the backward pass needs: the inputs, the options (mask and dropout), and every pair's
+/// softmax `P`.
 #[derive(Debug, Clone)]
 pub(crate) struct Saved<B: Backend> {
     qkv: [FloatTensor<B>; 3],
-    mask: Option<HostMask>,
-    /// `[batch, heads, t_q, t_k]`.
+    options: AttentionOptions,
+    /// `[batch, heads, t_q, t_k]`, before dropout.
     weights: Vec<f32>,
 }
 
@@ -145,19 +172,29 @@ fn with_qkv<B: KernelBackend, R>(
     .flatten()
 }
 
-/// The forward pass on the host: the output `[batch, heads, t_q, d_v]` and every pair's softmax;
-/// `None` when the values are not lent as `f32` or the shapes do not fit together.
+/// The forward pass on the host: the output `[batch, heads, t_q, d_v]` and every pair's softmax
+/// (before dropout); `None` when the values are not lent as `f32` or the shapes do not fit
+/// together.
 pub(crate) fn forward<B: KernelBackend>(
     qkv: &[FloatTensor<B>; 3],
-    mask: Option<&HostMask>,
-    masked_score: f32,
+    options: &AttentionOptions,
 ) -> Option<(FloatTensor<B>, Vec<f32>)> {
     let [q, k, v] = qkv.each_ref().map(|t| t.shape().dims::<4>());
     let [batch, heads, t_q, d_k] = q;
     let [t_k, d_v] = [k[2], v[3]];
-    if k != [batch, heads, t_k, d_k] || v[..3] != [batch, heads, t_k] || t_q * t_k == 0 {
+    let pairs = batch * heads * t_q * t_k;
+    if k != [batch, heads, t_k, d_k]
+        || v[..3] != [batch, heads, t_k]
+        || pairs == 0
+        || options.dropped.as_ref().is_some_and(|d| d.len() != pairs)
+    {
         return None;
     }
+    let AttentionOptions {
+        mask,
+        masked_score,
+        dropped,
+    } = options;
     let scale = 1.0 / (d_k as f32).sqrt();
     let mut output = vec![0.0f32; batch * heads * t_q * d_v];
     let mut weights = vec![0.0f32; batch * heads * t_q * t_k];
@@ -170,15 +207,32 @@ pub(crate) fn forward<B: KernelBackend>(
                 let (b, h) = (index / heads, index % heads);
                 B::host_gemm(p, pair(&q, b, h), pair(&k, b, h).t(), false);
                 for (i, row) in p.chunks_exact_mut(t_k).enumerate() {
-                    let masked = mask.map(|m| m.row(b, h, i));
-                    softmax_row(row, scale, masked, masked_score);
+                    let masked = mask.as_ref().map(|m| m.row(b, h, i));
+                    softmax_row(row, scale, masked, *masked_score);
                 }
-                B::host_gemm(out, Matrix::row_major(p, t_q, t_k), pair(&v, b, h), false);
+                let v = pair(&v, b, h);
+                match dropped_pair(dropped, index, t_q * t_k) {
+                    None => B::host_gemm(out, Matrix::row_major(p, t_q, t_k), v, false),
+                    Some(d) => {
+                        let kept = times(p, d);
+                        B::host_gemm(out, Matrix::row_major(&kept, t_q, t_k), v, false);
+                    }
+                }
             });
     })?;
     let device = B::float_device(&qkv[0]);
     let output = B::float_from_data(TensorData::new(output, [batch, heads, t_q, d_v]), &device);
     Some((output, weights))
+}
+
+/// Pair `index`'s part of the dropout mask, `len` values.
+fn dropped_pair(dropped: &Option<Vec<f32>>, index: usize, len: usize) -> Option<&[f32]> {
+    dropped.as_ref().map(|d| &d[index * len..][..len])
+}
+
+/// `a ∘ b`, element-wise.
+fn times(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(a, b)| a * b).collect()
 }
 
 /// One row of scores in place: scaled, masked, then its softmax.
@@ -215,12 +269,21 @@ fn backward_on_host<B: KernelBackend>(
         .for_each(|(index, ((dq, dk), dv))| {
             let (b, h) = (index / heads, index % heads);
             let p = &saved.weights[index * t_q * t_k..][..t_q * t_k];
-            let p_matrix = Matrix::row_major(p, t_q, t_k);
+            let dropped = dropped_pair(&saved.options.dropped, index, t_q * t_k);
             let d_out = pair(&upstream, b, h);
-            // dV = P^T dO; dP = dO V^T.
-            B::host_gemm(dv, p_matrix.t(), d_out, false);
+            // dV = (P ∘ D)^T dO; dP = D ∘ (dO V^T), D = 1 without dropout.
+            match dropped {
+                None => B::host_gemm(dv, Matrix::row_major(p, t_q, t_k).t(), d_out, false),
+                Some(d) => {
+                    let kept = times(p, d);
+                    B::host_gemm(dv, Matrix::row_major(&kept, t_q, t_k).t(), d_out, false);
+                }
+            }
             let mut ds = vec![0.0f32; t_q * t_k];
             B::host_gemm(&mut ds, d_out, pair(&v, b, h).t(), false);
+            if let Some(d) = dropped {
+                ds.iter_mut().zip(d).for_each(|(ds, d)| *ds *= d);
+            }
             // dS = P (dP - rowsum(P dP)), times the scale; zero where the mask replaced the score.
             for (i, (ds_row, p_row)) in ds
                 .chunks_exact_mut(t_k)
@@ -231,7 +294,7 @@ fn backward_on_host<B: KernelBackend>(
                 for (d, p) in ds_row.iter_mut().zip(p_row) {
                     *d = p * (*d - dot) * scale;
                 }
-                if let Some(mask) = &saved.mask {
+                if let Some(mask) = &saved.options.mask {
                     for (d, &m) in ds_row.iter_mut().zip(mask.row(b, h, i)) {
                         if m {
                             *d = 0.0;
@@ -281,21 +344,20 @@ impl<B: KernelBackend> Backward<B, 3> for PdlAttention {
 /// its written-out backward; `None` unless the inner backend runs host kernels.
 pub(crate) fn autodiff_attention<B: KernelBackend, C: CheckpointStrategy>(
     qkv: [FloatTensor<Autodiff<B, C>>; 3],
-    mask: Option<HostMask>,
-    masked_score: f32,
+    options: AttentionOptions,
 ) -> Option<FloatTensor<Autodiff<B, C>>> {
     if !B::HOST_KERNELS {
         return None;
     }
     let inner = qkv.each_ref().map(|t| t.primitive.clone());
-    let (output, weights) = forward::<B>(&inner, mask.as_ref(), masked_score)?;
+    let (output, weights) = forward::<B>(&inner, &options)?;
     let nodes = qkv.map(|t| t.node);
     Some(
         match PdlAttention.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(
                 Saved {
                     qkv: inner,
-                    mask,
+                    options,
                     weights,
                 },
                 output,

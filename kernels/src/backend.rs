@@ -12,7 +12,8 @@
 //! router backend, one added later) it runs Burn's own op. The type test is `TypeId` equality,
 //! decided at compile time after monomorphisation, so the dispatch costs nothing at run time.
 
-use crate::attention::HostMask;
+use crate::attention::AttentionOptions;
+use crate::gelu::GeluKind;
 use crate::host::{self, HostValues, Matrix};
 use crate::pool::Window;
 use burn::backend::Autodiff;
@@ -28,7 +29,7 @@ use std::any::{Any, TypeId};
 use std::ops::ControlFlow;
 
 /// A backend with this crate's fast paths: the convolution whose backward pass is written out
-/// ([`crate::conv`]), max pooling, batch normalisation, dropout, the LSTM, attention and QuickGELU
+/// ([`crate::conv`]), max pooling, batch normalisation, dropout, the LSTM, attention and the GELUs
 /// on the host. Each method's default is Burn's op (or `None`, for the model's own ops);
 /// the CPU backends override the forward passes with host kernels, and `Autodiff<B>` overrides
 /// them with custom autodiff ops.
@@ -122,28 +123,26 @@ pub trait KernelBackend: Backend {
         }
     }
 
-    /// Scaled dot-product attention ([`crate::attention`]): `[q, k, v]`, the mask and the masked
-    /// score to the output `[batch, heads, t_q, d_v]`; `None` runs the model's tensor ops
-    /// instead. The default is the host pass where [`KernelBackend::HOST_KERNELS`], `None`
-    /// elsewhere.
+    /// Scaled dot-product attention ([`crate::attention`]): `[q, k, v]` and the options (mask,
+    /// masked score, dropout mask) to the output `[batch, heads, t_q, d_v]`; `None` runs the
+    /// model's tensor ops instead. The default is the host pass where
+    /// [`KernelBackend::HOST_KERNELS`], `None` elsewhere.
     fn attention_fast(
         qkv: [FloatTensor<Self>; 3],
-        mask: Option<HostMask>,
-        masked_score: f32,
+        options: AttentionOptions,
     ) -> Option<FloatTensor<Self>> {
         if Self::HOST_KERNELS {
-            crate::attention::forward::<Self>(&qkv, mask.as_ref(), masked_score)
-                .map(|(output, _)| output)
+            crate::attention::forward::<Self>(&qkv, &options).map(|(output, _)| output)
         } else {
             None
         }
     }
 
-    /// QuickGELU ([`crate::gelu`]) of a 1-D tensor; `None` runs Burn's ops instead. The default is
-    /// the host pass where [`KernelBackend::HOST_KERNELS`], `None` elsewhere.
-    fn quick_gelu_fast(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+    /// GELU or QuickGELU ([`crate::gelu`]) of a 1-D tensor; `None` runs Burn's ops instead. The
+    /// default is the host pass where [`KernelBackend::HOST_KERNELS`], `None` elsewhere.
+    fn gelu_fast(x: FloatTensor<Self>, kind: GeluKind) -> Option<FloatTensor<Self>> {
         if Self::HOST_KERNELS {
-            crate::gelu::forward::<Self>(&x)
+            crate::gelu::forward::<Self>(&x, kind)
         } else {
             None
         }
@@ -298,14 +297,13 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 
     fn attention_fast(
         qkv: [FloatTensor<Self>; 3],
-        mask: Option<HostMask>,
-        masked_score: f32,
+        options: AttentionOptions,
     ) -> Option<FloatTensor<Self>> {
-        crate::attention::autodiff_attention::<B, C>(qkv, mask, masked_score)
+        crate::attention::autodiff_attention::<B, C>(qkv, options)
     }
 
-    fn quick_gelu_fast(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
-        crate::gelu::autodiff_quick_gelu::<B, C>(x)
+    fn gelu_fast(x: FloatTensor<Self>, kind: GeluKind) -> Option<FloatTensor<Self>> {
+        crate::gelu::autodiff_gelu::<B, C>(x, kind)
     }
 }
 

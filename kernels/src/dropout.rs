@@ -148,11 +148,23 @@ impl Dropout {
         if !crate::backend::host_kernels::<B>() {
             return burn::nn::DropoutConfig::new(self.prob).init().forward(x);
         }
+        let shape = x.shape();
+        match self.draw_host_mask(shape.num_elements()) {
+            Some(mask) => x * Tensor::from_data(TensorData::new(mask, shape), &device),
+            None => x,
+        }
+    }
+
+    /// The next training mask of `len` values, `0` or `1 / (1 - p)`, drawn from this layer's
+    /// stream as [`Self::forward`] draws it; `None` (and nothing drawn) when `p = 0`. For a fused
+    /// op that applies the dropout inside ([`crate::attention`]).
+    pub(crate) fn draw_host_mask(&self, len: usize) -> Option<Vec<f32>> {
+        if self.prob == 0.0 {
+            return None;
+        }
         let keep = 1.0 - self.prob;
         let scale = if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 };
-        let shape = x.shape();
-        let mask = draw_mask(self.stream.next_seed(), shape.num_elements(), keep, scale);
-        x * Tensor::from_data(TensorData::new(mask, shape), &device)
+        Some(draw_mask(self.stream.next_seed(), len, keep, scale))
     }
 }
 

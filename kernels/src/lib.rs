@@ -16,7 +16,7 @@
 //! | [`norm`] | batch norm in training: three host passes forward, two backward |
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
 //! | [`attention`] | scaled dot-product attention as one op per (sequence, head), forward and backward |
-//! | [`gelu`] | QuickGELU, `x sigmoid(1.702 x)`, as one host pass forward and one backward |
+//! | [`gelu`] | GELU, `x Phi(x)`, and QuickGELU, `x sigmoid(1.702 x)`, each one host pass forward and one backward |
 //! | [`lstm`] | an LSTM layer over a whole sequence as one op, backpropagation through time written out |
 //! | `activation.rs` | `exp`, sigmoid and `tanh` without a library call, so that their loops vectorise |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
@@ -55,7 +55,7 @@ pub use attention::{attention, fused_attention};
 pub use backend::KernelBackend;
 pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};
 pub use dropout::{Dropout, DropoutConfig, RunEpoch};
-pub use gelu::quick_gelu;
+pub use gelu::{gelu, quick_gelu};
 pub use host::{HostValues, Matrix};
 pub use lstm::{LstmRun, fused_lstm, lstm};
 pub use norm::{BatchNorm, BatchNormConfig};

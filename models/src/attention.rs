@@ -17,9 +17,9 @@
 //! A test gives [`MultiHeadAttention`] the weights of `burn::nn::attention::MultiHeadAttention`
 //! and shows equal outputs, with and without masks.
 //!
-//! On the CPU backends [`MultiHeadAttention::forward`] runs the attention of all heads as one
-//! fused op (`pdl_kernels::attention`: the equation above with its backward written out), unless
-//! attention dropout is active; [`scaled_dot_product_attention`] is the same computation in tensor
+//! On the CPU backends [`MultiHeadAttention::forward`] runs the attention of all heads, dropout
+//! on the weights included, as one fused op (`pdl_kernels::attention`: the equation above with
+//! its backward written out); [`scaled_dot_product_attention`] is the same computation in tensor
 //! ops, and what every other backend runs.
 //!
 //! For generation, [`MultiHeadAttention::forward_cached`] keeps the keys and values of the tokens
@@ -27,9 +27,10 @@
 //! recomputing the whole sequence.
 
 use crate::classification::check_dropout;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use pdl_kernels::{Dropout, DropoutConfig};
 
 /// The score given to masked positions before the softmax: the `-inf` of the equation, kept finite
 /// as Burn does (`min_float = -1e4`) so that a row with every key masked gives uniform weights
@@ -233,8 +234,8 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 
     /// [`scaled_dot_product_attention`]'s output without its weights: on the CPU backends one
-    /// fused op, `pdl_kernels::attention` (the same equation, its backward written out; see
-    /// `kernels/src/attention.rs`), unless attention dropout is active.
+    /// fused op, `pdl_kernels::attention` (the same equation and dropout, its backward written
+    /// out; see `kernels/src/attention.rs`).
     fn attend(
         &self,
         q: Tensor<B, 4>,
@@ -242,14 +243,11 @@ impl<B: Backend> MultiHeadAttention<B> {
         v: Tensor<B, 4>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 4> {
-        let dropping = B::ad_enabled(&q.device()) && self.dropout.prob > 0.0;
-        if !dropping
-            && let Some(out) =
-                pdl_kernels::attention(q.clone(), k.clone(), v.clone(), mask.clone(), MASKED_SCORE)
-        {
-            return out;
+        let (q2, k2, v2, mask2) = (q.clone(), k.clone(), v.clone(), mask.clone());
+        match pdl_kernels::attention(q2, k2, v2, mask2, MASKED_SCORE, Some(&self.dropout)) {
+            Some(out) => out,
+            None => scaled_dot_product_attention(q, k, v, mask, Some(&self.dropout)).0,
         }
-        scaled_dot_product_attention(q, k, v, mask, Some(&self.dropout)).0
     }
 
     /// Self-attention of new tokens `x` over the cached ones and themselves, returning the output

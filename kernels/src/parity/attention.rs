@@ -2,19 +2,21 @@
 
 use super::{Agreement, compare_gradients, compare_values, pseudo_random};
 use crate::attention::{attention, fused_attention};
+use crate::dropout::{Dropout, MaskStream};
 use crate::rng::SplitMix64;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 
-/// The reference: `softmax(q k^T / sqrt(d_k) + M) v` in Burn's ops, `M` being `masked_score`
-/// where `mask` is true.
+/// The reference: `dropout(softmax(q k^T / sqrt(d_k) + M)) v` in Burn's ops, `M` being
+/// `masked_score` where `mask` is true.
 pub fn attention_reference<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     mask: Option<Tensor<B, 4, Bool>>,
     masked_score: f32,
+    dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
     let [batch, heads, t_q, d_k] = q.dims();
     let t_k = k.dims()[2];
@@ -23,14 +25,19 @@ pub fn attention_reference<B: Backend>(
         Some(mask) => scores.mask_fill(mask.expand([batch, heads, t_q, t_k]), masked_score),
         None => scores,
     };
-    softmax(scores, 3).matmul(v)
+    let weights = softmax(scores, 3);
+    match dropout {
+        Some(dropout) => dropout.forward(weights).matmul(v),
+        None => weights.matmul(v),
+    }
 }
 
 /// Checks that [`crate::attention::attention`] runs on backend `B` and agrees with
 /// [`attention_reference`]: without a mask, with a causal mask, with a KV-cache's shifted causal
-/// mask (2 queries over 6 keys), and with a padding mask that hides every key of one sequence
-/// (uniform weights, no gradient to its queries and keys); q read through a transpose as the
-/// models' heads are. Compares the output and the gradients of q, k and v for `sum(output r)`
+/// mask (2 queries over 6 keys), with a padding mask that hides every key of one sequence
+/// (uniform weights, no gradient to its queries and keys), and with a causal mask and dropout
+/// 0.3 on the weights (the same layer seed on both sides, so the same mask); q read through a
+/// transpose as the models' heads are. Compares the output and the gradients of q, k and v for `sum(output r)`
 /// with a fixed pseudo-random `r`.
 ///
 /// # Errors
@@ -51,16 +58,23 @@ pub fn check_attention<B: AutodiffBackend>(device: &B::Device) -> Result<(), Str
     )
     .reshape([2, 1, 1, 5]);
     let cases = [
-        ("no mask", [2, 3, 5, 5, 4, 6], None),
-        ("causal", [2, 2, 7, 7, 8, 8], Some(causal(7, 7))),
-        ("KV cache", [1, 2, 2, 6, 4, 4], Some(causal(2, 6))),
+        ("no mask", [2, 3, 5, 5, 4, 6], None, 0.0),
+        ("causal", [2, 2, 7, 7, 8, 8], Some(causal(7, 7)), 0.0),
+        ("KV cache", [1, 2, 2, 6, 4, 4], Some(causal(2, 6)), 0.0),
         (
             "padding, one sequence all masked",
             [2, 2, 4, 5, 4, 4],
             Some(padding),
+            0.0,
+        ),
+        (
+            "causal, dropout 0.3",
+            [2, 2, 7, 7, 8, 8],
+            Some(causal(7, 7)),
+            0.3,
         ),
     ];
-    for (case, [batch, heads, t_q, t_k, d_k, d_v], mask) in cases {
+    for (case, [batch, heads, t_q, t_k, d_k, d_v], mask, prob) in cases {
         // q as the models' heads are: [batch, t_q, heads, d_k] in memory, seen through a swap.
         let q = pseudo_random::<B, 4>(&mut rng, [batch, t_q, heads, d_k], device).swap_dims(1, 2);
         let k = pseudo_random::<B, 4>(&mut rng, [batch, heads, t_k, d_k], device);
@@ -68,11 +82,23 @@ pub fn check_attention<B: AutodiffBackend>(device: &B::Device) -> Result<(), Str
         let r = pseudo_random::<B, 4>(&mut rng, [batch, heads, t_q, d_v], device);
         let run = |ours: bool| -> Result<_, String> {
             let [q, k, v] = [q.clone(), k.clone(), v.clone()].map(|t| t.require_grad());
+            let dropout = Dropout {
+                prob,
+                stream: MaskStream::new(5),
+            };
             let output = if ours {
-                attention(q.clone(), k.clone(), v.clone(), mask.clone(), MASKED)
-                    .ok_or(format!("{case}: the fused attention declined"))?
+                attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    mask.clone(),
+                    MASKED,
+                    Some(&dropout),
+                )
+                .ok_or(format!("{case}: the fused attention declined"))?
             } else {
-                attention_reference(q.clone(), k.clone(), v.clone(), mask.clone(), MASKED)
+                let (q, k, v, mask) = (q.clone(), k.clone(), v.clone(), mask.clone());
+                attention_reference(q, k, v, mask, MASKED, Some(&dropout))
             };
             let grads = (output.clone() * r.clone()).sum().backward();
             let gradients = [&q, &k, &v].map(|t| t.grad(&grads).map(|g| g.into_data()));

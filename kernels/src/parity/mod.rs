@@ -10,7 +10,7 @@ mod gelu;
 mod lstm;
 
 pub use attention::{attention_reference, check_attention};
-pub use gelu::check_quick_gelu;
+pub use gelu::check_gelu;
 pub use lstm::{check_lstm, lstm_reference};
 
 use crate::conv::{Conv2d, Conv2dConfig, ConvImplementation, resolve_padding};

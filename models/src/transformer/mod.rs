@@ -20,9 +20,9 @@
 use crate::attention::{KvCache, MultiHeadAttention, MultiHeadAttentionConfig};
 use crate::classification::check_dropout;
 use burn::module::Initializer;
-use burn::nn::{Dropout, DropoutConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use pdl_kernels::{Dropout, DropoutConfig};
 
 mod classifier;
 mod gpt;
@@ -173,20 +173,20 @@ impl<B: Backend> PositionalEncoding<B> {
 /// The non-linearity inside a [`TransformerBlock`]'s MLP.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum MlpActivation {
-    /// `GELU(x) = x Phi(x)` with the normal CDF `Phi` (Hendrycks & Gimpel 2016), exactly, by
-    /// `erf`: BERT's and ViT's choice.
+    /// `GELU(x) = x Phi(x)` with the normal CDF `Phi` (Hendrycks & Gimpel 2016), exactly (to
+    /// float rounding): BERT's and ViT's choice.
     Gelu,
     /// `x sigmoid(1.702 x)`, Hendrycks & Gimpel's sigmoid approximation of GELU (CLIP's
-    /// "QuickGELU"): within 0.02 of it, and one fused sigmoid where the exact form needs `erf`,
-    /// whose slow branch for `|x| > 1.25` dominated CPU training time once activations grew.
+    /// "QuickGELU"): within 0.02 of it, and one sigmoid where the exact form needs the normal
+    /// CDF (`erf`).
     QuickGelu,
 }
 
 impl MlpActivation {
+    /// Each is one host pass on the CPU backends (`kernels/src/gelu.rs`), Burn's ops elsewhere.
     fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Self::Gelu => burn::tensor::activation::gelu(x),
-            // `x sigmoid(1.702 x)`: one host pass on the CPU backends (`kernels/src/gelu.rs`).
+            Self::Gelu => pdl_kernels::gelu(x),
             Self::QuickGelu => pdl_kernels::quick_gelu(x),
         }
     }

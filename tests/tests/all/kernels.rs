@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Tolerance};
 use pdl_kernels::parity::{
-    check_attention, check_batch_norm, check_gradients, check_lstm, check_pool, check_quick_gelu,
+    check_attention, check_batch_norm, check_gelu, check_gradients, check_lstm, check_pool,
 };
 use pdl_models::attention::{MultiHeadAttentionConfig, causal_mask};
 use pdl_models::rnn::{RnnCellConfig, unroll};
@@ -89,8 +89,8 @@ fn the_lstm_cell_on_the_fused_kernel_equals_its_steps_on_flex() {
 }
 
 #[test]
-fn the_host_quick_gelu_equals_burns_ops_on_flex() {
-    check_quick_gelu::<Autodiff<Flex>>(&Default::default()).unwrap();
+fn the_host_gelus_equal_burns_ops_on_flex() {
+    check_gelu::<Autodiff<Flex>>(&Default::default()).unwrap();
 }
 
 #[test]
