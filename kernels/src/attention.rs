@@ -14,7 +14,10 @@
 //! - **backward**: `dP = dO V^T`, `dV = P^T dO`, `dS = P (dP - rowsum(P dP)) / sqrt(d_k)` (zero at
 //!   masked scores), `dQ = dS K`, `dK = dS^T Q`.
 //!
-//! The pairs are independent and run on all cores (rayon).
+//! The sequences are independent and run on all cores (rayon). The output, and the gradients of
+//! q, k and v, are written as `[batch, t, heads, d]`, the layout of the projections the heads are
+//! cut from, and handed back as `[batch, heads, t, d]` views of it, so that merging the heads
+//! again (and the backward steps of the model's reshapes) copies nothing.
 //!
 //! **Attention dropout** (Vaswani et al. 2017, section 5.4) drops weights after the softmax:
 //! `O = (P ∘ D) V` with `D` a [`Dropout`] layer's mask (`0`, or `1 / (1 - p)`), drawn from the
@@ -24,7 +27,7 @@
 
 use crate::KernelBackend;
 use crate::activation::exp;
-use crate::backend::{Op, host_kernels, register_gradients, run};
+use crate::backend::{Op, host_kernels, register_tensors, run};
 use crate::dropout::Dropout;
 use crate::host::{HostValues, Matrix};
 use burn::backend::Autodiff;
@@ -174,7 +177,7 @@ fn with_qkv<B: KernelBackend, R>(
 
 /// The forward pass on the host: the output `[batch, heads, t_q, d_v]` and every pair's softmax
 /// (before dropout); `None` when the values are not lent as `f32` or the shapes do not fit
-/// together.
+/// together. The output's values lie as `[batch, t_q, heads, d_v]` ([`heads_view`]).
 pub(crate) fn forward<B: KernelBackend>(
     qkv: &[FloatTensor<B>; 3],
     options: &AttentionOptions,
@@ -196,33 +199,57 @@ pub(crate) fn forward<B: KernelBackend>(
         dropped,
     } = options;
     let scale = 1.0 / (d_k as f32).sqrt();
-    let mut output = vec![0.0f32; batch * heads * t_q * d_v];
-    let mut weights = vec![0.0f32; batch * heads * t_q * t_k];
+    let mut output = vec![0.0f32; batch * t_q * heads * d_v];
+    let mut weights = vec![0.0f32; pairs];
     with_qkv::<B, _>(qkv, |[q, k, v]| {
+        // A task per sequence: its heads' outputs interleave in its `[t_q, heads, d_v]` block.
         output
-            .par_chunks_mut(t_q * d_v)
-            .zip(weights.par_chunks_mut(t_q * t_k))
+            .par_chunks_mut(t_q * heads * d_v)
+            .zip(weights.par_chunks_mut(heads * t_q * t_k))
             .enumerate()
-            .for_each(|(index, (out, p))| {
-                let (b, h) = (index / heads, index % heads);
-                B::host_gemm(p, pair(&q, b, h), pair(&k, b, h).t(), false);
-                for (i, row) in p.chunks_exact_mut(t_k).enumerate() {
-                    let masked = mask.as_ref().map(|m| m.row(b, h, i));
-                    softmax_row(row, scale, masked, *masked_score);
-                }
-                let v = pair(&v, b, h);
-                match dropped_pair(dropped, index, t_q * t_k) {
-                    None => B::host_gemm(out, Matrix::row_major(p, t_q, t_k), v, false),
-                    Some(d) => {
-                        let kept = times(p, d);
-                        B::host_gemm(out, Matrix::row_major(&kept, t_q, t_k), v, false);
+            .for_each(|(b, (block, sequence_weights))| {
+                let mut out = vec![0.0f32; t_q * d_v];
+                for (h, p) in sequence_weights.chunks_exact_mut(t_q * t_k).enumerate() {
+                    B::host_gemm(p, pair(&q, b, h), pair(&k, b, h).t(), false);
+                    for (i, row) in p.chunks_exact_mut(t_k).enumerate() {
+                        let masked = mask.as_ref().map(|m| m.row(b, h, i));
+                        softmax_row(row, scale, masked, *masked_score);
                     }
+                    let v = pair(&v, b, h);
+                    match dropped_pair(dropped, b * heads + h, t_q * t_k) {
+                        None => B::host_gemm(&mut out, Matrix::row_major(p, t_q, t_k), v, false),
+                        Some(d) => {
+                            let kept = times(p, d);
+                            let kept = Matrix::row_major(&kept, t_q, t_k);
+                            B::host_gemm(&mut out, kept, v, false);
+                        }
+                    }
+                    put_head(block, h, heads, &out, d_v);
                 }
             });
     })?;
     let device = B::float_device(&qkv[0]);
-    let output = B::float_from_data(TensorData::new(output, [batch, heads, t_q, d_v]), &device);
+    let output = heads_view::<B>(output, [batch, heads, t_q, d_v], &device);
     Some((output, weights))
+}
+
+/// Writes one head's `[t, d]` rows into its sequence's `[t, heads, d]` block.
+fn put_head(block: &mut [f32], h: usize, heads: usize, rows: &[f32], d: usize) {
+    for (i, row) in rows.chunks_exact(d).enumerate() {
+        block[(i * heads + h) * d..][..d].copy_from_slice(row);
+    }
+}
+
+/// The `[batch, heads, t, d]` tensor whose values lie as `[batch, t, heads, d]`: the layout of
+/// the projections the heads were cut from, so the model's `merge_heads` (a swap back, then a
+/// reshape) copies nothing, and neither do the swaps' backward steps.
+fn heads_view<B: KernelBackend>(
+    values: Vec<f32>,
+    [batch, heads, t, d]: [usize; 4],
+    device: &B::Device,
+) -> FloatTensor<B> {
+    let merged = B::float_from_data(TensorData::new(values, [batch, t, heads, d]), device);
+    B::float_swap_dims(merged, 1, 2)
 }
 
 /// Pair `index`'s part of the dropout mask, `len` values.
@@ -250,7 +277,8 @@ fn softmax_row(row: &mut [f32], scale: f32, masked: Option<&[bool]>, masked_scor
     row.iter_mut().for_each(|s| *s *= inverse);
 }
 
-/// The backward pass on the host: `[dq, dk, dv]`, row-major, from the output's gradient.
+/// The backward pass on the host: `[dq, dk, dv]` from the output's gradient, each laid out as
+/// `[batch, t, heads, d]` (for [`heads_view`]).
 fn backward_on_host<B: KernelBackend>(
     [q, k, v]: [HostValues<'_, 4>; 3],
     upstream: HostValues<'_, 4>,
@@ -259,52 +287,62 @@ fn backward_on_host<B: KernelBackend>(
     let [batch, heads, t_q, d_k] = q.dims;
     let [t_k, d_v] = [k.dims[2], v.dims[3]];
     let scale = 1.0 / (d_k as f32).sqrt();
-    let mut dq = vec![0.0f32; batch * heads * t_q * d_k];
-    let mut dk = vec![0.0f32; batch * heads * t_k * d_k];
-    let mut dv = vec![0.0f32; batch * heads * t_k * d_v];
-    dq.par_chunks_mut(t_q * d_k)
-        .zip(dk.par_chunks_mut(t_k * d_k))
-        .zip(dv.par_chunks_mut(t_k * d_v))
+    let mut dq = vec![0.0f32; batch * t_q * heads * d_k];
+    let mut dk = vec![0.0f32; batch * t_k * heads * d_k];
+    let mut dv = vec![0.0f32; batch * t_k * heads * d_v];
+    dq.par_chunks_mut(t_q * heads * d_k)
+        .zip(dk.par_chunks_mut(t_k * heads * d_k))
+        .zip(dv.par_chunks_mut(t_k * heads * d_v))
         .enumerate()
-        .for_each(|(index, ((dq, dk), dv))| {
-            let (b, h) = (index / heads, index % heads);
-            let p = &saved.weights[index * t_q * t_k..][..t_q * t_k];
-            let dropped = dropped_pair(&saved.options.dropped, index, t_q * t_k);
-            let d_out = pair(&upstream, b, h);
-            // dV = (P ∘ D)^T dO; dP = D ∘ (dO V^T), D = 1 without dropout.
-            match dropped {
-                None => B::host_gemm(dv, Matrix::row_major(p, t_q, t_k).t(), d_out, false),
-                Some(d) => {
-                    let kept = times(p, d);
-                    B::host_gemm(dv, Matrix::row_major(&kept, t_q, t_k).t(), d_out, false);
-                }
-            }
+        .for_each(|(b, ((dq_block, dk_block), dv_block))| {
+            let mut dq = vec![0.0f32; t_q * d_k];
+            let mut dk = vec![0.0f32; t_k * d_k];
+            let mut dv = vec![0.0f32; t_k * d_v];
             let mut ds = vec![0.0f32; t_q * t_k];
-            B::host_gemm(&mut ds, d_out, pair(&v, b, h).t(), false);
-            if let Some(d) = dropped {
-                ds.iter_mut().zip(d).for_each(|(ds, d)| *ds *= d);
-            }
-            // dS = P (dP - rowsum(P dP)), times the scale; zero where the mask replaced the score.
-            for (i, (ds_row, p_row)) in ds
-                .chunks_exact_mut(t_k)
-                .zip(p.chunks_exact(t_k))
-                .enumerate()
-            {
-                let dot: f32 = ds_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
-                for (d, p) in ds_row.iter_mut().zip(p_row) {
-                    *d = p * (*d - dot) * scale;
+            for h in 0..heads {
+                let index = b * heads + h;
+                let p = &saved.weights[index * t_q * t_k..][..t_q * t_k];
+                let dropped = dropped_pair(&saved.options.dropped, index, t_q * t_k);
+                let d_out = pair(&upstream, b, h);
+                // dV = (P ∘ D)^T dO; dP = D ∘ (dO V^T), D = 1 without dropout.
+                match dropped {
+                    None => B::host_gemm(&mut dv, Matrix::row_major(p, t_q, t_k).t(), d_out, false),
+                    Some(d) => {
+                        let kept = times(p, d);
+                        let kept = Matrix::row_major(&kept, t_q, t_k);
+                        B::host_gemm(&mut dv, kept.t(), d_out, false);
+                    }
                 }
-                if let Some(mask) = &saved.options.mask {
-                    for (d, &m) in ds_row.iter_mut().zip(mask.row(b, h, i)) {
-                        if m {
-                            *d = 0.0;
+                B::host_gemm(&mut ds, d_out, pair(&v, b, h).t(), false);
+                if let Some(d) = dropped {
+                    ds.iter_mut().zip(d).for_each(|(ds, d)| *ds *= d);
+                }
+                // dS = P (dP - rowsum(P dP)), times the scale; zero where the mask replaced the
+                // score.
+                for (i, (ds_row, p_row)) in ds
+                    .chunks_exact_mut(t_k)
+                    .zip(p.chunks_exact(t_k))
+                    .enumerate()
+                {
+                    let dot: f32 = ds_row.iter().zip(p_row).map(|(d, p)| d * p).sum();
+                    for (d, p) in ds_row.iter_mut().zip(p_row) {
+                        *d = p * (*d - dot) * scale;
+                    }
+                    if let Some(mask) = &saved.options.mask {
+                        for (d, &m) in ds_row.iter_mut().zip(mask.row(b, h, i)) {
+                            if m {
+                                *d = 0.0;
+                            }
                         }
                     }
                 }
+                let ds = Matrix::row_major(&ds, t_q, t_k);
+                B::host_gemm(&mut dq, ds, pair(&k, b, h), false);
+                B::host_gemm(&mut dk, ds.t(), pair(&q, b, h), false);
+                put_head(dq_block, h, heads, &dq, d_k);
+                put_head(dk_block, h, heads, &dk, d_k);
+                put_head(dv_block, h, heads, &dv, d_v);
             }
-            let ds = Matrix::row_major(&ds, t_q, t_k);
-            B::host_gemm(dq, ds, pair(&k, b, h), false);
-            B::host_gemm(dk, ds.t(), pair(&q, b, h), false);
         });
     [dq, dk, dv]
 }
@@ -333,10 +371,13 @@ impl<B: KernelBackend> Backward<B, 3> for PdlAttention {
         })
         .flatten()
         .expect("the forward pass lent this backend's values as f32");
-        let [dq, dk, dv] = gradients;
-        let [q, k, v] = shapes;
         let parents = ops.parents.map(|node| node.map(|node| node.id));
-        register_gradients::<B, 3>(grads, parents, [(dq, q), (dk, k), (dv, v)], &device);
+        let mut shapes = shapes.into_iter();
+        let tensors = gradients.map(|values| {
+            let dims = shapes.next().expect("three shapes").dims::<4>();
+            heads_view::<B>(values, dims, &device)
+        });
+        register_tensors::<B, 3>(grads, parents, tensors);
     }
 }
 

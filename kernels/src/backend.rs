@@ -316,9 +316,19 @@ pub(crate) fn register_gradients<B: KernelBackend, const N: usize>(
     gradients: [(Vec<f32>, Shape); N],
     device: &B::Device,
 ) {
-    for (parent, (values, shape)) in parents.into_iter().zip(gradients) {
+    let tensors = gradients.map(|(values, shape)| TensorData::new(values, shape));
+    let tensors = tensors.map(|data| B::float_from_data(data, device));
+    register_tensors::<B, N>(grads, parents, tensors);
+}
+
+/// Registers gradients already held as tensors of the backend, for each parent that asks for one.
+pub(crate) fn register_tensors<B: KernelBackend, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    tensors: [FloatTensor<B>; N],
+) {
+    for (parent, grad) in parents.into_iter().zip(tensors) {
         if let Some(id) = parent {
-            let grad = B::float_from_data(TensorData::new(values, shape), device);
             grads.register::<B>(id, grad);
         }
     }
