@@ -17,6 +17,7 @@
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
 //! | [`attention`] | scaled dot-product attention as one op per (sequence, head), forward and backward |
 //! | [`gelu`] | GELU, `x Phi(x)`, and QuickGELU, `x sigmoid(1.702 x)`, each one host pass forward and one backward |
+//! | [`linear`] | a fully connected layer that multiplies a `[batch, t, d]` tensor as one `[batch * t, d]` matrix |
 //! | [`lstm`] | an LSTM layer over a whole sequence as one op, backpropagation through time written out |
 //! | `activation.rs` | `exp`, sigmoid and `tanh` without a library call, so that their loops vectorise |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
@@ -44,6 +45,7 @@ pub mod conv;
 pub mod dropout;
 pub mod gelu;
 mod host;
+pub mod linear;
 pub mod lstm;
 pub mod norm;
 #[cfg(any(test, feature = "parity"))]
@@ -57,6 +59,7 @@ pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};
 pub use dropout::{Dropout, DropoutConfig, RunEpoch};
 pub use gelu::{gelu, quick_gelu};
 pub use host::{HostValues, Matrix};
+pub use linear::{Linear, LinearConfig};
 pub use lstm::{LstmRun, fused_lstm, lstm};
 pub use norm::{BatchNorm, BatchNormConfig};
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};

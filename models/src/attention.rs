@@ -27,10 +27,9 @@
 //! recomputing the whole sequence.
 
 use crate::classification::check_dropout;
-use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use pdl_kernels::{Dropout, DropoutConfig};
+use pdl_kernels::{Dropout, DropoutConfig, Linear, LinearConfig};
 
 /// The score given to masked positions before the softmax: the `-inf` of the equation, kept finite
 /// as Burn does (`min_float = -1e4`) so that a row with every key masked gives uniform weights
@@ -339,10 +338,10 @@ mod tests {
                 .init::<B>(&device),
         );
         let ours = MultiHeadAttention {
-            query: burn.query.clone(),
-            key: burn.key.clone(),
-            value: burn.value.clone(),
-            output: burn.output.clone(),
+            query: burn.query.clone().into(),
+            key: burn.key.clone().into(),
+            value: burn.value.clone().into(),
+            output: burn.output.clone().into(),
             dropout: DropoutConfig::new(0.0).init(),
             n_heads,
         };

@@ -10,7 +10,6 @@
 
 use crate::classification::train_output;
 use burn::nn::loss::{MseLoss, Reduction};
-use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::RegressionOutput;
@@ -66,6 +65,7 @@ impl<B: Backend> InferenceStep for DLinear<B> {
     }
 }
 use burn::tensor::module::avg_pool1d;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// Configuration of a [`DLinear`].
 #[derive(Config, Debug)]

@@ -26,11 +26,12 @@
 use crate::transformer::{GPT_INIT, TransformerBlock, TransformerBlockConfig, Vit, VitConfig};
 use burn::module::Param;
 use burn::nn::loss::{MseLoss, Reduction};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
 use pdl_datasets::batcher::MaskedImageBatch;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// Configuration of a [`Mae`].
 #[derive(Config, Debug)]

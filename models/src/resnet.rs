@@ -13,13 +13,15 @@
 //! MNIST's size. Experiment `fashion-resnet`.
 
 use crate::classification::{ImageClassifier, train_output};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::batcher::ImageBatch;
-use pdl_kernels::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, ConvImplementation};
+use pdl_kernels::{
+    BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, ConvImplementation, Linear, LinearConfig,
+};
 
 /// Configuration of a [`ResNet`].
 #[derive(Config, Debug)]

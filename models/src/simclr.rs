@@ -20,12 +20,12 @@
 
 use crate::cnn::{BnCnn, BnCnnConfig};
 use crate::contrastive::{twin_logits, twin_loss};
-use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::batcher::ViewPairBatch;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// Configuration of a [`SimClr`] model.
 #[derive(Config, Debug)]

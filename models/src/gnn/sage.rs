@@ -3,12 +3,13 @@
 
 use super::{GLOROT, NodeClassifier, endpoints, in_degree, scatter_sum};
 use crate::classification::{check_dropout, train_output};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::graph::GraphBatch;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// Configuration of a [`SageConv`].
 #[derive(Config, Debug)]

@@ -6,11 +6,12 @@
 use super::layers::{CellKind, CellSource, LayerState, Recurrent, RecurrentConfig};
 use crate::classification::{check_dropout, next_token_output, train_output};
 use crate::sampling::{Generate, ids};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::text::chars::CharBatch;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// Configuration of a [`CharRnn`].
 #[derive(Config, Debug)]

@@ -6,11 +6,12 @@ use super::scratch::{GruCell, LstmCell, RnnCell, RnnCellConfig, unroll};
 use crate::classification::check_dropout;
 use crate::classification::train_output;
 use crate::forecast::Forecaster;
-use burn::nn::{Dropout, DropoutConfig, Gru, GruConfig, Linear, LinearConfig, Lstm, LstmConfig};
+use burn::nn::{Dropout, DropoutConfig, Gru, GruConfig, Lstm, LstmConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
 use pdl_datasets::timeseries::WindowBatch;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// Which recurrent cell a layer uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -36,9 +36,9 @@
 //! Tiny Shakespeare than slicing the input (width `d_input`, 8x narrower there) and projecting
 //! each step: `unroll` slices whichever is narrower.
 
-use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, tanh};
+use pdl_kernels::{Linear, LinearConfig};
 
 /// The state an LSTM carries between steps.
 #[derive(Debug, Clone)]

@@ -5,11 +5,12 @@
 
 use super::layers::{CellKind, CellSource, Recurrent, RecurrentConfig};
 use crate::classification::{SentenceClassifier, check_dropout, train_output};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::text::sst2::SentenceBatch;
+use pdl_kernels::{Linear, LinearConfig};
 
 /// How the per-step outputs become one vector per sentence.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -20,9 +20,9 @@
 use crate::attention::{KvCache, MultiHeadAttention, MultiHeadAttentionConfig};
 use crate::classification::check_dropout;
 use burn::module::Initializer;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use pdl_kernels::{Dropout, DropoutConfig};
+use pdl_kernels::{Dropout, DropoutConfig, Linear, LinearConfig};
 
 mod classifier;
 mod gpt;
