@@ -124,7 +124,7 @@ impl DropoutConfig {
 }
 
 /// Dropout: burn-nn's `Dropout` with host-drawn masks on the CPU backends and a stream of its own.
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Clone)]
 #[module(custom_display)]
 pub struct Dropout {
     /// The probability of zeroing each value in training.
@@ -165,6 +165,15 @@ impl Dropout {
         let keep = 1.0 - self.prob;
         let scale = if keep > 0.0 { (1.0 / keep) as f32 } else { 0.0 };
         Some(draw_mask(self.stream.next_seed(), len, keep, scale))
+    }
+}
+
+/// burn-nn's: `Dropout { prob: 0.1 }`. A model that holds a dropout layer prints it through
+/// `Debug` (Burn's derive prints a field without a backend parameter that way), and the stream's
+/// state means nothing to a reader.
+impl std::fmt::Debug for Dropout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dropout").field("prob", &self.prob).finish()
     }
 }
 
@@ -399,6 +408,14 @@ mod tests {
         let grads = y.sum().backward();
         let grad = x.grad(&grads).unwrap().to_data().to_vec::<f32>().unwrap();
         assert_eq!(grad, values, "d(sum(x m))/dx = m, and y = m for x = 1");
+    }
+
+    #[test]
+    fn prints_as_burns_dropout() {
+        let ours = DropoutConfig::new(0.25).init();
+        let burns = burn::nn::DropoutConfig::new(0.25).init();
+        assert_eq!(format!("{ours:?}"), format!("{burns:?}"));
+        assert_eq!(format!("{ours}"), format!("{burns}"));
     }
 
     #[test]
