@@ -49,7 +49,7 @@ pub fn fused_attention<B: Backend>() -> bool {
 /// `softmax(q k^T / sqrt(d_k) + M) v` for every sequence and head, where `M` is `masked_score` at
 /// the positions `mask` is true and 0 elsewhere, with `dropout` (if any) on the weights in
 /// training; `None` on a backend without this crate's host kernels (see [`fused_attention`]), or
-/// a mask that does not broadcast. A `None` draws no mask from `dropout`.
+/// a mask that does not broadcast (both decided before a mask is drawn from `dropout`).
 ///
 /// # Shapes
 /// - q: `[batch, heads, t_q, d_k]`
@@ -185,11 +185,11 @@ pub(crate) fn forward<B: KernelBackend>(
     let [q, k, v] = qkv.each_ref().map(|t| t.shape().dims::<4>());
     let [batch, heads, t_q, d_k] = q;
     let [t_k, d_v] = [k[2], v[3]];
-    let pairs = batch * heads * t_q * t_k;
+    let scores = batch * heads * t_q * t_k;
     if k != [batch, heads, t_k, d_k]
         || v[..3] != [batch, heads, t_k]
-        || pairs == 0
-        || options.dropped.as_ref().is_some_and(|d| d.len() != pairs)
+        || scores == 0
+        || options.dropped.as_ref().is_some_and(|d| d.len() != scores)
     {
         return None;
     }
@@ -200,7 +200,7 @@ pub(crate) fn forward<B: KernelBackend>(
     } = options;
     let scale = 1.0 / (d_k as f32).sqrt();
     let mut output = vec![0.0f32; batch * t_q * heads * d_v];
-    let mut weights = vec![0.0f32; pairs];
+    let mut weights = vec![0.0f32; scores];
     with_qkv::<B, _>(qkv, |[q, k, v]| {
         // A task per sequence: its heads' outputs interleave in its `[t_q, heads, d_v]` block.
         output

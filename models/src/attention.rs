@@ -242,11 +242,16 @@ impl<B: Backend> MultiHeadAttention<B> {
         v: Tensor<B, 4>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 4> {
-        let (q2, k2, v2, mask2) = (q.clone(), k.clone(), v.clone(), mask.clone());
-        match pdl_kernels::attention(q2, k2, v2, mask2, MASKED_SCORE, Some(&self.dropout)) {
-            Some(out) => out,
-            None => scaled_dot_product_attention(q, k, v, mask, Some(&self.dropout)).0,
-        }
+        let dropout = Some(&self.dropout);
+        let fused = pdl_kernels::attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            mask.clone(),
+            MASKED_SCORE,
+            dropout,
+        );
+        fused.unwrap_or_else(|| scaled_dot_product_attention(q, k, v, mask, dropout).0)
     }
 
     /// Self-attention of new tokens `x` over the cached ones and themselves, returning the output
