@@ -27,7 +27,7 @@
 
 use crate::KernelBackend;
 use crate::activation::exp;
-use crate::backend::{Op, host_kernels, register_tensors, run};
+use crate::backend::{Op, host_kernels, register_gradients_with, run};
 use crate::dropout::Dropout;
 use crate::host::{HostValues, Matrix};
 use burn::backend::Autodiff;
@@ -209,6 +209,7 @@ pub(crate) fn forward<B: KernelBackend>(
             .enumerate()
             .for_each(|(b, (block, sequence_weights))| {
                 let mut out = vec![0.0f32; t_q * d_v];
+                let mut kept = vec![0.0f32; if dropped.is_some() { t_q * t_k } else { 0 }];
                 for (h, p) in sequence_weights.chunks_exact_mut(t_q * t_k).enumerate() {
                     B::host_gemm(p, pair(&q, b, h), pair(&k, b, h).t(), false);
                     for (i, row) in p.chunks_exact_mut(t_k).enumerate() {
@@ -219,7 +220,7 @@ pub(crate) fn forward<B: KernelBackend>(
                     match dropped_pair(dropped, b * heads + h, t_q * t_k) {
                         None => B::host_gemm(&mut out, Matrix::row_major(p, t_q, t_k), v, false),
                         Some(d) => {
-                            let kept = times(p, d);
+                            times_into(&mut kept, p, d);
                             let kept = Matrix::row_major(&kept, t_q, t_k);
                             B::host_gemm(&mut out, kept, v, false);
                         }
@@ -257,9 +258,11 @@ fn dropped_pair(dropped: &Option<Vec<f32>>, index: usize, len: usize) -> Option<
     dropped.as_ref().map(|d| &d[index * len..][..len])
 }
 
-/// `a ∘ b`, element-wise.
-fn times(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(a, b)| a * b).collect()
+/// `dst = a ∘ b`, element-wise.
+fn times_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    dst.iter_mut()
+        .zip(a.iter().zip(b))
+        .for_each(|(d, (a, b))| *d = a * b);
 }
 
 /// One row of scores in place: scaled, masked, then its softmax.
@@ -299,6 +302,8 @@ fn backward_on_host<B: KernelBackend>(
             let mut dk = vec![0.0f32; t_k * d_k];
             let mut dv = vec![0.0f32; t_k * d_v];
             let mut ds = vec![0.0f32; t_q * t_k];
+            let dropout = saved.options.dropped.is_some();
+            let mut kept = vec![0.0f32; if dropout { t_q * t_k } else { 0 }];
             for h in 0..heads {
                 let index = b * heads + h;
                 let p = &saved.weights[index * t_q * t_k..][..t_q * t_k];
@@ -308,7 +313,7 @@ fn backward_on_host<B: KernelBackend>(
                 match dropped {
                     None => B::host_gemm(&mut dv, Matrix::row_major(p, t_q, t_k).t(), d_out, false),
                     Some(d) => {
-                        let kept = times(p, d);
+                        times_into(&mut kept, p, d);
                         let kept = Matrix::row_major(&kept, t_q, t_k);
                         B::host_gemm(&mut dv, kept.t(), d_out, false);
                     }
@@ -372,12 +377,12 @@ impl<B: KernelBackend> Backward<B, 3> for PdlAttention {
         .flatten()
         .expect("the forward pass lent this backend's values as f32");
         let parents = ops.parents.map(|node| node.map(|node| node.id));
-        let mut shapes = shapes.into_iter();
-        let tensors = gradients.map(|values| {
-            let dims = shapes.next().expect("three shapes").dims::<4>();
+        let [dq, dk, dv] = gradients;
+        let [q, k, v] = shapes.map(|shape| shape.dims::<4>());
+        let gradients = [(dq, q), (dk, k), (dv, v)];
+        register_gradients_with::<B, _, 3>(grads, parents, gradients, |(values, dims)| {
             heads_view::<B>(values, dims, &device)
         });
-        register_tensors::<B, 3>(grads, parents, tensors);
     }
 }
 

@@ -316,20 +316,22 @@ pub(crate) fn register_gradients<B: KernelBackend, const N: usize>(
     gradients: [(Vec<f32>, Shape); N],
     device: &B::Device,
 ) {
-    let tensors = gradients.map(|(values, shape)| TensorData::new(values, shape));
-    let tensors = tensors.map(|data| B::float_from_data(data, device));
-    register_tensors::<B, N>(grads, parents, tensors);
+    register_gradients_with::<B, _, N>(grads, parents, gradients, |(values, shape)| {
+        B::float_from_data(TensorData::new(values, shape), device)
+    });
 }
 
-/// Registers gradients already held as tensors of the backend, for each parent that asks for one.
-pub(crate) fn register_tensors<B: KernelBackend, const N: usize>(
+/// [`register_gradients`] for gradients that `to_tensor` turns into tensors of the backend (in
+/// another layout, say); only those of the parents that ask for one are built.
+pub(crate) fn register_gradients_with<B: KernelBackend, T, const N: usize>(
     grads: &mut Gradients,
     parents: [Option<NodeId>; N],
-    tensors: [FloatTensor<B>; N],
+    gradients: [T; N],
+    to_tensor: impl Fn(T) -> FloatTensor<B>,
 ) {
-    for (parent, grad) in parents.into_iter().zip(tensors) {
+    for (parent, gradient) in parents.into_iter().zip(gradients) {
         if let Some(id) = parent {
-            grads.register::<B>(id, grad);
+            grads.register::<B>(id, to_tensor(gradient));
         }
     }
 }

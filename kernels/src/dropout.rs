@@ -179,9 +179,7 @@ impl std::fmt::Debug for Dropout {
 
 impl ModuleDisplay for Dropout {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     // burn-nn's display.

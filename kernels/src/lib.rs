@@ -64,6 +64,14 @@ pub use lstm::{LstmRun, fused_lstm, lstm};
 pub use norm::{BatchNorm, BatchNormConfig};
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
 
+/// How this crate's drop-in layers print (burn-nn's settings for its layers): their attributes
+/// on one line, `Linear {d_input: 4, d_output: 2, bias: true}`.
+fn one_line_display() -> Option<burn::module::DisplaySettings> {
+    burn::module::DisplaySettings::new()
+        .with_new_line_after_attribute(false)
+        .optional()
+}
+
 /// Seeds the host random draws of the layers built from now on, on this thread (the dropout
 /// masks: see [`dropout`]). The training pipelines call it through `pdl_models::seeded`, with the
 /// backend's own seed.

@@ -85,9 +85,7 @@ impl<B: Backend> Linear<B> {
 
 impl<B: Backend> ModuleDisplay for Linear<B> {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     // burn-nn's display, so a model prints the same whichever layer it holds.

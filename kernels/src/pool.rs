@@ -145,9 +145,7 @@ impl From<burn_pool::MaxPool2d> for MaxPool2d {
 
 impl ModuleDisplay for MaxPool2d {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     // burn-nn's display, so a model prints the same whichever layer it holds.

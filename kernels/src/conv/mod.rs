@@ -255,9 +255,7 @@ impl<B: Backend> From<Conv2d<B>> for burn_conv::Conv2d<B> {
 
 impl<B: Backend> ModuleDisplay for Conv2d<B> {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        crate::one_line_display()
     }
 
     // burn-nn's display, so a model prints the same whichever layer it holds, plus the choice.
