@@ -34,8 +34,17 @@ pub struct RunContext {
     pub offline: bool,
     /// The backend the run uses.
     pub backend: BackendKind,
-    /// How many devices train data-parallel.
+    /// How many devices train data-parallel in this process.
     pub devices: usize,
+    /// The processes this one trains with, in a multi-process run ([`crate::nodes`]).
+    pub nodes: Option<std::sync::Arc<crate::nodes::NodeGroup>>,
+}
+
+impl RunContext {
+    /// The slices each global batch is cut into: one per device of every process.
+    pub fn parts(&self) -> usize {
+        self.devices * self.nodes.as_ref().map_or(1, |n| n.count())
+    }
 }
 
 /// A split's scores: the mean loss, and the task's own measure.

@@ -11,7 +11,7 @@ use crate::experiments::{
     text_classification,
 };
 use crate::probe::{ProbePlan, ProbeRow, probe_table};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -47,6 +47,31 @@ pub enum Command {
     /// probe and k-NN on its frozen features beside a random encoder's, and with --fine-tune
     /// fine-tuning beside training from scratch; writes probe.md and probe.json into the run.
     Probe(ProbeArgs),
+    /// Train with several processes on this machine, as `torchrun` does: starts `pdl train
+    /// EXPERIMENT --nodes N --node-rank R` for each rank R and waits for them all.
+    Launch(LaunchArgs),
+    /// burn-collective's orchestrator, which the ranks of a multi-process run meet at (rank 0
+    /// starts it; see `--nodes`).
+    #[command(hide = true)]
+    Orchestrate {
+        /// The port to listen on.
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+/// Options of `pdl launch`.
+#[derive(Args, Debug, Clone)]
+pub struct LaunchArgs {
+    /// How many processes train together.
+    #[arg(long)]
+    pub nodes: usize,
+    /// The orchestrator's port on 127.0.0.1 (the ranks take the next 8 x nodes ports too).
+    #[arg(long, default_value_t = crate::nodes::DEFAULT_PORT)]
+    pub port: u16,
+    /// `pdl train`'s arguments: the experiment and its flags, the same for every rank.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub train: Vec<String>,
 }
 
 /// Options of `pdl probe`.
@@ -257,6 +282,23 @@ pub struct TrainArgs {
     /// the mean and standard deviation of their scores (written to <artifact-dir>/seeds.json).
     #[arg(long)]
     pub seeds: Option<usize>,
+    /// Train as one of this many processes (nodes), data-parallel over burn-collective: each
+    /// takes 1/N of every global batch (`pdl launch` starts them on one machine).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// This process's rank among the nodes, 0 to N-1; rank 0 writes the run.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Where the nodes meet: rank 0's host and port, ws://HOST:PORT (rank 0 listens there).
+    #[arg(long, default_value = "ws://127.0.0.1:29500")]
+    pub master: String,
+    /// The address each rank is reached at: one for all (one machine), or one per rank, in rank
+    /// order (several machines), e.g. 10.0.0.1,10.0.0.2.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_hosts: String,
+    /// Seconds a node waits for the others at a step before it stops with an error.
+    #[arg(long, default_value_t = 60)]
+    pub node_timeout: u64,
 }
 
 /// Options of `pdl eval`.
@@ -334,6 +376,76 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Launch(args) => launch(&args),
+        Command::Orchestrate { port } => crate::nodes::orchestrate(port),
+    }
+}
+
+/// `pdl launch`: starts `pdl train ... --nodes N --node-rank R` for every rank on this machine,
+/// each with 1/N of its cores, and waits. Rank 0 keeps the terminal; the others print their errors
+/// only. If one rank fails, the others are stopped and the error names it.
+pub fn launch(args: &LaunchArgs) -> Result<()> {
+    if args.nodes < 2 {
+        bail!(
+            "--nodes {}: launch starts two or more processes; train one with `pdl train`",
+            args.nodes
+        );
+    }
+    let taken = ["--nodes", "--node-rank", "--master", "--node-hosts"];
+    if let Some(flag) = args
+        .train
+        .iter()
+        .find(|a| taken.iter().any(|t| a.starts_with(t)))
+    {
+        bail!("{flag}: launch sets --nodes, --node-rank, --master and --node-hosts itself");
+    }
+    let exe = std::env::current_exe()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .unwrap_or_else(|_| (cores / args.nodes).max(1).to_string());
+    let master = format!("ws://127.0.0.1:{}", args.port);
+    let mut ranks = Vec::new();
+    for rank in 0..args.nodes {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("train")
+            .args(&args.train)
+            .args(["--nodes", &args.nodes.to_string()])
+            .args(["--node-rank", &rank.to_string(), "--master", &master])
+            .env("RAYON_NUM_THREADS", &threads);
+        if rank > 0 {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        ranks.push(cmd.spawn()?);
+        if rank == 0 {
+            // Rank 0 starts the orchestrator: give it a moment to listen.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    let mut running: Vec<Option<std::process::Child>> = ranks.into_iter().map(Some).collect();
+    loop {
+        for rank in 0..running.len() {
+            let Some(child) = running[rank].as_mut() else {
+                continue;
+            };
+            let Some(status) = child.try_wait()? else {
+                continue;
+            };
+            running[rank] = None;
+            if !status.success() {
+                for child in running.iter_mut().flatten() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                bail!(
+                    "rank {rank} of {} stopped ({status}); the other ranks were stopped",
+                    args.nodes
+                );
+            }
+        }
+        if running.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -565,6 +677,9 @@ pub fn train_seeds(args: &TrainArgs, n: usize) -> Result<SeedRuns> {
     if args.resume {
         bail!("--resume continues one run; resume each seed-<s> folder on its own");
     }
+    if args.nodes > 1 {
+        bail!("--seeds with --nodes: launch the processes once per seed (--seed S)");
+    }
     let experiment = experiments::find(&args.experiment)?;
     let first = match (args.seed, &args.config) {
         (Some(seed), _) => seed,
@@ -685,10 +800,81 @@ fn check_devices(config: &ExperimentConfig, backend: BackendKind, devices: usize
     Ok(())
 }
 
+/// Whether `config` can train on `nodes` processes of one device each (see [`crate::nodes`]).
+fn check_nodes(config: &ExperimentConfig, nodes: usize, devices: usize) -> Result<()> {
+    if devices > 1 {
+        bail!(
+            "--nodes {nodes} with --devices {devices}: a process trains on one device here; start              one process per device (pdl launch --nodes {})",
+            nodes * devices
+        );
+    }
+    match config {
+        ExperimentConfig::Graph(_) => bail!(
+            "--nodes {nodes}: a graph network trains on its one whole graph each step, so there              is no batch to share out; train it in one process"
+        ),
+        ExperimentConfig::Contrastive(_) => bail!(
+            "--nodes {nodes}: NT-Xent compares each view with every other view of the batch, so              each process would see 1/{nodes} of the negatives and train another loss (SimCLR              gathers the views of all processes, not wired here): train it in one process"
+        ),
+        _ => {}
+    }
+    let batch = config.training().batch_size;
+    if !batch.is_multiple_of(nodes) {
+        bail!(
+            "--batch-size {batch} does not split evenly over --nodes {nodes}: the batch size is              the global one, each process takes batch-size / nodes examples (try {})",
+            (batch / nodes).max(1) * nodes
+        );
+    }
+    Ok(())
+}
+
+/// What the ranks of a multi-process run must agree on, each as a fingerprint (see
+/// [`crate::nodes::NodeGroup::check_agreement`]).
+fn node_fingerprint(config: &ExperimentConfig, resume_from: Option<usize>) -> Vec<(String, u64)> {
+    let fp = crate::nodes::fingerprint;
+    let settings = config.training();
+    vec![
+        ("experiment".into(), fp(config.experiment())),
+        ("seed".into(), config.seed()),
+        ("batch size".into(), settings.batch_size as u64),
+        ("epochs".into(), config.num_epochs() as u64),
+        ("config".into(), fp(&config.to_json())),
+        (
+            "checkpoint resumed from".into(),
+            resume_from.unwrap_or(0) as u64,
+        ),
+        ("pdl version".into(), fp(env!("CARGO_PKG_VERSION"))),
+    ]
+}
+
+/// Copies the files of `from` (a run folder) into `to`, sub-folders included.
+fn copy_run(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_run(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 fn train_one(args: &TrainArgs) -> Result<Trained> {
     let experiment = experiments::find(&args.experiment)?;
     let backend = backend_from(args.backend.as_deref())?;
     let devices = DeviceSpec::parse(&args.devices)?;
+    let spec = match args.nodes {
+        0 | 1 => None,
+        n => Some(crate::nodes::NodeSpec::new(
+            n,
+            args.node_rank,
+            &args.master,
+            &args.node_hosts,
+            args.node_timeout,
+        )?),
+    };
     // A smoke run without --artifact-dir writes into a temporary folder, removed when it ends.
     let smoke_dir = match (&args.artifact_dir, args.smoke) {
         (None, true) => Some(
@@ -709,6 +895,21 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             dir.display()
         );
     }
+    // Only rank 0 writes the run: the other ranks train in a private folder, removed at the end,
+    // which starts as a copy of the run when resuming (see nodes.rs).
+    let private = match &spec {
+        Some(spec) if spec.rank > 0 => Some(
+            tempfile::Builder::new()
+                .prefix(&format!("pdl-rank-{}-", spec.rank))
+                .tempdir()?,
+        ),
+        _ => None,
+    };
+    if let (Some(private), true) = (&private, args.resume) {
+        copy_run(&dir, private.path())
+            .with_context(|| format!("rank {}: cannot read {}", args.node_rank, dir.display()))?;
+    }
+    let dir = private.as_ref().map_or(dir, |p| p.path().to_path_buf());
     // Everything is checked before the folder is made or touched, then checked again under the
     // lock, in case another run got there in between.
     let check_folder = |config: &ExperimentConfig| match args.resume {
@@ -722,6 +923,9 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
     };
     let config = config_for(args, experiment, &dir)?;
     check_devices(&config, backend, devices.len())?;
+    if let Some(spec) = &spec {
+        check_nodes(&config, spec.count, devices.len())?;
+    }
     if let (ExperimentConfig::Sentence(c), false) = (&config, args.resume) {
         c.check_pretrained()?;
     }
@@ -739,9 +943,19 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
         offline: args.offline,
         backend,
         devices: devices.len(),
+        nodes: spec
+            .map(|spec| {
+                let fingerprint = node_fingerprint(&config, resume_from);
+                crate::nodes::NodeGroup::join(spec, fingerprint, &dir.join("experiment.log"))
+            })
+            .transpose()?,
+    };
+    let processes = match &ctx.nodes {
+        Some(nodes) => format!(", rank {} of {} processes", nodes.rank(), nodes.count()),
+        None => String::new(),
     };
     println!(
-        "training {} on {backend} ({} device{}), data from {}, artifacts in {}",
+        "training {} on {backend} ({} device{}{processes}), data from {}, artifacts in {}",
         experiment.name,
         ctx.devices,
         if ctx.devices == 1 { "" } else { "s" },
@@ -781,8 +995,9 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
         Ok(Err(e)) => println!("note: no {what}: {}", one_line(&e)),
         Err(_) => println!("note: no {what}: the plotting library failed"),
     };
-    // A smoke run's temporary folder is removed when it ends: nothing to draw into.
-    if smoke_dir.is_none() {
+    // A smoke run's temporary folder is removed when it ends: nothing to draw into (nor into a
+    // rank's private one).
+    if smoke_dir.is_none() && private.is_none() {
         let unit = config.loss_unit();
         plot("learning curves", &|| {
             crate::plots::write_curves(&dir, unit)
@@ -942,6 +1157,7 @@ fn eval_context(args: &EvalArgs) -> Result<RunContext> {
         offline: args.offline,
         backend: backend_from(args.backend.as_deref())?,
         devices: 1,
+        nodes: None,
     })
 }
 

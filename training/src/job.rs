@@ -262,7 +262,7 @@ impl<B: AutodiffBackend, I: Send + 'static, V> Training<'_, B, I, V> {
             MetricRegistration<LearningComponentsMarker<B, Schedule, M, MeanOverDevices<O>>>,
     {
         let settings = self.settings;
-        let schedule = settings.schedule_for(self.train_items, self.batch_size, self.devices.len());
+        let schedule = settings.schedule_for(self.train_items, self.batch_size, self.ctx.parts());
         let Loaders { train, valid, test } = self.loaders;
         let options = FitOptions::for_run(
             self.ctx,

@@ -3,7 +3,7 @@
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
 use crate::artifacts::{Recorder, RunReport, Scores, write_json};
-use crate::parallel::{MeanOverDevices, Sharded};
+use crate::parallel::{MeanOverDevices, NodeShard, Sharded};
 use crate::renderer::PlainRenderer;
 use crate::stopping::{KeepLastAndBest, NoImprovementSince, ValidLosses};
 use anyhow::{Context, Result, bail};
@@ -51,6 +51,8 @@ pub struct FitOptions {
     /// instead of the last epoch's, as Keras' `restore_best_weights` and Lightning's
     /// `ModelCheckpoint(monitor="val_loss")` do.
     pub restore_best: bool,
+    /// The processes this one trains with, in a multi-process run ([`crate::nodes`]).
+    pub nodes: Option<Arc<crate::nodes::NodeGroup>>,
 }
 
 impl FitOptions {
@@ -70,6 +72,7 @@ impl FitOptions {
             resume_from: ctx.resume_from,
             plain: ctx.plain,
             restore_best,
+            nodes: ctx.nodes.clone(),
         }
     }
 }
@@ -222,12 +225,23 @@ where
     // device, and the optimiser steps on their gradients' mean (see parallel.rs). Burn moves a
     // one-device run's loader to its device, which forks its shuffling generator: the slices are
     // made on a loader moved the same way, so both runs see one order.
+    // Several processes: each keeps its rank's slice of every global batch, and the optimiser
+    // averages over the processes too (see nodes.rs), once they agree on what they train.
     let parts = devices.len();
-    let train = match parts {
-        1 => train,
+    let train = match (parts, &options.nodes) {
+        (1, None) => train,
+        (1, Some(nodes)) => NodeShard::of(
+            train.to_device(&devices[0]),
+            nodes.count(),
+            nodes.rank(),
+            options.batch_size,
+        ),
         _ => Sharded::deal(train.to_device(&devices[0]), parts, options.batch_size),
     };
-    let optim = MeanOverDevices::new(optim, parts);
+    if let Some(nodes) = &options.nodes {
+        nodes.check_agreement::<B::InnerBackend>(&devices[0])?;
+    }
+    let optim = MeanOverDevices::new(optim, parts).across(options.nodes.clone());
     let interrupter = Interrupter::new();
     let recorder = Recorder::new();
     let diverged = Arc::new(Mutex::new(None));
@@ -261,6 +275,10 @@ where
     if let Some(epoch) = options.resume_from {
         println!("resuming from the checkpoint of epoch {epoch}");
         training = training.checkpoint(epoch);
+    }
+    if options.nodes.is_some() {
+        // Installed already, before the first call to the other processes (see nodes.rs).
+        training = training.with_application_logger(None);
     }
     if options.plain || !std::io::stdout().is_terminal() {
         training = training.renderer(PlainRenderer::new());

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod experiments;
 pub mod job;
 pub mod learner;
+pub mod nodes;
 pub mod parallel;
 pub mod plots;
 pub mod probe;

@@ -6,7 +6,10 @@ use clap::Parser;
 fn main() {
     keep_freed_memory();
     let cli = pdl_training::cli::Cli::parse();
-    if let Err(e) = pdl_training::cli::run(cli) {
+    let result = pdl_training::cli::run(cli);
+    // A multi-process run filters stdout through a pipe: let its last lines out first.
+    pdl_training::nodes::restore_stdout();
+    if let Err(e) = result {
         eprintln!("error: {}", pdl_training::cli::one_line(&e));
         std::process::exit(1);
     }

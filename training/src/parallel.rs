@@ -42,6 +42,7 @@
 //! normalises by the statistics of its slice, not the global batch (PyTorch's DDP does the same
 //! unless `SyncBatchNorm` is asked for).
 
+use crate::nodes::NodeGroup;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
@@ -193,6 +194,94 @@ impl<B: Backend, O> DataLoaderIterator<O> for Follower<'_, B, O> {
     }
 }
 
+/// One process's part of a multi-process run's training loader ([`crate::nodes`]): every rank
+/// makes the same slices in the same order, and rank r of N keeps slice N·t + r of step t.
+///
+/// Each rank makes every slice, not just its own: the batchers' random draws (augmentation) are
+/// sequential, so only this keeps each slice the one a one-process run with the global batch
+/// would make. Making a batch costs a small part of training on it.
+pub struct NodeShard<B: Backend, O> {
+    slices: Arc<dyn DataLoader<B, O>>,
+    ranks: usize,
+    rank: usize,
+    steps: usize,
+}
+
+impl<B: Backend, O: Send + 'static> NodeShard<B, O> {
+    /// Rank `rank`'s part of `slices` (batches of `global_batch / ranks` examples).
+    pub fn of(
+        slices: Arc<dyn DataLoader<B, O>>,
+        ranks: usize,
+        rank: usize,
+        global_batch: usize,
+    ) -> Arc<dyn DataLoader<B, O>> {
+        let steps = steps_per_epoch(slices.num_items(), global_batch, ranks);
+        Arc::new(Self {
+            slices,
+            ranks,
+            rank,
+            steps,
+        })
+    }
+}
+
+impl<B: Backend, O: Send + 'static> DataLoader<B, O> for NodeShard<B, O> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
+        Box::new(ShardPass {
+            shard: self,
+            inner: self.slices.iter(),
+            steps: 0,
+        })
+    }
+
+    fn num_items(&self) -> usize {
+        self.slices.num_items()
+    }
+
+    /// The slices are made where the shard was built (see [`Sharded`]).
+    fn to_device(&self, _device: &B::Device) -> Arc<dyn DataLoader<B, O>> {
+        Arc::new(Self {
+            slices: self.slices.clone(),
+            ..*self
+        })
+    }
+
+    fn slice(&self, _start: usize, _end: usize) -> Arc<dyn DataLoader<B, O>> {
+        self.to_device(&Default::default())
+    }
+}
+
+/// A pass of a [`NodeShard`]: pulls the N slices of each step and keeps its rank's.
+struct ShardPass<'a, B: Backend, O> {
+    shard: &'a NodeShard<B, O>,
+    inner: Box<dyn DataLoaderIterator<O> + 'a>,
+    steps: usize,
+}
+
+impl<B: Backend, O> Iterator for ShardPass<'_, B, O> {
+    type Item = O;
+
+    fn next(&mut self) -> Option<O> {
+        if self.steps == self.shard.steps {
+            // As in `Driver`: the rest is made and dropped, to keep the batcher's draws in step.
+            self.inner.by_ref().for_each(drop);
+            return None;
+        }
+        let step: Vec<O> = self.inner.by_ref().take(self.shard.ranks).collect();
+        if step.len() < self.shard.ranks {
+            return None;
+        }
+        self.steps += 1;
+        step.into_iter().nth(self.shard.rank)
+    }
+}
+
+impl<B: Backend, O> DataLoaderIterator<O> for ShardPass<'_, B, O> {
+    fn progress(&self) -> Progress {
+        self.inner.progress()
+    }
+}
+
 /// Optimiser steps in an epoch of `items` examples in global batches of `batch` on `devices`
 /// devices: every batch on one device, the last one short; only the full ones on several, whose
 /// slices must be equal (see the module doc). The schedule and [`Sharded`] both count with it.
@@ -207,10 +296,14 @@ pub fn steps_per_epoch(items: usize, batch: usize, devices: usize) -> usize {
 /// An optimiser that steps on the mean of the devices' gradients: Burn's multi-device strategy
 /// hands it their sum. Its record is the inner optimiser's, so checkpoints do not depend on the
 /// number of devices (a run can resume on another count).
+///
+/// In a multi-process run it also averages over the processes ([`NodeGroup::average`]) before
+/// the step, so every rank steps on the mean gradient of the whole global batch.
 #[derive(Clone)]
 pub struct MeanOverDevices<O> {
     inner: O,
     devices: usize,
+    nodes: Option<Arc<NodeGroup>>,
 }
 
 impl<O> MeanOverDevices<O> {
@@ -219,7 +312,13 @@ impl<O> MeanOverDevices<O> {
         Self {
             inner,
             devices: devices.max(1),
+            nodes: None,
         }
+    }
+
+    /// The same, averaging over the processes of `nodes` too.
+    pub fn across(self, nodes: Option<Arc<NodeGroup>>) -> Self {
+        Self { nodes, ..self }
     }
 }
 
@@ -232,7 +331,14 @@ where
     type Record = O::Record;
 
     fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
-        let grads = mean_of_sum(&module, grads, self.devices);
+        let mut grads = mean_of_sum(&module, grads, self.devices);
+        if let Some(nodes) = &self.nodes {
+            // The Learner calls this with no way to return an error: a failed call ends the
+            // process with its one-line error (checkpoints already written stay).
+            grads = nodes
+                .average(&module, grads)
+                .unwrap_or_else(|e| crate::nodes::exit_with(&crate::cli::one_line(&e)));
+        }
         self.inner.step(lr, module, grads)
     }
 
@@ -252,6 +358,7 @@ where
         Self {
             inner: self.inner.load_record(record),
             devices: self.devices,
+            nodes: self.nodes,
         }
     }
 }
@@ -359,6 +466,7 @@ mod tests {
             resume_from: None,
             plain: true,
             restore_best: false,
+            nodes: None,
         };
         let fitted = fit(
             dir.path(),

@@ -39,6 +39,9 @@ enum Cmd {
     /// Judge a pre-trained encoder with few labels and all:
     /// `cargo xtask probe runs/mnist-simclr --labels-per-class 10,100,full [--fine-tune]`.
     Probe(launch::PassThrough),
+    /// Train with several processes on this machine, as torchrun does:
+    /// `cargo xtask launch --nodes 2 mnist-cnn [pdl train flags]`.
+    Launch(launch::PassThrough),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::Plot(a) => launch::pdl("plot", a),
         Cmd::Report(a) => launch::pdl("report", a),
         Cmd::Probe(a) => launch::pdl("probe", a),
+        Cmd::Launch(a) => launch::pdl("launch", a),
     }?;
     std::process::exit(status);
 }

@@ -158,7 +158,7 @@ pub fn train<B: AutodiffBackend>(
     );
     let loaders = Loaders {
         train: DataLoaderBuilder::new(views)
-            .batch_size(settings.batch_per_device(ctx.devices))
+            .batch_size(settings.batch_per_device(ctx.parts()))
             .shuffle(settings.seed)
             .set_device(device.clone())
             .build(splits.train.clone()),

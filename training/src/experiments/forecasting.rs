@@ -288,7 +288,7 @@ pub fn train<B: AutodiffBackend>(
         train: loader::<B>(
             splits.train,
             columns,
-            settings.batch_per_device(ctx.devices),
+            settings.batch_per_device(ctx.parts()),
             Some(settings.seed),
             train_batches,
             &device,

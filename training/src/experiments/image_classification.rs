@@ -246,7 +246,7 @@ pub fn train<B: AutodiffBackend>(
     let test_images = splits.test.clone();
     let loaders = Loaders {
         train: DataLoaderBuilder::new(batcher)
-            .batch_size(settings.batch_per_device(ctx.devices))
+            .batch_size(settings.batch_per_device(ctx.parts()))
             .shuffle(settings.seed)
             .set_device(device.clone())
             .build(splits.train),

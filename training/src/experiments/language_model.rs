@@ -225,7 +225,7 @@ pub fn train<B: AutodiffBackend>(
     let loaders = Loaders {
         train: loader::<B>(
             train_set,
-            settings.batch_per_device(ctx.devices),
+            settings.batch_per_device(ctx.parts()),
             Some(settings.seed),
             train_batches,
             &device,

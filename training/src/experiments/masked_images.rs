@@ -114,7 +114,7 @@ pub fn train<B: AutodiffBackend>(
     let (settings, device) = (&config.training, devices[0].clone());
     let loaders = Loaders {
         train: DataLoaderBuilder::new(config.batcher(&splits))
-            .batch_size(settings.batch_per_device(ctx.devices))
+            .batch_size(settings.batch_per_device(ctx.parts()))
             .shuffle(settings.seed)
             .set_device(device.clone())
             .build(splits.train.clone()),

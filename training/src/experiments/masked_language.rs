@@ -131,7 +131,7 @@ pub fn train<B: AutodiffBackend>(
     );
     let loaders = Loaders {
         train: DataLoaderBuilder::new(config.batcher(&splits.vocab))
-            .batch_size(settings.batch_per_device(ctx.devices))
+            .batch_size(settings.batch_per_device(ctx.parts()))
             .shuffle(settings.seed)
             .set_device(device.clone())
             .build(splits.train),

@@ -358,7 +358,7 @@ pub fn train<B: AutodiffBackend>(
         .model
         .sized(splits.vocab.len(), config.data.num_classes);
     let loaders = Loaders {
-        train: loader::<B>(splits.train, config, Some(ctx.devices), &device),
+        train: loader::<B>(splits.train, config, Some(ctx.parts()), &device),
         valid: loader(splits.valid, config, None, &device),
         test: loader(splits.test, config, None, &device),
     };

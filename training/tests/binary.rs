@@ -1,0 +1,330 @@
+//! The `pdl` binary as a process: every error is one line on stderr and a non-zero exit code, and
+//! several processes train together (`--nodes`, `pdl launch`; see src/nodes.rs).
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn pdl(args: &[&str], data_dir: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pdl"))
+        .args(args)
+        .env("PDL_DATA_DIR", data_dir)
+        .env("PDL_OFFLINE", "1")
+        .current_dir(data_dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn errors_are_one_line_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], i32, &str); 4] = [
+        (
+            &["train", "mnist-gpt"],
+            1,
+            "error: unknown experiment 'mnist-gpt'",
+        ),
+        (
+            &["train", "mnist-cnn", "--smoke"],
+            1,
+            "error: MNIST not found",
+        ),
+        (
+            &["train", "mnist-cnn", "--backend", "tpu"],
+            1,
+            "error: unknown backend",
+        ),
+        (&["eval", "nowhere"], 1, "error: nowhere: no config.json"),
+    ];
+    for (args, code, start) in cases {
+        let (got, stderr) = pdl(args, dir.path());
+        assert_eq!(got, code, "{args:?}: {stderr}");
+        assert!(stderr.starts_with(start), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = pdl(&["train", "mnist-cnn", "--epochs", "many"], dir.path());
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// A tiny MNIST in its real format under `dir/mnist`: 768 training images (640 after the 128 the
+/// config below keeps for validation: 20 batches of 32) and 64 test images, the class a bright bar.
+fn tiny_mnist(dir: &Path) {
+    let mnist = dir.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let mut state = 5u64;
+    let mut noise = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 59) as u8 * 8
+    };
+    for (n, images, labels) in [
+        (
+            768,
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+        ),
+        (64, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    ] {
+        let mut pixels = Vec::new();
+        let mut classes = Vec::new();
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            let mut image: Vec<u8> = (0..784).map(|_| noise()).collect();
+            let row = 3 + 2 * label as usize;
+            image[row * 28 + 4..row * 28 + 24].fill(255);
+            pixels.extend(image);
+            classes.push(label);
+        }
+        let idx = |magic: u8, dims: &[usize], data: &[u8]| {
+            let mut bytes = vec![0, 0, 8, magic];
+            for d in dims {
+                bytes.extend((*d as u32).to_be_bytes());
+            }
+            bytes.extend(data);
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&bytes).unwrap();
+            gz.finish().unwrap()
+        };
+        std::fs::write(mnist.join(images), idx(3, &[n, 28, 28], &pixels)).unwrap();
+        std::fs::write(mnist.join(labels), idx(1, &[n], &classes)).unwrap();
+    }
+}
+
+/// A 784-32-10 MLP without dropout (each process would draw its own masks), Adam, warm-up and
+/// cosine: `epochs` epochs of global batches of 32.
+fn mlp_config(dir: &Path, epochs: usize) -> PathBuf {
+    let path = dir.join(format!("mlp-{epochs}.json"));
+    let config = serde_json::json!({
+        "experiment": "mnist-mlp", "dataset": "mnist",
+        "model": {"Mlp": {"d_input": 784, "d_hidden": [32], "num_classes": 10,
+                          "activation": "Relu", "dropout": 0.0}},
+        "num_epochs": epochs, "batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0,
+        "schedule": {"WarmupCosine": {"warmup_fraction": 0.1, "min_lr_fraction": 0.0}},
+        "grad_clip_norm": null, "early_stopping_patience": 0, "restore_best": false,
+        "seed": 42, "smoke": false, "valid_size": 128, "augment": false
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// `pdl ARGS` in `dir` on the tiny set, offline, one line per epoch, its stdout dropped.
+fn start(dir: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pdl"))
+        .args(args)
+        .args(["--plain", "--offline"])
+        .env("PDL_DATA_DIR", dir)
+        .env("RAYON_NUM_THREADS", "1")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// Every weight of the MLP saved in `run`, in its fields' order.
+fn weights(run: &Path) -> Vec<f32> {
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let model = pdl_models::MlpConfig::new(784, vec![32], 10)
+        .with_dropout(0.0)
+        .init::<B>(&device);
+    let model = pdl_training::learner::load_model(model, &run.join("model"), &device).unwrap();
+    parameters(&model)
+}
+
+/// Every weight of `model`, in its fields' order.
+fn parameters<Q: Backend>(model: &pdl_models::Mlp<Q>) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl<Q: Backend> ModuleVisitor<Q> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Q, D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut all = Collect(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
+#[test]
+fn two_processes_take_the_steps_of_one_process_with_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_mnist(dir.path());
+    let config = mlp_config(dir.path(), 2);
+    let config = config.to_str().unwrap();
+    let one = start(
+        dir.path(),
+        &[
+            "train",
+            "mnist-mlp",
+            "--config",
+            config,
+            "--artifact-dir",
+            "one",
+        ],
+    );
+    let (code, stderr) = finish(one);
+    assert_eq!(code, 0, "{stderr}");
+    let two = start(
+        dir.path(),
+        &[
+            "launch",
+            "--nodes",
+            "2",
+            "--port",
+            "21100",
+            "mnist-mlp",
+            "--config",
+            config,
+            "--artifact-dir",
+            "two",
+        ],
+    );
+    let (code, stderr) = finish(two);
+    assert_eq!(code, 0, "{stderr}");
+    let (one, two) = (
+        weights(&dir.path().join("one")),
+        weights(&dir.path().join("two")),
+    );
+    let start = weights_at_start();
+    let furthest = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(
+        furthest(&start, &one) > 0.01,
+        "training hardly moved the weights"
+    );
+    let apart = furthest(&one, &two);
+    assert!(apart < 1e-5, "one process and two differ by up to {apart}");
+    // Rank 0 wrote the run; the other rank's private folder is gone.
+    assert!(dir.path().join("two/metrics.json").is_file());
+    assert!(dir.path().join("two/checkpoint/model-2.mpk").is_file());
+}
+
+/// The MLP's weights before training, as the runs build it (the seeded start).
+fn weights_at_start() -> Vec<f32> {
+    type B = burn::backend::Flex;
+    let model = pdl_models::seeded::<B, _>(&Default::default(), 42, |d| {
+        pdl_models::MlpConfig::new(784, vec![32], 10)
+            .with_dropout(0.0)
+            .init::<B>(d)
+    });
+    parameters(&model)
+}
+
+/// `pdl train` as rank `rank` of 2 meeting at `port`, with extra flags.
+fn rank(dir: &Path, rank: usize, port: u16, extra: &[&str]) -> Child {
+    let master = format!("ws://127.0.0.1:{port}");
+    let rank = rank.to_string();
+    let mut args = vec!["train", "mnist-mlp", "--nodes", "2", "--node-rank", &rank];
+    args.extend(["--master", &master, "--node-timeout", "3"]);
+    args.extend(extra);
+    start(dir, &args)
+}
+
+#[test]
+fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_mnist(dir.path());
+    let config = mlp_config(dir.path(), 50);
+    let config = config.to_str().unwrap();
+    let flags = ["--config", config, "--artifact-dir", "run"];
+    let mut zero = rank(dir.path(), 0, 21200, &flags);
+    let mut one = rank(dir.path(), 1, 21200, &flags);
+    // Kill rank 1 once rank 0 has saved its first epoch.
+    let saved = dir.path().join("run/checkpoint/model-1.mpk");
+    let waited = Instant::now();
+    while !saved.is_file() {
+        if zero.try_wait().unwrap().is_some() || waited.elapsed() > Duration::from_secs(120) {
+            let _ = one.kill();
+            let _ = zero.kill();
+            let (_, stderr) = finish(zero);
+            panic!("rank 0 saved no epoch in {:?}: {stderr}", waited.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let killed = Instant::now();
+    let (code, stderr) = finish(zero);
+    let took = killed.elapsed();
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        took < Duration::from_secs(15),
+        "rank 0 took {took:?} to stop"
+    );
+    let line = stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert!(line.starts_with("error: rank 0 of 2: "), "{stderr}");
+    assert!(line.contains("rank 1 stopped or"), "{stderr}");
+    // What rank 0 saved before is still there.
+    assert!(saved.is_file());
+}
+
+#[test]
+fn ranks_that_disagree_or_a_taken_port_stop_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_mnist(dir.path());
+    let config = mlp_config(dir.path(), 1);
+    let config = config.to_str().unwrap();
+    let zero = rank(
+        dir.path(),
+        0,
+        21300,
+        &["--config", config, "--artifact-dir", "a"],
+    );
+    let one = rank(
+        dir.path(),
+        1,
+        21300,
+        &[
+            "--config",
+            config,
+            "--artifact-dir",
+            "a",
+            "--seed",
+            "7",
+            "--batch-size",
+            "64",
+        ],
+    );
+    for child in [zero, one] {
+        let (code, stderr) = finish(child);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: the 2 ranks differ in seed, batch size, config:"),
+            "{stderr}"
+        );
+    }
+    let _taken = std::net::TcpListener::bind(("0.0.0.0", 21400)).unwrap();
+    let (code, stderr) = finish(rank(dir.path(), 0, 21400, &["--config", config]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot start the orchestrator on port 21400"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
