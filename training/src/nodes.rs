@@ -266,6 +266,7 @@ impl NodeGroup {
             burn_collective::finish_collective::<B>(id)
                 .map_err(|e| anyhow::anyhow!("finish_collective: {e:?}"))?;
             burn_collective::reset_collective::<B>();
+            self.wait_for_peers_to_finish(call);
             Ok::<_, anyhow::Error>(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(mean)))
         }));
         let mean = match outcome {
@@ -315,6 +316,24 @@ impl NodeGroup {
                 self.spec.data_port_of(rank, call),
             );
             while std::net::TcpStream::connect(address).is_err() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    /// Waits until every other rank has finished call `call`: its data server of the call no longer
+    /// accepts connections.
+    ///
+    /// The orchestrator forgets a node when the node finishes, but it numbers a new registration
+    /// by how many nodes it still holds: a rank that registers its next call while another has not
+    /// finished this one gets the other's *old* entry as its peer, and the call hangs (measured:
+    /// `mnist-cnn` over two processes hung at its 238th call). A node's data server closes only
+    /// after the orchestrator has acknowledged its finish, so a refused connection shows it is safe
+    /// to register again.
+    fn wait_for_peers_to_finish(&self, call: u64) {
+        for rank in (0..self.spec.count).filter(|&r| r != self.spec.rank) {
+            let address = (self.spec.hosts[rank].as_str(), self.spec.data_port_of(rank, call));
+            while std::net::TcpStream::connect(address).is_ok() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -623,15 +642,10 @@ impl Drop for Watch {
 }
 
 /// Ends the process with `message` as pdl's one-line error, from a thread that cannot return an
-/// error to `main` (the time limit, an optimiser step): the dashboard's terminal is given back
-/// first. The orchestrator child notices and ends too.
+/// error to `main` (the time limit, an optimiser step). A multi-process run has no dashboard (see
+/// [`filter_stdout`]), so there is no terminal to give back. The orchestrator child notices and
+/// ends too.
 pub fn exit_with(message: &str) -> ! {
-    let _ = crossterm::terminal::disable_raw_mode();
-    let _ = crossterm::execute!(
-        std::io::stdout(),
-        crossterm::terminal::LeaveAlternateScreen,
-        crossterm::cursor::Show
-    );
     restore_stdout();
     let line: String = message.chars().filter(|&c| c != '\n').collect();
     eprintln!("error: {line}");
