@@ -119,8 +119,11 @@ pub struct MetricsFile<'a> {
     pub experiment: &'a str,
     /// Backend name.
     pub backend: &'a str,
-    /// Devices used.
+    /// Devices used (in each process).
     pub devices: usize,
+    /// Processes that trained together (`--nodes`), when more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
     /// Epochs trained in all.
     pub epochs: usize,
     /// Seconds trained, all processes of a resumed run together.

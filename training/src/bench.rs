@@ -66,6 +66,9 @@ pub enum BenchModel {
     GptGeneration,
     /// The CNN, ResNet, ViT, GPT and LSTM, a row each per backend.
     All,
+    /// What averaging the gradients across processes costs (burn-collective's all-reduce, each
+    /// strategy, 2 floats to 4 M) and a model of N machines for the CNN (see bench_nodes.rs).
+    AllReduce,
 }
 
 /// Options of `pdl bench`.
@@ -110,6 +113,18 @@ pub struct BenchArgs {
     /// each row is compared with.
     #[arg(long)]
     pub reference: Option<std::path::PathBuf>,
+    /// all-reduce: processes to start on this machine.
+    #[arg(long, default_value_t = 2)]
+    pub ranks: usize,
+    /// all-reduce: the orchestrator's port (the ranks take 8 x ranks ports after it).
+    #[arg(long, default_value_t = 29600)]
+    pub port: u16,
+    /// all-reduce: the rank of a process the benchmark started (internal).
+    #[arg(long, hide = true)]
+    pub rank: Option<usize>,
+    /// all-reduce: where rank 0 writes its figures (internal).
+    #[arg(long, hide = true)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Training batch size of the benchmark (pytorch/examples' default).
@@ -521,6 +536,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|b| BackendKind::parse(b))
             .collect::<Result<Vec<_>>>()?
     };
+    if args.model == BenchModel::AllReduce {
+        return crate::bench_nodes::run(args);
+    }
     if args.model == BenchModel::GptGeneration {
         return bench_generation(kinds, args.length);
     }

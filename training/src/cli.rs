@@ -69,6 +69,11 @@ pub struct LaunchArgs {
     /// The orchestrator's port on 127.0.0.1 (the ranks take the next 8 x nodes ports too).
     #[arg(long, default_value_t = crate::nodes::DEFAULT_PORT)]
     pub port: u16,
+    /// Restart every rank with --resume this many times when one fails after a checkpoint newer
+    /// than at the last restart (as torchrun's --max-restarts; see nodes.rs for the faults of
+    /// burn-collective 0.21 this is for).
+    #[arg(long, default_value_t = 3)]
+    pub max_restarts: usize,
     /// `pdl train`'s arguments: the experiment and its flags, the same for every rank.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub train: Vec<String>,
@@ -383,7 +388,8 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// `pdl launch`: starts `pdl train ... --nodes N --node-rank R` for every rank on this machine,
 /// each with 1/N of its cores, and waits. Rank 0 keeps the terminal; the others print their errors
-/// only. If one rank fails, the others are stopped and the error names it.
+/// only. If one rank fails, the others are stopped and the error names it; if the run has saved
+/// an epoch since, all restart from it (`--max-restarts`).
 pub fn launch(args: &LaunchArgs) -> Result<()> {
     if args.nodes < 2 {
         bail!(
@@ -399,6 +405,54 @@ pub fn launch(args: &LaunchArgs) -> Result<()> {
     {
         bail!("{flag}: launch sets --nodes, --node-rank, --master and --node-hosts itself");
     }
+    // The run folder rank 0 writes, to restart from its checkpoint (not for a smoke run, whose
+    // folder goes away with it).
+    let flag = |name: &str| {
+        let eq = format!("{name}=");
+        args.train
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| match a.strip_prefix(&eq) {
+                Some(v) => Some(v.to_string()),
+                None if a == name => args.train.get(i + 1).cloned(),
+                None => None,
+            })
+    };
+    let smoke = args.train.iter().any(|a| a == "--smoke");
+    let dir = flag("--artifact-dir").map(PathBuf::from).or_else(|| {
+        let experiment = args.train.iter().find(|a| !a.starts_with('-'))?;
+        Some(PathBuf::from("runs").join(experiment))
+    });
+    let mut resume = args.train.iter().any(|a| a == "--resume");
+    let mut restarts = 0;
+    let mut last_saved = None;
+    loop {
+        let Err(failure) = launch_once(args, resume) else {
+            return Ok(());
+        };
+        let saved = dir
+            .as_deref()
+            .filter(|_| !smoke)
+            .and_then(crate::learner::last_readable_checkpoint);
+        // A restart needs a checkpoint, and one newer than at the last restart: a fault that
+        // comes back before any progress is not burn-collective's race but the run's own.
+        if restarts == args.max_restarts || saved.is_none() || saved <= last_saved {
+            return Err(failure);
+        }
+        restarts += 1;
+        last_saved = saved;
+        resume = true;
+        eprintln!(
+            "note: {}; restart {restarts} of {} from the checkpoint of epoch {}",
+            one_line(&failure),
+            args.max_restarts,
+            saved.unwrap_or(0)
+        );
+    }
+}
+
+/// One launch of every rank (`--resume` added when asked): waits until all end, or one fails.
+fn launch_once(args: &LaunchArgs, resume: bool) -> Result<()> {
     let exe = std::env::current_exe()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = std::env::var("RAYON_NUM_THREADS")
@@ -412,6 +466,9 @@ pub fn launch(args: &LaunchArgs) -> Result<()> {
             .args(["--nodes", &args.nodes.to_string()])
             .args(["--node-rank", &rank.to_string(), "--master", &master])
             .env("RAYON_NUM_THREADS", &threads);
+        if resume && !args.train.iter().any(|a| a == "--resume") {
+            cmd.arg("--resume");
+        }
         if rank > 0 {
             cmd.stdout(std::process::Stdio::null());
         }
@@ -976,6 +1033,7 @@ fn train_one(args: &TrainArgs) -> Result<Trained> {
             experiment: experiment.name,
             backend: backend.name(),
             devices: ctx.devices,
+            nodes: ctx.nodes.as_ref().map(|n| n.count()),
             epochs: report.epochs,
             wall_seconds: report.wall_seconds,
             train_items: report.train_items,

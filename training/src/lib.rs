@@ -14,6 +14,7 @@ pub mod artifacts;
 pub mod backend;
 pub mod bench;
 pub mod bench_gnn;
+pub mod bench_nodes;
 pub mod cli;
 pub mod experiments;
 pub mod job;

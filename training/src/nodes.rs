@@ -46,7 +46,7 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Shape, Tensor, TensorPrimitive};
-use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
+use burn_collective::{AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -188,6 +188,10 @@ pub struct NodeGroup {
     calls: Mutex<u64>,
     /// Rank 0's orchestrator process, ended when the group is dropped.
     orchestrator: Mutex<Option<Child>>,
+    /// The all-reduce strategy between nodes (burn-collective's default when unset).
+    strategy: Mutex<Option<AllReduceStrategy>>,
+    /// The last call's finishing, running beside the next step (see [`NodeGroup::mean`]).
+    finishing: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
 }
 
 impl NodeGroup {
@@ -217,6 +221,8 @@ impl NodeGroup {
             fingerprint,
             calls: Mutex::new(0),
             orchestrator: Mutex::new(orchestrator),
+            strategy: Mutex::new(None),
+            finishing: Mutex::new(None),
         }))
     }
 
@@ -228,6 +234,11 @@ impl NodeGroup {
     /// This process's rank.
     pub fn rank(&self) -> usize {
         self.spec.rank
+    }
+
+    /// Sets the all-reduce strategy of the next calls (every rank must set the same).
+    pub fn set_strategy(&self, strategy: Option<AllReduceStrategy>) {
+        *self.strategy.lock().expect("strategy") = strategy;
     }
 
     /// The mean over the ranks of each rank's `values`: one burn-collective call, checked with the
@@ -257,16 +268,26 @@ impl NodeGroup {
         );
         let id = PeerId::from(0usize);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if call > 0 {
+                self.settle_finish()?;
+                self.wait_for_peers_to_finish(call - 1);
+            }
             burn_collective::register::<B>(id, device.clone(), config)
                 .map_err(|e| anyhow::anyhow!("register: {e:?}"))?;
             self.wait_for_peers(call);
             let primitive = sent.into_primitive().tensor();
             let mean = burn_collective::all_reduce::<B>(id, primitive, ReduceOperation::Mean)
                 .map_err(|e| anyhow::anyhow!("all_reduce: {e:?}"))?;
-            burn_collective::finish_collective::<B>(id)
-                .map_err(|e| anyhow::anyhow!("finish_collective: {e:?}"))?;
-            burn_collective::reset_collective::<B>();
-            self.wait_for_peers_to_finish(call);
+            // Finishing waits ~40 ms for the orchestrator's answer (burn-collective's websocket
+            // server leaves Nagle's algorithm on): it runs beside the next step's compute, and the
+            // next call waits for it (see `settle_finish`).
+            let finishing = std::thread::spawn(move || {
+                burn_collective::finish_collective::<B>(id)
+                    .map_err(|e| anyhow::anyhow!("finish_collective: {e:?}"))?;
+                burn_collective::reset_collective::<B>();
+                Ok(())
+            });
+            *self.finishing.lock().expect("finishing") = Some(finishing);
             Ok::<_, anyhow::Error>(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(mean)))
         }));
         let mean = match outcome {
@@ -302,6 +323,17 @@ impl NodeGroup {
         Ok(mean.slice(0..len))
     }
 
+    /// Waits until this node has finished its previous call (started in the background by
+    /// [`NodeGroup::mean`]), and says how that went.
+    fn settle_finish(&self) -> Result<()> {
+        let finishing = self.finishing.lock().expect("finishing").take();
+        match finishing.map(|f| f.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => bail!("burn-collective panicked while finishing a call"),
+        }
+    }
+
     /// Waits until every other rank's data server of call `call` accepts connections.
     ///
     /// `register` returns once the orchestrator has heard from every rank, but each rank's data
@@ -332,7 +364,10 @@ impl NodeGroup {
     /// to register again.
     fn wait_for_peers_to_finish(&self, call: u64) {
         for rank in (0..self.spec.count).filter(|&r| r != self.spec.rank) {
-            let address = (self.spec.hosts[rank].as_str(), self.spec.data_port_of(rank, call));
+            let address = (
+                self.spec.hosts[rank].as_str(),
+                self.spec.data_port_of(rank, call),
+            );
             while std::net::TcpStream::connect(address).is_ok() {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -408,7 +443,12 @@ impl NodeGroup {
             burn_communication::Address::from_str(&text)
                 .map_err(|_| anyhow::anyhow!("{text} is not an address"))
         };
-        Ok(CollectiveConfig::default()
+        let config = CollectiveConfig::default();
+        let config = match *self.strategy.lock().expect("strategy") {
+            Some(strategy) => config.with_global_all_reduce_strategy(strategy),
+            None => config,
+        };
+        Ok(config
             .with_num_devices(1)
             .with_num_nodes(self.spec.count as u32)
             .with_global_address(address(&self.spec.master_host, self.spec.master_port)?)
@@ -419,6 +459,14 @@ impl NodeGroup {
 
 impl Drop for NodeGroup {
     fn drop(&mut self) {
+        // Let the last call finish (rank 0's orchestrator answers it), for a few seconds at most:
+        // a peer that has gone would leave it waiting.
+        if let Some(finishing) = self.finishing.lock().ok().and_then(|mut f| f.take()) {
+            let until = Instant::now() + Duration::from_secs(5);
+            while !finishing.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         if let Some(mut child) = self.orchestrator.lock().ok().and_then(|mut o| o.take()) {
             let _ = child.kill();
             let _ = child.wait();
