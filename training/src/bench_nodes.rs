@@ -85,7 +85,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let file = out.path().join("calls.json");
     println!("timing the all-reduce over {} processes ...", args.ranks);
     let exe = std::env::current_exe()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut children = Vec::new();
     for rank in 0..args.ranks {
         let mut cmd = std::process::Command::new(&exe);
@@ -99,7 +98,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .args(["--port", &args.port.to_string()])
             .arg("--out")
             .arg(&file)
-            .env("RAYON_NUM_THREADS", (cores / args.ranks).max(1).to_string())
+            .env(
+                "RAYON_NUM_THREADS",
+                crate::nodes::threads_per_rank(args.ranks),
+            )
             .stdout(std::process::Stdio::null());
         children.push(cmd.spawn()?);
     }

@@ -454,9 +454,7 @@ pub fn launch(args: &LaunchArgs) -> Result<()> {
 /// One launch of every rank (`--resume` added when asked): waits until all end, or one fails.
 fn launch_once(args: &LaunchArgs, resume: bool) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .unwrap_or_else(|_| (cores / args.nodes).max(1).to_string());
+    let threads = crate::nodes::threads_per_rank(args.nodes);
     let master = format!("ws://127.0.0.1:{}", args.port);
     let mut ranks = Vec::new();
     for rank in 0..args.nodes {

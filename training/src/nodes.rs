@@ -270,11 +270,11 @@ impl NodeGroup {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if call > 0 {
                 self.settle_finish()?;
-                self.wait_for_peers_to_finish(call - 1);
+                self.wait_for_peer_servers(call - 1, false);
             }
             burn_collective::register::<B>(id, device.clone(), config)
                 .map_err(|e| anyhow::anyhow!("register: {e:?}"))?;
-            self.wait_for_peers(call);
+            self.wait_for_peer_servers(call, true);
             let primitive = sent.into_primitive().tensor();
             let mean = burn_collective::all_reduce::<B>(id, primitive, ReduceOperation::Mean)
                 .map_err(|e| anyhow::anyhow!("all_reduce: {e:?}"))?;
@@ -334,41 +334,27 @@ impl NodeGroup {
         }
     }
 
-    /// Waits until every other rank's data server of call `call` accepts connections.
+    /// Waits until every other rank's data server of call `call` is `listening` (accepts
+    /// connections) or, with `listening` false, has closed. The time limit ([`Watch`]) covers a
+    /// rank that never gets there. Both waits stand in for what burn-collective 0.21 leaves out:
     ///
-    /// `register` returns once the orchestrator has heard from every rank, but each rank's data
-    /// server (started by `register`) is a task that may not be listening yet; the all-reduce's
-    /// first connection to it then fails ("Failed to connect to data server"; measured on a busy
-    /// 2-core machine: 4 of 9 runs). A connection that is accepted shows the server is up. The
-    /// time limit ([`Watch`]) covers a rank that never comes.
-    fn wait_for_peers(&self, call: u64) {
+    /// - **Listening, after `register`.** `register` returns once the orchestrator has heard from
+    ///   every rank, but each rank's data server (started by `register`) is a task that may not be
+    ///   listening yet; the all-reduce's first connection to it then fails ("Failed to connect to
+    ///   data server"; measured on a busy 2-core machine: 4 of 9 runs).
+    /// - **Closed, before the next `register`.** The orchestrator forgets a node when the node
+    ///   finishes, but it numbers a new registration by how many nodes it still holds: a rank that
+    ///   registers its next call while another has not finished this one gets the other's *old*
+    ///   entry as its peer, and the call hangs (measured: `mnist-cnn` over two processes hung at
+    ///   its 238th call). A node's data server closes only after the orchestrator has
+    ///   acknowledged its finish, so a refused connection shows it is safe to register again.
+    fn wait_for_peer_servers(&self, call: u64, listening: bool) {
         for rank in (0..self.spec.count).filter(|&r| r != self.spec.rank) {
             let address = (
                 self.spec.hosts[rank].as_str(),
                 self.spec.data_port_of(rank, call),
             );
-            while std::net::TcpStream::connect(address).is_err() {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
-
-    /// Waits until every other rank has finished call `call`: its data server of the call no longer
-    /// accepts connections.
-    ///
-    /// The orchestrator forgets a node when the node finishes, but it numbers a new registration
-    /// by how many nodes it still holds: a rank that registers its next call while another has not
-    /// finished this one gets the other's *old* entry as its peer, and the call hangs (measured:
-    /// `mnist-cnn` over two processes hung at its 238th call). A node's data server closes only
-    /// after the orchestrator has acknowledged its finish, so a refused connection shows it is safe
-    /// to register again.
-    fn wait_for_peers_to_finish(&self, call: u64) {
-        for rank in (0..self.spec.count).filter(|&r| r != self.spec.rank) {
-            let address = (
-                self.spec.hosts[rank].as_str(),
-                self.spec.data_port_of(rank, call),
-            );
-            while std::net::TcpStream::connect(address).is_ok() {
+            while std::net::TcpStream::connect(address).is_ok() != listening {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -526,6 +512,13 @@ fn start_orchestrator(port: u16) -> Result<Child> {
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start the orchestrator")
+}
+
+/// The threads each of `ranks` processes on this machine gets: its share of the cores, unless
+/// `RAYON_NUM_THREADS` says otherwise (`pdl launch`, `pdl bench --model all-reduce`).
+pub fn threads_per_rank(ranks: usize) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| (cores / ranks).max(1).to_string())
 }
 
 /// `pdl orchestrate`: burn-collective's global orchestrator on `port`, until the process that

@@ -121,6 +121,22 @@ fn mlp_config(dir: &Path, epochs: usize) -> PathBuf {
     path
 }
 
+/// A temporary folder holding the tiny MNIST and the MLP's config for `epochs` epochs, and the
+/// config's path.
+fn tiny_run(epochs: usize) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_mnist(dir.path());
+    let config = mlp_config(dir.path(), epochs);
+    (dir, config.to_str().unwrap().to_string())
+}
+
+/// The MLP of [`mlp_config`] on `device`.
+fn mlp<Q: Backend>(device: &Q::Device) -> pdl_models::Mlp<Q> {
+    pdl_models::MlpConfig::new(784, vec![32], 10)
+        .with_dropout(0.0)
+        .init::<Q>(device)
+}
+
 /// `pdl ARGS` in `dir` on the tiny set, offline, one line per epoch, its stdout dropped.
 fn start(dir: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pdl"))
@@ -145,9 +161,7 @@ fn finish(child: Child) -> (i32, String) {
 fn weights(run: &Path) -> Vec<f32> {
     type B = burn::backend::Flex;
     let device = Default::default();
-    let model = pdl_models::MlpConfig::new(784, vec![32], 10)
-        .with_dropout(0.0)
-        .init::<B>(&device);
+    let model = mlp::<B>(&device);
     let model = pdl_training::learner::load_model(model, &run.join("model"), &device).unwrap();
     parameters(&model)
 }
@@ -167,10 +181,8 @@ fn parameters<Q: Backend>(model: &pdl_models::Mlp<Q>) -> Vec<f32> {
 
 #[test]
 fn two_processes_take_the_steps_of_one_process_with_the_whole_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path());
-    let config = mlp_config(dir.path(), 2);
-    let config = config.to_str().unwrap();
+    let (dir, config) = tiny_run(2);
+    let config = config.as_str();
     let one = start(
         dir.path(),
         &[
@@ -226,11 +238,7 @@ fn two_processes_take_the_steps_of_one_process_with_the_whole_batch() {
 /// The MLP's weights before training, as the runs build it (the seeded start).
 fn weights_at_start() -> Vec<f32> {
     type B = burn::backend::Flex;
-    let model = pdl_models::seeded::<B, _>(&Default::default(), 42, |d| {
-        pdl_models::MlpConfig::new(784, vec![32], 10)
-            .with_dropout(0.0)
-            .init::<B>(d)
-    });
+    let model = pdl_models::seeded::<B, _>(&Default::default(), 42, mlp::<B>);
     parameters(&model)
 }
 
@@ -246,10 +254,8 @@ fn rank(dir: &Path, rank: usize, port: u16, extra: &[&str]) -> Child {
 
 #[test]
 fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path());
-    let config = mlp_config(dir.path(), 50);
-    let config = config.to_str().unwrap();
+    let (dir, config) = tiny_run(50);
+    let config = config.as_str();
     let flags = ["--config", config, "--artifact-dir", "run"];
     let mut zero = rank(dir.path(), 0, 21200, &flags);
     let mut one = rank(dir.path(), 1, 21200, &flags);
@@ -285,10 +291,8 @@ fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
 
 #[test]
 fn ranks_that_disagree_or_a_taken_port_stop_before_training() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_mnist(dir.path());
-    let config = mlp_config(dir.path(), 1);
-    let config = config.to_str().unwrap();
+    let (dir, config) = tiny_run(1);
+    let config = config.as_str();
     let zero = rank(
         dir.path(),
         0,
