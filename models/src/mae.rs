@@ -465,6 +465,9 @@ mod tests {
             let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(1e-2, model, grads);
         }
-        assert!(loss(&model) < 0.8 * first, "{first} -> {}", loss(&model));
+        // The targets are random pixels, so the loss only falls as far as the model can memorise
+        // them: over 12 initialisations 20 steps gave 0.70-0.80 of the first loss (1.0 without a
+        // gradient). The weights' seed is the process's, shared with the tests beside this one.
+        assert!(loss(&model) < 0.9 * first, "{first} -> {}", loss(&model));
     }
 }
