@@ -242,12 +242,14 @@ fn weights_at_start() -> Vec<f32> {
     parameters(&model)
 }
 
-/// `pdl train` as rank `rank` of 2 meeting at `port`, with extra flags.
+/// `pdl train` as rank `rank` of 2 meeting at `port`, with extra flags. The time limit is 10 s: CI
+/// runs these tests side by side on 2 cores, and a limit of 3 s once ran out at call 3 with both
+/// ranks alive.
 fn rank(dir: &Path, rank: usize, port: u16, extra: &[&str]) -> Child {
     let master = format!("ws://127.0.0.1:{port}");
     let rank = rank.to_string();
     let mut args = vec!["train", "mnist-mlp", "--nodes", "2", "--node-rank", &rank];
-    args.extend(["--master", &master, "--node-timeout", "3"]);
+    args.extend(["--master", &master, "--node-timeout", "10"]);
     args.extend(extra);
     start(dir, &args)
 }
@@ -278,7 +280,7 @@ fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
     let took = killed.elapsed();
     assert_ne!(code, 0, "{stderr}");
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(25),
         "rank 0 took {took:?} to stop"
     );
     let line = stderr.trim_end();
