@@ -28,12 +28,25 @@ use burn::tensor::{Shape, TensorData};
 use std::any::{Any, TypeId};
 use std::ops::ControlFlow;
 
+/// What Burn's `Autodiff` asks of the backend under it in this build: any backend, or, with the
+/// `distributed` feature (burn-train's DDP over several CUDA GPUs), one with Burn's collective
+/// ops. burn-autodiff 0.21 makes `Autodiff<B>` an autodiff backend only for such `B` once that
+/// feature is on, and the CPU backends have none, so a DDP build is a CUDA-only build.
+#[cfg(not(feature = "distributed"))]
+pub trait UnderAutodiff: Backend {}
+#[cfg(not(feature = "distributed"))]
+impl<B: Backend> UnderAutodiff for B {}
+#[cfg(feature = "distributed")]
+pub trait UnderAutodiff: burn::tensor::backend::distributed::DistributedBackend {}
+#[cfg(feature = "distributed")]
+impl<B: burn::tensor::backend::distributed::DistributedBackend> UnderAutodiff for B {}
+
 /// A backend with this crate's fast paths: the convolution whose backward pass is written out
 /// ([`crate::conv`]), max pooling, batch normalisation, dropout, the LSTM, attention and the GELUs
 /// on the host. Each method's default is Burn's op (or `None`, for the model's own ops);
 /// the CPU backends override the forward passes with host kernels, and `Autodiff<B>` overrides
 /// them with custom autodiff ops.
-pub trait KernelBackend: Backend {
+pub trait KernelBackend: UnderAutodiff {
     /// Whether the backend's tensors live in host memory, so that the host kernels of this crate
     /// apply: the convolution's gradients by im2col and col2im around one large matmul per chunk
     /// of images (`conv/host.rs`), max pooling ([`crate::pool`]) and dropout masks

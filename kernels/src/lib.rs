@@ -27,6 +27,12 @@
 //! The only crate of the workspace with backend features and gemm dependencies; it knows no
 //! model and no file format.
 
+#[cfg(all(feature = "distributed", any(feature = "flex", feature = "ndarray")))]
+compile_error!(
+    "the `distributed` feature (DDP on CUDA) builds without the CPU backends: burn-autodiff 0.21 \
+     then differentiates only backends with collective ops; build with --no-default-features"
+);
+
 // Built with no backend feature (as `cargo check -p pdl-models` builds it), no fast path is
 // compiled in, so the dispatch has nothing to dispatch to.
 mod activation;

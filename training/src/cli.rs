@@ -830,11 +830,17 @@ pub fn train_seeds(args: &TrainArgs, n: usize) -> Result<SeedRuns> {
 
 /// Whether `config` can train on `devices` devices of `backend` (see [`crate::parallel`]).
 fn check_devices(config: &ExperimentConfig, backend: BackendKind, devices: usize) -> Result<()> {
-    if devices > 1 && !backend.is_cpu() {
+    if devices > 1 && backend == BackendKind::Cuda && !cfg!(feature = "ddp") {
         bail!(
-            "--devices {devices} on {backend}: data parallelism here runs on one machine's CPU \
-             threads (the batches are made on the first device); several GPUs need CUDA's DDP, \
-             not wired yet: train on one GPU"
+            "--devices {devices} on cuda: several GPUs train through burn-train's DDP, in a \
+             CUDA-only build (cargo xtask train ... --backend cuda --devices {devices} makes it; \
+             or cargo build --release -p pdl-training --no-default-features --features ddp)"
+        );
+    }
+    if devices > 1 && !backend.is_cpu() && backend != BackendKind::Cuda {
+        bail!(
+            "--devices {devices} on {backend}: several GPUs train together on CUDA (burn-train's \
+             DDP, --backend cuda) or on the CPU backends' threads; on {backend} train on one GPU"
         );
     }
     if devices > 1 && matches!(config, ExperimentConfig::Contrastive(_)) {

@@ -3,14 +3,15 @@
 //! multi-device strategy, and a guard that stops on a non-finite loss.
 
 use crate::artifacts::{Recorder, RunReport, Scores, write_json};
+use crate::ddp::EqualSteps;
 use crate::parallel::{MeanOverDevices, NodeShard, Sharded};
 use crate::renderer::PlainRenderer;
+use crate::schedule::Schedule;
 use crate::stopping::{KeepLastAndBest, NoImprovementSince, ValidLosses};
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
-use burn::optim::lr_scheduler::LrScheduler;
 use burn::record::RecorderError;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -192,11 +193,11 @@ pub fn last_readable_checkpoint(dir: &Path) -> Option<usize> {
 /// dashboard returns an error that says how to resume. A non-finite loss stops training and returns an error, keeping every
 /// checkpoint already written.
 #[allow(clippy::too_many_arguments)]
-pub fn fit<B, M, O, S, I, T, V>(
+pub fn fit<B, M, O, I, T, V>(
     dir: &Path,
     model: M,
     optim: O,
-    schedule: S,
+    schedule: Schedule,
     train: Arc<dyn DataLoader<B, I>>,
     valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
     devices: Vec<B::Device>,
@@ -208,12 +209,11 @@ where
     M: TrainStep<Input = I, Output = T> + AutodiffModule<B> + std::fmt::Display + 'static,
     M::InnerModule: InferenceStep<Output = V>,
     O: Optimizer<M, B> + 'static,
-    S: LrScheduler + 'static,
     T: TaskOutput,
     V: TaskOutput,
     T::ItemSync: Adaptor<LossValue> + Adaptor<()>,
     V::ItemSync: Adaptor<LossValue>,
-    T::Metrics: MetricRegistration<LearningComponentsMarker<B, S, M, MeanOverDevices<O>>>,
+    T::Metrics: MetricRegistration<LearningComponentsMarker<B, Schedule, M, MeanOverDevices<O>>>,
 {
     let clock = EpochClock::start(dir, options.resume_from.unwrap_or(0));
     let model = materialize(model);
@@ -227,8 +227,16 @@ where
     // made on a loader moved the same way, so both runs see one order.
     // Several processes: each keeps its rank's slice of every global batch, and the optimiser
     // averages over the processes too (see nodes.rs), once they agree on what they train.
+    // Several CUDA GPUs: burn-train's DDP splits the loader among them and all-reduces the mean
+    // in the backward pass (see ddp.rs).
     let parts = devices.len();
+    let ddp = if parts > 1 {
+        crate::ddp::strategy::<B>(&devices)
+    } else {
+        None
+    };
     let train = match (parts, &options.nodes) {
+        _ if ddp.is_some() => EqualSteps::of(train, parts, options.batch_size),
         (1, None) => train,
         (1, Some(nodes)) => NodeShard::of(
             train.to_device(&devices[0]),
@@ -241,7 +249,15 @@ where
     if let Some(nodes) = &options.nodes {
         nodes.check_agreement::<B::InnerBackend>(&devices[0])?;
     }
-    let optim = MeanOverDevices::new(optim, parts).across(options.nodes.clone());
+    let (optim, schedule) = match ddp {
+        // The all-reduce has averaged already; each worker asks for the rate N times a step.
+        Some(_) => (
+            MeanOverDevices::new(optim, 1),
+            schedule.asked_per_step(parts),
+        ),
+        None => (MeanOverDevices::new(optim, parts), schedule),
+    };
+    let optim = optim.across(options.nodes.clone());
     let interrupter = Interrupter::new();
     let recorder = Recorder::new();
     let diverged = Arc::new(Mutex::new(None));
@@ -283,7 +299,9 @@ where
     if options.plain || !std::io::stdout().is_terminal() {
         training = training.renderer(PlainRenderer::new());
     }
-    if devices.len() > 1 {
+    if let Some(ddp) = ddp {
+        training = training.with_training_strategy(ddp.into());
+    } else if devices.len() > 1 {
         training = training.with_training_strategy(
             ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice).into(),
         );

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod bench_gnn;
 pub mod bench_nodes;
 pub mod cli;
+pub mod ddp;
 pub mod experiments;
 pub mod job;
 pub mod learner;

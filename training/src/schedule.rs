@@ -81,7 +81,8 @@ impl ScheduleConfig {
             min_lr,
             warmup_steps: warmup,
             total_steps: total_steps.max(1),
-            step: 0,
+            calls_per_step: 1,
+            calls: 0,
         }
     }
 }
@@ -94,10 +95,22 @@ pub struct Schedule {
     min_lr: f64,
     warmup_steps: usize,
     total_steps: usize,
-    step: usize,
+    /// How many times the learner asks for the rate per optimiser step: 1, or N under
+    /// burn-train's DDP, whose N workers each ask N times a step (see ddp.rs).
+    calls_per_step: usize,
+    /// Calls so far: the record.
+    calls: usize,
 }
 
 impl Schedule {
+    /// This schedule for a learner that asks for the rate `calls` times per optimiser step.
+    pub fn asked_per_step(self, calls: usize) -> Self {
+        Schedule {
+            calls_per_step: calls.max(1),
+            ..self
+        }
+    }
+
     /// The learning rate at step `t` (0-based).
     pub fn lr_at(&self, t: usize) -> f64 {
         if t < self.warmup_steps {
@@ -114,17 +127,17 @@ impl LrScheduler for Schedule {
     type Record<B: Backend> = usize;
 
     fn step(&mut self) -> f64 {
-        let lr = self.lr_at(self.step);
-        self.step += 1;
+        let lr = self.lr_at(self.calls / self.calls_per_step);
+        self.calls += 1;
         lr
     }
 
     fn to_record<B: Backend>(&self) -> usize {
-        self.step
+        self.calls
     }
 
     fn load_record<B: Backend>(mut self, record: usize) -> Self {
-        self.step = record;
+        self.calls = record;
         self
     }
 }
@@ -168,6 +181,16 @@ mod tests {
         }
         let mut b = cosine().load_record::<B>(a.to_record::<B>());
         assert_eq!(a.step(), b.step());
+    }
+
+    #[test]
+    fn asked_n_times_a_step_it_moves_once_a_step() {
+        let mut once = cosine();
+        let mut thrice = cosine().asked_per_step(3);
+        for _ in 0..40 {
+            let lr = once.step();
+            assert_eq!([thrice.step(), thrice.step(), thrice.step()], [lr; 3]);
+        }
     }
 
     #[test]

@@ -12,14 +12,15 @@ pub struct PassThrough {
     args: Vec<String>,
 }
 
-/// The backends named by `--backend X`, `--backend=X` or `--backend X,Y`.
-fn backends(args: &[String]) -> Vec<String> {
+/// The values of `--flag X`, `--flag=X` or `--flag X,Y`, split at the commas.
+fn values(args: &[String], flag: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut it = args.iter();
+    let inline = format!("{flag}=");
     while let Some(a) = it.next() {
-        let value = match a.strip_prefix("--backend=") {
+        let value = match a.strip_prefix(&inline) {
             Some(v) => Some(v.to_string()),
-            None if a == "--backend" => it.next().cloned(),
+            None if a == flag => it.next().cloned(),
             None => None,
         };
         if let Some(v) = value {
@@ -29,15 +30,28 @@ fn backends(args: &[String]) -> Vec<String> {
     out
 }
 
+/// How many devices `--devices 2` or `--devices 0,1` asks for (1 when absent or unreadable).
+fn device_count(args: &[String]) -> usize {
+    match values(args, "--devices").as_slice() {
+        [one] => one.parse().unwrap_or(1),
+        list => list.len().max(1),
+    }
+}
+
 /// The cargo features for those backends: `flex` is the default feature, the others are added
-/// by name; anything else is left for `pdl` to reject with its own message.
+/// by name; anything else is left for `pdl` to reject with its own message. Several CUDA GPUs
+/// take the CUDA-only build with burn-train's DDP, `ddp` without the default features (see
+/// `pdl-training`'s `ddp.rs`).
 pub fn features(args: &[String]) -> Vec<String> {
-    let mut f: Vec<String> = backends(args)
+    let mut f: Vec<String> = values(args, "--backend")
         .into_iter()
         .filter(|b| b == "ndarray" || b == "wgpu" || b == "cuda")
         .collect();
     f.sort();
     f.dedup();
+    if f == ["cuda"] && device_count(args) > 1 {
+        return vec!["ddp".into()];
+    }
     f
 }
 
@@ -75,6 +89,9 @@ pub fn pdl(subcommand: &str, pass: PassThrough) -> Result<i32> {
         "pdl",
     ]);
     let features = features(&pass.args);
+    if features.iter().any(|f| f == "ddp") {
+        cmd.arg("--no-default-features");
+    }
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -122,5 +139,19 @@ mod tests {
     fn unknown_backends_are_left_to_pdl() {
         assert!(features(&s(&["x", "--backend", "tpu"])).is_empty());
         assert_eq!(features(&s(&["x", "--backend", "cuda"])), s(&["cuda"]));
+    }
+
+    #[test]
+    fn several_cuda_gpus_take_the_ddp_build() {
+        let ddp = s(&["ddp"]);
+        assert_eq!(
+            features(&s(&["x", "--backend", "cuda", "--devices", "2"])),
+            ddp
+        );
+        assert_eq!(features(&s(&["x", "--devices=0,1", "--backend=cuda"])), ddp);
+        let one = features(&s(&["x", "--backend", "cuda", "--devices", "1"]));
+        assert_eq!(one, s(&["cuda"]));
+        let cpu = features(&s(&["x", "--backend", "ndarray", "--devices", "2"]));
+        assert_eq!(cpu, s(&["ndarray"]));
     }
 }
