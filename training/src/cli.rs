@@ -41,6 +41,8 @@ pub enum Command {
     /// Redraw a run's learning curves (curves.png) and confusion matrix from its files (training
     /// draws them, and its other figures, when it ends).
     Plot(EvalArgs),
+    /// Overlay the loss curves of several runs in one picture (e.g. one process and two).
+    Compare(CompareArgs),
     /// Write the course report (report.md and report.html) from every run in a folder of runs.
     Report(ReportArgs),
     /// Judge a pre-trained encoder (e.g. runs/mnist-simclr) with few labels and all: a linear
@@ -58,6 +60,20 @@ pub enum Command {
         #[arg(long)]
         port: u16,
     },
+}
+
+/// Options of `pdl compare`.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The run folders, two or more.
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the picture (a .png).
+    #[arg(long, default_value = "compare.png")]
+    pub out: PathBuf,
+    /// Steps over which the training loss is averaged.
+    #[arg(long, default_value_t = 50)]
+    pub smooth: usize,
 }
 
 /// Options of `pdl launch`.
@@ -381,6 +397,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Compare(args) => {
+            let path = crate::plots::compare::write_comparison(&args.runs, &args.out, args.smooth)?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Launch(args) => launch(&args),
         Command::Orchestrate { port } => crate::nodes::orchestrate(port),
     }
@@ -457,14 +478,21 @@ fn launch_once(args: &LaunchArgs, resume: bool) -> Result<()> {
     let threads = crate::nodes::threads_per_rank(args.nodes);
     let master = format!("ws://127.0.0.1:{}", args.port);
     let mut ranks = Vec::new();
+    // A restart resumes from the saved config.json, which already holds what these flags set
+    // (and `pdl train --resume` refuses them), so they are left out.
+    let added_resume = resume && !args.train.iter().any(|a| a == "--resume");
+    let train = match added_resume {
+        true => without_flags(&args.train, &SAVED_IN_CONFIG),
+        false => args.train.clone(),
+    };
     for rank in 0..args.nodes {
         let mut cmd = std::process::Command::new(&exe);
         cmd.arg("train")
-            .args(&args.train)
+            .args(&train)
             .args(["--nodes", &args.nodes.to_string()])
             .args(["--node-rank", &rank.to_string(), "--master", &master])
             .env("RAYON_NUM_THREADS", &threads);
-        if resume && !args.train.iter().any(|a| a == "--resume") {
+        if added_resume {
             cmd.arg("--resume");
         }
         if rank > 0 {
@@ -502,6 +530,32 @@ fn launch_once(args: &LaunchArgs, resume: bool) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The flags of `pdl train` whose values a run saves in its config.json, which `--resume` reads
+/// instead (see [`config_for`]).
+const SAVED_IN_CONFIG: [&str; 6] = [
+    "--config",
+    "--batch-size",
+    "--lr",
+    "--seed",
+    "--labels",
+    "--from",
+];
+
+/// `args` without the `flags` and their values (`--flag value` or `--flag=value`).
+fn without_flags(args: &[String], flags: &[&str]) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let name = arg.split_once('=').map_or(arg.as_str(), |(name, _)| name);
+        if !flags.contains(&name) {
+            kept.push(arg.clone());
+        } else if !arg.contains('=') {
+            it.next();
+        }
+    }
+    kept
 }
 
 /// `pdl generate`: loads a language model's run and continues the prompt.
@@ -616,6 +670,7 @@ fn config_for(
 ) -> Result<ExperimentConfig> {
     if args.resume {
         let changed: Vec<&str> = [
+            // The value flags here are SAVED_IN_CONFIG, which a restart of `pdl launch` drops.
             ("--config", args.config.is_some()),
             ("--batch-size", args.batch_size.is_some()),
             ("--lr", args.lr.is_some()),
@@ -907,13 +962,16 @@ fn node_fingerprint(config: &ExperimentConfig, resume_from: Option<usize>) -> Ve
     ]
 }
 
-/// Copies the files of `from` (a run folder) into `to`, sub-folders included.
+/// Copies the files of `from` (a run folder) into `to`, sub-folders included, but not its lock:
+/// that is rank 0's, which may hold it already.
 fn copy_run(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        if entry.file_name() == ".lock" {
+            continue;
+        } else if entry.file_type()?.is_dir() {
             copy_run(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target)?;

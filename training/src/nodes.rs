@@ -496,14 +496,22 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
 }
 
 /// Starts `pdl orchestrate --port PORT` beside this process, after checking that the port is
-/// free (an error that names it, rather than a server that fails inside its own thread).
+/// free (an error that names it, rather than a server that fails inside its own thread). The
+/// orchestrator of a rank 0 that was just killed holds the port for up to a quarter of a second
+/// more (see [`orchestrate`]), as when `pdl launch` restarts the ranks: the check waits up to 3 s.
 fn start_orchestrator(port: u16) -> Result<Child> {
-    match std::net::TcpListener::bind(("0.0.0.0", port)) {
-        Ok(listener) => drop(listener),
-        Err(e) => bail!(
-            "cannot start the orchestrator on port {port} ({e}): another run (or program) holds \
-             it; give another with --master ws://HOST:PORT (pdl launch: --port)"
-        ),
+    let waited = std::time::Instant::now();
+    loop {
+        match std::net::TcpListener::bind(("0.0.0.0", port)) {
+            Ok(listener) => break drop(listener),
+            Err(_) if waited.elapsed() < Duration::from_secs(3) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => bail!(
+                "cannot start the orchestrator on port {port} ({e}): another run (or program) \
+                 holds it; give another with --master ws://HOST:PORT (pdl launch: --port)"
+            ),
+        }
     }
     let exe = std::env::current_exe().context("cannot find the pdl executable")?;
     Command::new(exe)

@@ -105,14 +105,14 @@ fn tiny_mnist(dir: &Path) {
 }
 
 /// A 784-32-10 MLP without dropout (each process would draw its own masks), Adam, warm-up and
-/// cosine: `epochs` epochs of global batches of 32.
-fn mlp_config(dir: &Path, epochs: usize) -> PathBuf {
-    let path = dir.join(format!("mlp-{epochs}.json"));
+/// cosine: `epochs` epochs of global batches of `batch`.
+fn mlp_config(dir: &Path, epochs: usize, batch: usize) -> PathBuf {
+    let path = dir.join(format!("mlp-{epochs}-{batch}.json"));
     let config = serde_json::json!({
         "experiment": "mnist-mlp", "dataset": "mnist",
         "model": {"Mlp": {"d_input": 784, "d_hidden": [32], "num_classes": 10,
                           "activation": "Relu", "dropout": 0.0}},
-        "num_epochs": epochs, "batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.0,
+        "num_epochs": epochs, "batch_size": batch, "learning_rate": 0.001, "weight_decay": 0.0,
         "schedule": {"WarmupCosine": {"warmup_fraction": 0.1, "min_lr_fraction": 0.0}},
         "grad_clip_norm": null, "early_stopping_patience": 0, "restore_best": false,
         "seed": 42, "smoke": false, "valid_size": 128, "augment": false
@@ -121,12 +121,15 @@ fn mlp_config(dir: &Path, epochs: usize) -> PathBuf {
     path
 }
 
-/// A temporary folder holding the tiny MNIST and the MLP's config for `epochs` epochs, and the
-/// config's path.
-fn tiny_run(epochs: usize) -> (tempfile::TempDir, String) {
+/// A temporary folder holding the tiny MNIST and the MLP's config for `epochs` epochs of batches
+/// of `batch`, and the config's path.
+///
+/// Every step of a multi-process run is a burn-collective call, and burn-collective 0.21 hangs
+/// about once in a thousand calls (README, "Known fault left"): the tests take few steps.
+fn tiny_run(epochs: usize, batch: usize) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     tiny_mnist(dir.path());
-    let config = mlp_config(dir.path(), epochs);
+    let config = mlp_config(dir.path(), epochs, batch);
     (dir, config.to_str().unwrap().to_string())
 }
 
@@ -144,6 +147,8 @@ fn start(dir: &Path, args: &[&str]) -> Child {
         .args(["--plain", "--offline"])
         .env("PDL_DATA_DIR", dir)
         .env("RAYON_NUM_THREADS", "1")
+        // A killed rank leaves its private folder behind: in the test's folder, not in /tmp.
+        .env("TMPDIR", dir)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -179,9 +184,18 @@ fn parameters<Q: Backend>(model: &pdl_models::Mlp<Q>) -> Vec<f32> {
     all.0
 }
 
+/// The multi-process tests run one at a time: side by side on CI's 2 cores (up to nine processes
+/// with their orchestrators) burn-collective 0.21's lost wake-up (README, "Known fault left") hung
+/// one of them in three runs of four.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn two_processes_take_the_steps_of_one_process_with_the_whole_batch() {
-    let (dir, config) = tiny_run(2);
+    let _serial = one_at_a_time();
+    let (dir, config) = tiny_run(2, 64);
     let config = config.as_str();
     let one = start(
         dir.path(),
@@ -196,8 +210,9 @@ fn two_processes_take_the_steps_of_one_process_with_the_whole_batch() {
     );
     let (code, stderr) = finish(one);
     assert_eq!(code, 0, "{stderr}");
-    let two = start(
+    let (code, stderr) = launch_once_more_after_a_hang(
         dir.path(),
+        &dir.path().join("two"),
         &[
             "launch",
             "--nodes",
@@ -205,13 +220,14 @@ fn two_processes_take_the_steps_of_one_process_with_the_whole_batch() {
             "--port",
             "21100",
             "mnist-mlp",
+            "--node-timeout",
+            "10",
             "--config",
             config,
             "--artifact-dir",
             "two",
         ],
     );
-    let (code, stderr) = finish(two);
     assert_eq!(code, 0, "{stderr}");
     let (one, two) = (
         weights(&dir.path().join("one")),
@@ -256,7 +272,8 @@ fn rank(dir: &Path, rank: usize, port: u16, extra: &[&str]) -> Child {
 
 #[test]
 fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
-    let (dir, config) = tiny_run(50);
+    let _serial = one_at_a_time();
+    let (dir, config) = tiny_run(50, 128);
     let config = config.as_str();
     let flags = ["--config", config, "--artifact-dir", "run"];
     let mut zero = rank(dir.path(), 0, 21200, &flags);
@@ -293,7 +310,8 @@ fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
 
 #[test]
 fn ranks_that_disagree_or_a_taken_port_stop_before_training() {
-    let (dir, config) = tiny_run(1);
+    let _serial = one_at_a_time();
+    let (dir, config) = tiny_run(1, 32);
     let config = config.as_str();
     let zero = rank(
         dir.path(),
@@ -333,4 +351,130 @@ fn ranks_that_disagree_or_a_taken_port_stop_before_training() {
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+/// `pdl ARGS` (a `pdl launch` writing `run`) to its end, and once more if it stopped on
+/// burn-collective 0.21's hang (README, "Known fault left"), which is not what the tests test.
+fn launch_once_more_after_a_hang(dir: &Path, run: &Path, args: &[&str]) -> (i32, String) {
+    let (code, stderr) = finish(start(dir, args));
+    if code == 0 || !stderr.contains("got no answer within") {
+        return (code, stderr);
+    }
+    eprintln!("burn-collective hung ({stderr}); once more");
+    let _ = std::fs::remove_dir_all(run);
+    finish(start(dir, args))
+}
+
+/// The process id of rank `rank`'s `pdl train` whose arguments name `dir` (Linux's /proc).
+fn pid_of_rank(rank: usize, dir: &Path) -> Option<String> {
+    let (rank, dir) = (rank.to_string(), dir.to_string_lossy().into_owned());
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_rank = args
+                .windows(2)
+                .any(|w| w[0] == "--node-rank" && w[1] == rank);
+            let is_train = args.get(1).is_some_and(|a| a == "train");
+            (is_rank && is_train && args.contains(&dir))
+                .then(|| entry.file_name().to_string_lossy().into())
+        })
+}
+
+#[test]
+fn launch_restarts_every_rank_from_the_last_checkpoint_when_one_dies() {
+    let _serial = one_at_a_time();
+    let (dir, config) = tiny_run(4, 128);
+    let run = dir.path().join("run");
+    let args = [
+        "launch",
+        "--nodes",
+        "2",
+        "--port",
+        "21500",
+        "--max-restarts",
+        "2",
+        "mnist-mlp",
+        "--node-timeout",
+        "10",
+        "--config",
+        &config,
+        "--artifact-dir",
+        run.to_str().unwrap(),
+    ];
+    let mut launch = start(dir.path(), &args);
+    // Kill rank 1 once rank 0 has saved its first epoch, as a crash would.
+    let saved = run.join("checkpoint/model-1.mpk");
+    let waited = Instant::now();
+    while !saved.is_file() && waited.elapsed() < Duration::from_secs(120) {
+        if launch.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(pid) = pid_of_rank(1, &run) else {
+        let _ = launch.kill();
+        let (_, stderr) = finish(launch);
+        panic!("no rank 1 running after {:?}: {stderr}", waited.elapsed());
+    };
+    let killed = Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(killed.success());
+    // pdl launch stops rank 0, then starts both again with --resume from that checkpoint.
+    let (code, stderr) = finish(launch);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("of 2 stopped")
+            && stderr.contains("restart 1 of 2 from the checkpoint of epoch"),
+        "{stderr}"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["epochs"], 4, "{metrics}");
+    assert_eq!(metrics["nodes"], 2, "{metrics}");
+}
+
+/// Batch norm across processes: each rank normalises by its own slice and keeps its own running
+/// statistics (no gradient carries them), and rank 0 saves its own, as PyTorch's DDP broadcasts
+/// rank 0's buffers. The saved model is whole: `pdl eval` gives back the run's test score.
+#[test]
+fn batch_norm_over_two_processes_saves_rank_0s_statistics_and_evaluates_the_same() {
+    let _serial = one_at_a_time();
+    let (dir, _) = tiny_run(1, 32);
+    let run = dir.path().join("bn");
+    let args = [
+        "launch",
+        "--nodes",
+        "2",
+        "--port",
+        "21600",
+        "mnist-bn-cnn",
+        "--smoke",
+    ];
+    let args = [&args[..], &["--artifact-dir", run.to_str().unwrap()]].concat();
+    let (code, stderr) = launch_once_more_after_a_hang(dir.path(), &run, &args);
+    assert_eq!(code, 0, "{stderr}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["nodes"], 2, "{metrics}");
+    let trained = metrics["test"]["accuracy"].as_f64().unwrap();
+    let eval = Command::new(env!("CARGO_BIN_EXE_pdl"))
+        .args(["eval", run.to_str().unwrap(), "--offline"])
+        .env("PDL_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("test accuracy {trained:.2}%")),
+        "trained to {trained}%, eval says: {stdout}"
+    );
 }

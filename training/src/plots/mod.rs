@@ -12,6 +12,7 @@
 //! drawn with the DejaVu Sans font in `training/assets/` (its licence beside it), so a plot needs
 //! no font library on the machine.
 
+pub mod compare;
 pub mod figures;
 
 pub use figures::Figure;
