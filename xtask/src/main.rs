@@ -33,6 +33,9 @@ enum Cmd {
     Bench(launch::PassThrough),
     /// Draw a run's learning curves: `cargo xtask plot runs/mnist-cnn` writes its curves.png.
     Plot(launch::PassThrough),
+    /// Overlay the loss curves of runs:
+    /// `cargo xtask compare runs/a runs/b --out compare.png`.
+    Compare(launch::PassThrough),
     /// Write the course report from a folder of runs: `cargo xtask report [runs]` writes
     /// runs/report.md and runs/report.html.
     Report(launch::PassThrough),
@@ -52,6 +55,7 @@ fn main() -> Result<()> {
         Cmd::Generate(a) => launch::pdl("generate", a),
         Cmd::Bench(a) => launch::pdl("bench", a),
         Cmd::Plot(a) => launch::pdl("plot", a),
+        Cmd::Compare(a) => launch::pdl("compare", a),
         Cmd::Report(a) => launch::pdl("report", a),
         Cmd::Probe(a) => launch::pdl("probe", a),
         Cmd::Launch(a) => launch::pdl("launch", a),

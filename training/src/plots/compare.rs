@@ -8,7 +8,7 @@
 //! that of its slice (B/N examples) and is the noisier for it; the validation loss is the whole
 //! validation set's either way.
 
-use super::{BLUE, GREY, RED, draw_with, epochs, read_log, whole_epochs};
+use super::{BLUE, GREY, RED, draw_with, per_step, whole_epochs};
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -33,20 +33,7 @@ struct Run {
 /// The training loss of every step of the run in `dir`, at `epoch - 1 + step / steps`, as the
 /// mean over the last `window` steps (fewer at the start).
 fn steps(dir: &Path, window: usize) -> Result<Vec<(f64, f64)>> {
-    let mut raw = Vec::new();
-    for epoch in epochs(dir, "train") {
-        let path = dir.join(format!("train/epoch-{epoch}/Loss.log"));
-        if !path.is_file() {
-            continue;
-        }
-        let rows = read_log(&path)?;
-        let count = rows.len() as f64;
-        raw.extend(
-            rows.iter()
-                .enumerate()
-                .map(|(i, r)| (epoch as f64 - 1.0 + (i + 1) as f64 / count, r.0)),
-        );
-    }
+    let raw = per_step(dir, "Loss")?;
     let window = window.max(1);
     let mut sum = 0.0;
     let mut smoothed = Vec::with_capacity(raw.len());

@@ -103,12 +103,17 @@ fn curve(dir: &Path, split: &str, metric: &str) -> Result<Curve> {
     Ok(points)
 }
 
-/// The learning rate of every optimiser step, numbered from 1, with the epoch it belongs to as a
-/// fraction (`epoch - 1 + step / steps`) so that it shares the epoch axis.
+/// The learning rate of every optimiser step, on the epoch axis (see [`per_step`]).
 fn learning_rates(dir: &Path) -> Result<Vec<(f64, f64)>> {
+    per_step(dir, "Learning_Rate")
+}
+
+/// The training value of `metric` at every optimiser step, numbered from 1, with the epoch it
+/// belongs to as a fraction (`epoch - 1 + step / steps`) so that it shares the epoch axis.
+pub(crate) fn per_step(dir: &Path, metric: &str) -> Result<Vec<(f64, f64)>> {
     let mut points = Vec::new();
     for epoch in epochs(dir, "train") {
-        let path = dir.join(format!("train/epoch-{epoch}/Learning_Rate.log"));
+        let path = dir.join(format!("train/epoch-{epoch}/{metric}.log"));
         if !path.is_file() {
             continue;
         }
