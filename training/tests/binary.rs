@@ -276,20 +276,35 @@ fn a_rank_that_dies_stops_the_other_with_one_line_within_the_time_limit() {
     let (dir, config) = tiny_run(50, 128);
     let config = config.as_str();
     let flags = ["--config", config, "--artifact-dir", "run"];
-    let mut zero = rank(dir.path(), 0, 21200, &flags);
-    let mut one = rank(dir.path(), 1, 21200, &flags);
-    // Kill rank 1 once rank 0 has saved its first epoch.
+    // Kill rank 1 once rank 0 has saved its first epoch (started once more if burn-collective
+    // hung before that: see launch_once_more_after_a_hang).
     let saved = dir.path().join("run/checkpoint/model-1.mpk");
-    let waited = Instant::now();
-    while !saved.is_file() {
-        if zero.try_wait().unwrap().is_some() || waited.elapsed() > Duration::from_secs(120) {
-            let _ = one.kill();
-            let _ = zero.kill();
-            let (_, stderr) = finish(zero);
-            panic!("rank 0 saved no epoch in {:?}: {stderr}", waited.elapsed());
+    let mut attempts = 0;
+    let (zero, mut one) = loop {
+        attempts += 1;
+        let mut zero = rank(dir.path(), 0, 21200, &flags);
+        let mut one = rank(dir.path(), 1, 21200, &flags);
+        let waited = Instant::now();
+        while !saved.is_file() && waited.elapsed() < Duration::from_secs(120) {
+            if zero.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        if saved.is_file() {
+            break (zero, one);
+        }
+        let _ = one.kill();
+        let _ = zero.kill();
+        let (_, stderr) = finish(zero);
+        let _ = one.wait();
+        if attempts == 1 && stderr.contains("got no answer within") {
+            eprintln!("burn-collective hung ({stderr}); once more");
+            let _ = std::fs::remove_dir_all(dir.path().join("run"));
+            continue;
+        }
+        panic!("rank 0 saved no epoch in {:?}: {stderr}", waited.elapsed());
+    };
     one.kill().unwrap();
     one.wait().unwrap();
     let killed = Instant::now();
@@ -407,16 +422,31 @@ fn launch_restarts_every_rank_from_the_last_checkpoint_when_one_dies() {
         "--artifact-dir",
         run.to_str().unwrap(),
     ];
-    let mut launch = start(dir.path(), &args);
-    // Kill rank 1 once rank 0 has saved its first epoch, as a crash would.
+    // Kill rank 1 once rank 0 has saved its first epoch, as a crash would (the launch started
+    // once more if burn-collective hung before that: see launch_once_more_after_a_hang).
     let saved = run.join("checkpoint/model-1.mpk");
-    let waited = Instant::now();
-    while !saved.is_file() && waited.elapsed() < Duration::from_secs(120) {
-        if launch.try_wait().unwrap().is_some() {
-            break;
+    let mut attempts = 0;
+    let (mut launch, waited) = loop {
+        attempts += 1;
+        let mut launch = start(dir.path(), &args);
+        let waited = Instant::now();
+        while !saved.is_file() && waited.elapsed() < Duration::from_secs(120) {
+            if launch.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        if saved.is_file() || attempts > 1 {
+            break (launch, waited);
+        }
+        let _ = launch.kill();
+        let (_, stderr) = finish(launch);
+        if !stderr.contains("got no answer within") {
+            panic!("no epoch saved: {stderr}");
+        }
+        eprintln!("burn-collective hung ({stderr}); once more");
+        let _ = std::fs::remove_dir_all(&run);
+    };
     let Some(pid) = pid_of_rank(1, &run) else {
         let _ = launch.kill();
         let (_, stderr) = finish(launch);
