@@ -8,7 +8,7 @@
 //! that of its slice (B/N examples) and is the noisier for it; the validation loss is the whole
 //! validation set's either way.
 
-use super::{BLUE, GREY, RED, draw_with, per_step, whole_epochs};
+use super::{BLUE, GREY, RED, draw_with, legend, per_step, whole_epochs};
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -156,12 +156,7 @@ pub fn write_comparison(dirs: &[PathBuf], out: &Path, window: usize) -> Result<P
                     .map(|&p| Circle::new(p, 5, colour.filled())),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        legend(&mut chart, 14, None)?;
         Ok(())
     })
 }

@@ -4,7 +4,7 @@
 //! puts them in its [`crate::artifacts::RunReport`]; `pdl train` draws them into the run folder
 //! once the run is saved, so a figure that cannot be drawn costs a note, never the run.
 
-use super::{BLUE, GREY, RED, draw_with};
+use super::{BLUE, GREY, RED, draw_with, legend};
 use crate::learner::Wrong;
 use anyhow::{Result, bail};
 use plotters::prelude::*;
@@ -319,13 +319,7 @@ impl ForecastWindow {
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()?;
+        legend(&mut chart, 12, Some(SeriesLabelPosition::UpperLeft))?;
         Ok(())
     }
 }
@@ -465,12 +459,7 @@ impl Embedding {
                     .label(name.replace('_', " "))
                     .legend(move |(x, y)| Circle::new((x + 6, y), 4, colour.filled()));
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 12))
-                .draw()?;
+            legend(&mut chart, 12, None)?;
             Ok(())
         })
     }

@@ -18,6 +18,7 @@ pub mod figures;
 pub use figures::Figure;
 
 use anyhow::{Context, Result, bail};
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
@@ -409,11 +410,31 @@ fn draw_panel(
             .label(format!("lowest valid loss: epoch {best}"))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.5)));
     }
-    chart
-        .configure_series_labels()
+    legend(&mut chart, 14, None)?;
+    Ok(())
+}
+
+/// Draws the legend of `chart`'s labelled series, as every picture here draws it: a pale box
+/// with a thin border at `position` (plotters' default when `None`), the labels in `size`-point
+/// type.
+fn legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    size: u32,
+    position: Option<SeriesLabelPosition>,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
+    let mut style = chart.configure_series_labels();
+    if let Some(position) = position {
+        style.position(position);
+    }
+    style
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 14))
+        .label_font(("sans-serif", size))
         .draw()?;
     Ok(())
 }
