@@ -1,7 +1,8 @@
 //! Seeded image augmentation: small random rotations and shifts, the classic recipe for MNIST-style
 //! digits (Simard, Steinkraus & Platt 2003 used elastic distortions; a few pixels of shift and
 //! ~10 degrees of rotation carry most of their gain, see Ciresan et al. 2012), and the random
-//! resized crop of SimCLR's views (Chen et al. 2020, after Szegedy et al. 2015).
+//! resized crop of SimCLR's views (Chen et al. 2020, after Szegedy et al. 2015), and for clothes
+//! the CIFAR recipe of He et al. (2016, section 4.2): whole-pixel shifts and left-right mirroring.
 //!
 //! Each output pixel is sampled from the input through the inverse affine map, bilinearly, with
 //! zeros outside the image, so the digit never wraps around.
@@ -19,6 +20,12 @@ pub struct Augment {
     /// `[3/4, 4/3]`, at a uniform place inside the image, is stretched back to the full size,
     /// as torchvision's `RandomResizedCrop` does.
     pub min_crop_area: f32,
+    /// Shift by whole pixels only, as torchvision's `RandomCrop(28, padding=2)` does: the image
+    /// moves without the blur of resampling between pixels.
+    pub whole_pixels: bool,
+    /// Mirror left-right half the time (torchvision's `RandomHorizontalFlip`): a mirrored coat is
+    /// a coat, a mirrored 3 is no digit.
+    pub flip: bool,
 }
 
 impl Augment {
@@ -28,6 +35,20 @@ impl Augment {
             max_shift: 2.0,
             max_rotation_degrees: 10.0,
             min_crop_area: 1.0,
+            whole_pixels: false,
+            flip: false,
+        }
+    }
+
+    /// Fashion-MNIST's clothes: ±2 whole pixels and a left-right mirror half the time, no
+    /// rotation (He et al.'s CIFAR recipe at 28x28; a rotated shirt is rarer than a mirrored one).
+    pub fn clothes() -> Self {
+        Self {
+            max_shift: 2.0,
+            max_rotation_degrees: 0.0,
+            min_crop_area: 1.0,
+            whole_pixels: true,
+            flip: true,
         }
     }
 
@@ -39,6 +60,8 @@ impl Augment {
             max_shift: 2.0,
             max_rotation_degrees: 15.0,
             min_crop_area: 0.4,
+            whole_pixels: false,
+            flip: false,
         }
     }
 
@@ -61,7 +84,8 @@ impl Augment {
     }
 
     /// Writes one randomly moved copy of `src` (`height x width`, 0..=255) into `out` as `[0, 1]`
-    /// floats.
+    /// floats. The draws per image: angle, shift, crop (when on), mirror (when on), so a recipe
+    /// without the later parts draws what it drew before they existed.
     pub fn apply(
         &self,
         src: &[u8],
@@ -71,9 +95,23 @@ impl Augment {
         out: &mut [f32],
     ) {
         let angle = rng.symmetric(self.max_rotation_degrees).to_radians();
-        let shift = (rng.symmetric(self.max_shift), rng.symmetric(self.max_shift));
+        let mut draw = || {
+            if self.whole_pixels {
+                // Uniform over the whole pixels -max..=max.
+                let max = self.max_shift.max(0.0) as usize;
+                rng.below(2 * max + 1) as f32 - max as f32
+            } else {
+                rng.symmetric(self.max_shift)
+            }
+        };
+        let shift = (draw(), draw());
         let crop = self.crop(height, width, rng);
         warp(src, height, width, angle, shift, crop, out);
+        if self.flip && rng.next_u64() & 1 == 1 {
+            for row in out.chunks_mut(width) {
+                row.reverse();
+            }
+        }
     }
 }
 
@@ -138,6 +176,8 @@ mod tests {
             max_shift: 0.0,
             max_rotation_degrees: 0.0,
             min_crop_area: 1.0,
+            whole_pixels: false,
+            flip: false,
         };
         let src = blob();
         let mut out = vec![0.0; src.len()];
@@ -213,6 +253,54 @@ mod tests {
             // The aspect clamp can only shrink a crop below its drawn area, never grow it.
             assert!((0.4 * 0.75 - 1e-4..=1.0 + 1e-4).contains(&area), "{area}");
         }
+    }
+
+    /// `src` moved by whole pixels `(dy, dx)`, mirrored left-right after when `mirror`, as `[0, 1]`
+    /// floats with zeros where nothing moved in.
+    fn moved(src: &[u8], dy: isize, dx: isize, mirror: bool) -> Vec<f32> {
+        let mut out = vec![0.0; 28 * 28];
+        for y in 0..28isize {
+            for x in 0..28isize {
+                let (sy, sx) = (y - dy, x - dx);
+                if (0..28).contains(&sy) && (0..28).contains(&sx) {
+                    let ox = if mirror { 27 - x } else { x };
+                    out[(y * 28 + ox) as usize] = src[(sy * 28 + sx) as usize] as f32 / 255.0;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn clothes_move_by_whole_pixels_and_mirror_half_the_time() {
+        // An asymmetric blob, so a mirror shows.
+        let mut src = blob();
+        src[10 * 28 + 12] = 0;
+        let aug = Augment::clothes();
+        let (mut shifts, mut mirrored) = (std::collections::BTreeSet::new(), 0);
+        let runs = 400;
+        for seed in 0..runs {
+            let mut out = vec![0.0; 28 * 28];
+            aug.apply(&src, 28, 28, &mut SplitMix64::new(seed), &mut out);
+            let found = (-2..=2)
+                .flat_map(|dy| (-2..=2).flat_map(move |dx| [(dy, dx, false), (dy, dx, true)]))
+                .find(|&(dy, dx, m)| {
+                    let want = moved(&src, dy, dx, m);
+                    want.iter().zip(&out).all(|(w, o)| (w - o).abs() < 1e-6)
+                });
+            let (dy, dx, m) = found.unwrap_or_else(|| panic!("seed {seed}: not a whole move"));
+            shifts.insert((dy, dx));
+            mirrored += m as usize;
+        }
+        assert_eq!(
+            shifts.len(),
+            25,
+            "every shift in -2..=2 squared: {shifts:?}"
+        );
+        assert!(
+            (160..240).contains(&mirrored),
+            "{mirrored} of {runs} mirrored"
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl ViewOptions {
             max_shift: self.max_shift,
             max_rotation_degrees: self.max_rotation_degrees,
             min_crop_area: self.min_crop_area,
+            ..Augment::simclr_digits()
         }
     }
 

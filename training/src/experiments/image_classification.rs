@@ -107,9 +107,32 @@ pub struct ImageOptions {
     /// Training images held out for validation.
     #[serde(default = "count::<5000>")]
     pub valid_size: usize,
-    /// Random shifts and rotations of the training images ([`Augment::mnist`]).
+    /// Random moves of the training images, as `recipe` says.
     #[serde(default)]
     pub augment: bool,
+    /// Which moves `augment` makes; runs saved before there was a choice made `digits`.
+    #[serde(default)]
+    pub recipe: Recipe,
+}
+
+/// An augmentation recipe, by what the images show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(crate = "burn::serde", rename_all = "lowercase")]
+pub enum Recipe {
+    /// Shifts and small rotations ([`Augment::mnist`]).
+    #[default]
+    Digits,
+    /// Whole-pixel shifts and left-right mirroring ([`Augment::clothes`]).
+    Clothes,
+}
+
+impl Recipe {
+    fn augment(self) -> Augment {
+        match self {
+            Recipe::Digits => Augment::mnist(),
+            Recipe::Clothes => Augment::clothes(),
+        }
+    }
 }
 
 /// Evaluation batch size: large, since no gradients are kept.
@@ -127,13 +150,20 @@ impl ImageExperimentConfig {
         let data = ImageOptions {
             valid_size: count::<5000>(),
             augment: false,
+            recipe: Recipe::Digits,
         };
         Self::with_data(experiment, dataset, model, training, data)
     }
 
     /// With random shifts and rotations of the training images.
-    pub fn augmented(mut self) -> Self {
+    pub fn augmented(self) -> Self {
+        self.augmented_as(Recipe::Digits)
+    }
+
+    /// With the training images moved as `recipe` says.
+    pub fn augmented_as(mut self, recipe: Recipe) -> Self {
         self.data.augment = true;
+        self.data.recipe = recipe;
         self
     }
 
@@ -240,7 +270,7 @@ pub fn train<B: AutodiffBackend>(
     let (settings, device) = (&config.training, devices[0].clone());
     let mut batcher = ImageBatcher::new(splits.mean, splits.std);
     if config.data.augment {
-        batcher = batcher.with_augment(Augment::mnist(), settings.seed);
+        batcher = batcher.with_augment(config.data.recipe.augment(), settings.seed);
     }
     let (mean, std) = (splits.mean, splits.std);
     let test_images = splits.test.clone();

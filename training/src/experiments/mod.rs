@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use contrastive::ContrastiveExperimentConfig;
 use forecasting::{ForecastExperimentConfig, ForecastModelConfig, TimeSplit};
-use image_classification::{ImageExperimentConfig, ImageModelConfig};
+use image_classification::{ImageExperimentConfig, ImageModelConfig, Recipe};
 use language_model::{LanguageExperimentConfig, LanguageModelConfig};
 use masked_images::MaskedExperimentConfig;
 use masked_language::MaskedTextExperimentConfig;
@@ -918,7 +918,9 @@ fn fashion_cnn() -> ExperimentConfig {
 /// The small ResNet with the image runs' setting (AdamW at 1e-3, warm-up and cosine decay,
 /// batch 64) and weight decay, no dropout (He et al. 2016 rely on batch norm and decay alone);
 /// AdamW's decay of 0.05 is decoupled from the gradient (Loshchilov & Hutter 2019), so it is
-/// larger than SGD's 1e-4. Six epochs, about 80 s each with the host batch norm.
+/// larger than SGD's 1e-4. Six epochs, about 80 s each with the host batch norm. Clothes'
+/// augmentation ([`Recipe::Clothes`]) and 15 epochs scored 0.15 points more in 2.7 times the time
+/// (README, note 9), so the preset stays without it.
 fn fashion_resnet() -> ExperimentConfig {
     let model = ImageModelConfig::ResNet(ResNetConfig::fashion());
     let training = images(6).with_weight_decay(0.05);
@@ -1280,6 +1282,29 @@ mod tests {
             serde_json::to_string(&back).unwrap(),
             serde_json::to_string(&orig).unwrap()
         );
+    }
+
+    /// The augmentation recipe is saved by name and read back.
+    #[test]
+    fn the_augmentation_recipe_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let e = find("mnist-bn-cnn").unwrap();
+        for (recipe, name) in [(Recipe::Digits, "digits"), (Recipe::Clothes, "clothes")] {
+            let ExperimentConfig::Image(config) = (e.preset)() else {
+                panic!("not an image config")
+            };
+            ExperimentConfig::Image(config.augmented_as(recipe))
+                .save(&path)
+                .unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(json["recipe"], name);
+            let ExperimentConfig::Image(back) = ExperimentConfig::load(e, &path).unwrap() else {
+                panic!("not an image config")
+            };
+            assert!(back.data.augment && back.data.recipe == recipe);
+        }
     }
 
     /// Runs saved before the CNNs' `conv` and the GPT's `activation` existed have no such key in
