@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use contrastive::ContrastiveExperimentConfig;
 use forecasting::{ForecastExperimentConfig, ForecastModelConfig, TimeSplit};
-use image_classification::{ImageExperimentConfig, ImageModelConfig, Recipe};
+use image_classification::{ImageExperimentConfig, ImageModelConfig};
 use language_model::{LanguageExperimentConfig, LanguageModelConfig};
 use masked_images::MaskedExperimentConfig;
 use masked_language::MaskedTextExperimentConfig;
@@ -919,8 +919,8 @@ fn fashion_cnn() -> ExperimentConfig {
 /// batch 64) and weight decay, no dropout (He et al. 2016 rely on batch norm and decay alone);
 /// AdamW's decay of 0.05 is decoupled from the gradient (Loshchilov & Hutter 2019), so it is
 /// larger than SGD's 1e-4. Six epochs, about 80 s each with the host batch norm. Clothes'
-/// augmentation ([`Recipe::Clothes`]) and 15 epochs scored 0.15 points more in 2.7 times the time
-/// (README, note 9), so the preset stays without it.
+/// augmentation ([`image_classification::Recipe::Clothes`]) and 15 epochs scored 0.15 points
+/// more in 2.7 times the time (README, note 9), so the preset stays without it.
 fn fashion_resnet() -> ExperimentConfig {
     let model = ImageModelConfig::ResNet(ResNetConfig::fashion());
     let training = images(6).with_weight_decay(0.05);
@@ -1287,6 +1287,7 @@ mod tests {
     /// The augmentation recipe is saved by name and read back.
     #[test]
     fn the_augmentation_recipe_round_trips() {
+        use super::image_classification::Recipe;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         let e = find("mnist-bn-cnn").unwrap();
