@@ -510,7 +510,9 @@ mod tests {
         let moved = furthest_apart(&start, &one);
         assert!(moved > 0.05, "training hardly moved the weights: {moved}");
         let apart = furthest_apart(&one, &two);
-        assert!(apart < 1e-5, "one device and two differ by up to {apart}");
+        // Two slices sum their gradients in another order than one batch: CI measured 2.6e-5
+        // on ndarray (1fcda0c), against moves of more than 0.05.
+        assert!(apart < 1e-4, "one device and two differ by up to {apart}");
     }
 
     #[test]
