@@ -35,6 +35,11 @@ same batch shape without gradients, in windows/s.
     python3 training/reference/pytorch_bench.py --model all --json torch.json
     cargo xtask bench --model all --reference torch.json
 
+On an NVIDIA GPU, `--device cuda` runs the same steps there (`.ci/gpu` does, for the GPU rows of
+`pdl bench --backend cuda`); every timed step ends by reading a number back (`loss.item()`, the
+logits to the host), so the GPU's queue is drained inside the timing. The memory is then the peak
+the CUDA allocator held.
+
 Needs only `torch`; no dataset, no network. The tests never run it.
 """
 
@@ -176,7 +181,7 @@ class Gpt(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, ids):
-        x = self.embedding(ids) + self.positions(torch.arange(ids.shape[1]))
+        x = self.embedding(ids) + self.positions(torch.arange(ids.shape[1], device=ids.device))
         return self.norm(self.blocks(x)) @ self.embedding.weight.T
 
 
@@ -238,18 +243,25 @@ def memory_mib(start):
     return None if start is None or peak is None else peak - start
 
 
-def measure(name, threads, seconds):
-    """Training and inference items/s of model `name`, and the peak memory, as a dict."""
+def measure(name, threads, seconds, device):
+    """Training and inference items/s of model `name` on `device`, and the peak memory, as a
+    dict."""
     torch.manual_seed(0)
     start = reset_peak_memory()
-    model = MODELS[name]()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model = MODELS[name]().to(device)
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"torch {torch.__version__}, {threads} threads, {name}: {parameters} parameters")
+    where = device.type if device.type == "cuda" else f"{threads} threads"
+    print(f"torch {torch.__version__}, {where}, {name}: {parameters} parameters")
     if name in TEXT:
-        train, infer = text(model, *TEXT[name], seconds)
+        train, infer = text(model, *TEXT[name], seconds, device)
     else:
-        train, infer = image_throughput(model, seconds)
-    memory = memory_mib(start)
+        train, infer = image_throughput(model, seconds, device)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        memory = memory_mib(start)
     print(f"memory over the start: {memory or 0:.0f} MiB")
     return {"train": train, "infer": infer, "memory_mib": memory}
 
@@ -260,21 +272,28 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per figure")
     parser.add_argument("--json", help="write the figures here, for `pdl bench --reference`")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this torch sees no CUDA GPU")
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     names = list(MODELS) if args.model == "all" else [args.model]
-    figures = {name: measure(name, args.threads, args.seconds) for name in names}
+    figures = {name: measure(name, args.threads, args.seconds, device) for name in names}
     if args.json:
         with open(args.json, "w") as f:
-            run = f"torch {torch.__version__}, {args.threads} threads"
+            if device.type == "cuda":
+                run = f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}"
+            else:
+                run = f"torch {torch.__version__}, {args.threads} threads"
             json.dump({"name": run, "models": figures}, f, indent=2)
 
 
-def image_throughput(model, seconds):
+def image_throughput(model, seconds, device):
     """An image net's training and inference images/s (batches of 64 and 1000)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    images = torch.rand(64, 1, 28, 28) * 2 - 1
-    targets = torch.randint(0, 10, (64,))
+    images = torch.rand(64, 1, 28, 28, device=device) * 2 - 1
+    targets = torch.randint(0, 10, (64,), device=device)
 
     def train_step():
         optimizer.zero_grad()
@@ -287,11 +306,11 @@ def image_throughput(model, seconds):
     train = steps_per_second(seconds, train_step) * 64
 
     model.eval()
-    infer_images = torch.rand(1000, 1, 28, 28) * 2 - 1
+    infer_images = torch.rand(1000, 1, 28, 28, device=device) * 2 - 1
 
     def infer_step():
         with torch.no_grad():
-            model(infer_images).numpy()
+            model(infer_images).cpu().numpy()
 
     infer = steps_per_second(seconds, infer_step) * 1000
     print(f"train img/s (b=64): {train:.1f}")
@@ -299,10 +318,10 @@ def image_throughput(model, seconds):
     return train, infer
 
 
-def text(model, seq_len, lr, decay, clip, seconds, batch=64, vocab=65):
+def text(model, seq_len, lr, decay, clip, seconds, device, batch=64, vocab=65):
     """A character model's training and inference windows/s at its preset's shapes."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
-    ids, targets = (torch.randint(0, vocab, (batch, seq_len)) for _ in range(2))
+    ids, targets = (torch.randint(0, vocab, (batch, seq_len), device=device) for _ in range(2))
 
     def loss_of(x, y):
         return F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
@@ -318,7 +337,9 @@ def text(model, seq_len, lr, decay, clip, seconds, batch=64, vocab=65):
     model.train()
     train = steps_per_second(seconds, train_step) * batch
     model.eval()
-    infer_ids, infer_targets = (torch.randint(0, vocab, (batch, seq_len)) for _ in range(2))
+    infer_ids, infer_targets = (
+        torch.randint(0, vocab, (batch, seq_len), device=device) for _ in range(2)
+    )
 
     def infer_step():
         with torch.no_grad():
