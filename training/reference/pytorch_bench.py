@@ -243,17 +243,23 @@ def memory_mib(start):
     return None if start is None or peak is None else peak - start
 
 
+def run_name(device, threads):
+    """What ran: torch's version, and the GPU's name or the CPU threads."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} threads"
+    return f"torch {torch.__version__}, {where}"
+
+
 def measure(name, threads, seconds, device):
     """Training and inference items/s of model `name` on `device`, and the peak memory, as a
     dict."""
     torch.manual_seed(0)
-    start = reset_peak_memory()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        start = reset_peak_memory()
     model = MODELS[name]().to(device)
     parameters = sum(p.numel() for p in model.parameters())
-    where = device.type if device.type == "cuda" else f"{threads} threads"
-    print(f"torch {torch.__version__}, {where}, {name}: {parameters} parameters")
+    print(f"{run_name(device, threads)}, {name}: {parameters} parameters")
     if name in TEXT:
         train, infer = text(model, *TEXT[name], seconds, device)
     else:
@@ -282,11 +288,7 @@ def main():
     figures = {name: measure(name, args.threads, args.seconds, device) for name in names}
     if args.json:
         with open(args.json, "w") as f:
-            if device.type == "cuda":
-                run = f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}"
-            else:
-                run = f"torch {torch.__version__}, {args.threads} threads"
-            json.dump({"name": run, "models": figures}, f, indent=2)
+            json.dump({"name": run_name(device, args.threads), "models": figures}, f, indent=2)
 
 
 def image_throughput(model, seconds, device):
