@@ -201,8 +201,9 @@ fn product_shape(dst: &[f32], a: &Matrix<'_>, b: &Matrix<'_>) -> [usize; 3] {
 #[cfg(feature = "flex")]
 pub(crate) fn gemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
     let [m, k, n] = product_shape(dst, &a, &b);
-    // Threads only pay off on a large product (flex's own threshold).
-    let parallelism = if m * n * k >= 192 * 192 * 192 {
+    // Threads only pay off on a large product (flex's own threshold), and not inside a task of
+    // a kernel that already runs one per core (the LSTM's blocks of rows, attention's sequences).
+    let parallelism = if m * n * k >= 192 * 192 * 192 && rayon::current_thread_index().is_none() {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
