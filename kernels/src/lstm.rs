@@ -18,8 +18,9 @@
 //! - **threads**: the sequences of a batch never meet, so the batch is cut into one block of rows
 //!   per core, and each core takes its block through every step with gemms of its own (forward
 //!   and backward): no synchronisation between steps. Splitting each step's small product across
-//!   the cores instead left them waiting on one another: on `shakespeare-lstm`'s shapes the
-//!   blocks trained 1.3-1.4x faster.
+//!   the cores instead ran no faster than one core (the `gemm` crate on a 2-core AVX2 host): on
+//!   `shakespeare-lstm`'s shapes the blocks train 1.31x and infer 1.35x faster (eight paired
+//!   runs of `pdl bench --model lstm`).
 //!
 //! The projection of the input, `x W_x + b_x`, stays outside (one `Linear` over the whole
 //! sequence), so the op's inputs are the projected sequence, `W_h`, `b_h` and the initial state.
@@ -179,8 +180,9 @@ type Kept = (Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// Batch rows per task. The sequences of a batch are independent, so each core takes a block of
 /// them through every step with a gemm of its own: no synchronisation between steps, and a block
-/// of 32 rows keeps a core busier than one gemm of 64 rows split across two (the `gemm` crate
-/// measured 77-87 GFLOP/s that way against 26-72 for the shared product on this 2-core host).
+/// of 32 rows keeps a core busier than one gemm of 64 rows split across two (the forward step's
+/// product in the `gemm` crate, three rounds on a 2-core AVX2 host: 47-80 GFLOP/s as two blocks,
+/// 26-64 as one shared product, 43-52 on one core).
 fn rows_per_task(batch: usize) -> usize {
     batch.div_ceil(rayon::current_num_threads()).max(1)
 }
