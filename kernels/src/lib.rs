@@ -54,6 +54,9 @@ mod host;
 pub mod linear;
 pub mod lstm;
 pub mod norm;
+// Used by the LSTM's host kernel only, which the CPU backends compile in.
+#[cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(dead_code))]
+mod packed;
 #[cfg(any(test, feature = "parity"))]
 pub mod parity;
 pub mod pool;
