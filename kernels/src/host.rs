@@ -126,8 +126,11 @@ impl<'a> Matrix<'a> {
     }
 
     /// Panics unless every element lies inside `values` (what the gemm calls rely on).
-    #[cfg(any(feature = "flex", feature = "ndarray", test))]
-    fn check(&self) {
+    #[cfg_attr(
+        not(any(feature = "flex", feature = "ndarray", test)),
+        allow(dead_code)
+    )]
+    pub(crate) fn check(&self) {
         let last = (self.rows.saturating_sub(1)) * self.row_stride
             + (self.cols.saturating_sub(1)) * self.col_stride;
         assert!(

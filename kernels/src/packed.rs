@@ -41,12 +41,8 @@ impl Packed {
         if !supported() {
             return None;
         }
+        b.check();
         let (k, n) = (b.rows, b.cols);
-        let last = (k.saturating_sub(1)) * b.row_stride + (n.saturating_sub(1)) * b.col_stride;
-        assert!(
-            k * n == 0 || last < b.values.len(),
-            "packed gemm: `b` reaches past its values"
-        );
         let mut panels = vec![0.0f32; n.div_ceil(NR) * k * NR];
         for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
             let cols = NR.min(n - p * NR);
@@ -92,19 +88,13 @@ impl Packed {
             }
             return;
         }
+        a.check();
         // The kernel reads each row of `a` along its columns; anything else is copied so first.
         let contiguous;
         let (a_values, lda) = if a.col_stride == 1 {
-            let last = (m - 1) * a.row_stride + k - 1;
-            assert!(
-                last < a.values.len(),
-                "packed gemm: `a` reaches past its values"
-            );
             (a.values, a.row_stride)
         } else {
-            contiguous = (0..m * k)
-                .map(|i| a.values[(i / k) * a.row_stride + (i % k) * a.col_stride])
-                .collect::<Vec<f32>>();
+            contiguous = a.to_row_major();
             (&contiguous[..], k)
         };
         for k0 in (0..k).step_by(KC) {
@@ -130,9 +120,9 @@ impl Packed {
     }
 }
 
-/// A weight every step of a sequence multiplies (the LSTM's `W_h` forward, `W_h^T` backward): packed once for the
-/// whole sequence where the CPU runs [`Packed`]'s kernel and the sequence is long enough to
-/// repay the copy, else read where it lies by the backend's gemm.
+/// A weight every step of a sequence multiplies (the LSTM's `W_h` forward, `W_h^T` backward):
+/// packed once for the whole sequence where the CPU runs [`Packed`]'s kernel and the sequence is
+/// long enough to repay the copy, else read where it lies by the backend's gemm.
 pub(crate) struct StepWeight<'a> {
     matrix: Matrix<'a>,
     packed: Option<Packed>,
