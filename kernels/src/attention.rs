@@ -26,7 +26,7 @@
 //! Backward, `dV = (P ∘ D)^T dO` and the softmax's `dP = D ∘ (dO V^T)`; `D` is kept beside `P`.
 
 use crate::KernelBackend;
-use crate::activation::exp;
+use crate::activation::{exp, sum_in_lanes, vectorised};
 use crate::backend::{Op, host_kernels, register_gradients_with, run};
 use crate::dropout::Dropout;
 use crate::host::{HostValues, Matrix};
@@ -267,17 +267,22 @@ fn times_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
 
 /// One row of scores in place: scaled, masked, then its softmax.
 fn softmax_row(row: &mut [f32], scale: f32, masked: Option<&[bool]>, masked_score: f32) {
-    match masked {
-        Some(masked) => row.iter_mut().zip(masked).for_each(|(s, &m)| {
-            *s = if m { masked_score } else { *s * scale };
-        }),
-        None => row.iter_mut().for_each(|s| *s *= scale),
-    }
-    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    // Separate passes, so that the exp vectorises (a running sum would order the loop).
-    row.iter_mut().for_each(|s| *s = exp(*s - max));
-    let inverse = 1.0 / row.iter().sum::<f32>();
-    row.iter_mut().for_each(|s| *s *= inverse);
+    vectorised(
+        #[inline(always)]
+        || {
+            match masked {
+                Some(masked) => row.iter_mut().zip(masked).for_each(|(s, &m)| {
+                    *s = if m { masked_score } else { *s * scale };
+                }),
+                None => row.iter_mut().for_each(|s| *s *= scale),
+            }
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            // Separate passes, so that the exp vectorises, and the sum in lanes.
+            row.iter_mut().for_each(|s| *s = exp(*s - max));
+            let inverse = 1.0 / sum_in_lanes(row, row, |s, _| s);
+            row.iter_mut().for_each(|s| *s *= inverse);
+        },
+    )
 }
 
 /// The backward pass on the host: `[dq, dk, dv]` from the output's gradient, each laid out as

@@ -124,6 +124,18 @@ pub trait KernelBackend: UnderAutodiff {
         }
     }
 
+    /// Layer normalisation in training ([`crate::LayerNorm`]): the output for `x` `[rows, d]`
+    /// with `gamma` and `beta` `[d]`; `None` runs Burn's op instead (the default: a plain
+    /// backend's `layer_norm` has no backward to save).
+    fn layer_norm_fast(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _epsilon: f64,
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
     /// An LSTM layer over a whole sequence ([`crate::lstm`]): `[projected, weight, bias, h0,
     /// c0]` to the packed output `[batch, steps + 1, d_hidden]`; `None` runs the model's own
     /// steps instead. The default is the host pass where [`KernelBackend::HOST_KERNELS`], `None`
@@ -306,6 +318,15 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
 
     fn lstm_fast(args: [FloatTensor<Self>; 5]) -> Option<FloatTensor<Self>> {
         crate::lstm::autodiff_lstm::<B, C>(args)
+    }
+
+    fn layer_norm_fast(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> Option<FloatTensor<Self>> {
+        crate::norm::autodiff_layer_norm::<B, C>(x, gamma, beta, epsilon)
     }
 
     fn attention_fast(

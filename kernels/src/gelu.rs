@@ -18,7 +18,7 @@
 //! Both recompute from the saved input in the backward pass.
 
 use crate::KernelBackend;
-use crate::activation::{exp, sigmoid};
+use crate::activation::{exp, sigmoid, vectorised};
 use crate::backend::{Op, host_kernels, register_gradients, run};
 use crate::host::HostValues;
 use burn::backend::Autodiff;
@@ -178,9 +178,14 @@ pub(crate) fn forward<B: KernelBackend>(
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = kind.value(x);
-                }
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = kind.value(x);
+                        }
+                    },
+                )
             });
         y
     })?;
@@ -215,9 +220,14 @@ impl<B: KernelBackend> Backward<B, 1> for PdlGelu {
                 dx.par_chunks_mut(CHUNK)
                     .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
                     .for_each(|(dx, (x, dy))| {
-                        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                            *dx = dy * self.0.derivative(x);
-                        }
+                        vectorised(
+                            #[inline(always)]
+                            || {
+                                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                                    *dx = dy * self.0.derivative(x);
+                                }
+                            },
+                        )
                     });
                 dx
             })

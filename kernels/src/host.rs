@@ -75,6 +75,22 @@ impl<'a> HostValues<'a, 4> {
     }
 }
 
+impl<'a> HostValues<'a, 2> {
+    /// The values in row-major order: lent as they lie when they already are, copied otherwise
+    /// (as a `[1, 1, rows, cols]` tensor).
+    pub(crate) fn row_major(&self) -> Cow<'a, [f32]> {
+        let [rows, cols] = self.dims;
+        let [row_stride, col_stride] = self.strides;
+        let whole = rows * cols;
+        HostValues {
+            values: self.values,
+            strides: [whole, whole, row_stride, col_stride],
+            dims: [1, 1, rows, cols],
+        }
+        .row_major()
+    }
+}
+
 /// `data`'s values, lent to `f` as a row-major [`HostValues`]; `None` unless they are `f32`.
 pub(crate) fn lend_data<R, const D: usize>(
     data: &TensorData,

@@ -13,13 +13,13 @@
 //! |---|---|
 //! | [`conv`] | a 2-D convolution with its backward written out (`forward.rs`, `backward.rs`, and `host.rs`: im2col / col2im around the host gemm) |
 //! | [`pool`] | max pooling in one host pass that remembers each window's pick |
-//! | [`norm`] | batch norm in training: three host passes forward, two backward |
+//! | [`norm`] | batch norm in training: three host passes forward, two backward; layer norm: one each |
 //! | [`dropout`] | dropout masks drawn on the host, from a stream each layer owns |
 //! | [`attention`] | scaled dot-product attention as one op per (sequence, head), forward and backward |
 //! | [`gelu`] | GELU, `x Phi(x)`, and QuickGELU, `x sigmoid(1.702 x)`, each one host pass forward and one backward |
 //! | [`linear`] | a fully connected layer that multiplies a `[batch, t, d]` tensor as one `[batch * t, d]` matrix |
 //! | [`lstm`] | an LSTM layer over a whole sequence as one op, backpropagation through time written out |
-//! | `activation.rs` | `exp`, sigmoid and `tanh` without a library call, so that their loops vectorise |
+//! | `activation.rs` | `exp`, sigmoid and `tanh` without a library call, so that their loops vectorise, and those loops built for AVX2 where the CPU has it |
 //! | `backend.rs` | [`KernelBackend`] (the backends with fast paths) and the dispatch by type |
 //! | `host.rs` | the tensors' values as the host sees them, and the gemm every host kernel calls |
 //! | `parity/` | checks against Burn's ops (feature `parity`, for `pdl-tests`) |
@@ -70,7 +70,7 @@ pub use gelu::{gelu, quick_gelu};
 pub use host::{HostValues, Matrix};
 pub use linear::{Linear, LinearConfig};
 pub use lstm::{LstmRun, fused_lstm, lstm};
-pub use norm::{BatchNorm, BatchNormConfig};
+pub use norm::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig};
 pub use pool::{MaxPool2d, MaxPool2dConfig, Window};
 
 /// How this crate's drop-in layers print (burn-nn's settings for its layers): their attributes

@@ -155,16 +155,9 @@ impl<'a> StepWeight<'a> {
     }
 }
 
-/// Whether this CPU runs the kernel.
+/// Whether this CPU runs the kernel: AVX2 and FMA.
 fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::activation::avx2_fma()
 }
 
 /// One tile of `rows <= MR` rows and `cols <= NR` columns of `c`, over `kc` of the shared

@@ -26,12 +26,11 @@
 use crate::transformer::{GPT_INIT, TransformerBlock, TransformerBlockConfig, Vit, VitConfig};
 use burn::module::Param;
 use burn::nn::loss::{MseLoss, Reduction};
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
 use pdl_datasets::batcher::MaskedImageBatch;
-use pdl_kernels::{Linear, LinearConfig};
+use pdl_kernels::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
 /// Configuration of a [`Mae`].
 #[derive(Config, Debug)]

@@ -7,10 +7,12 @@
 
 mod attention;
 mod gelu;
+mod layer_norm;
 mod lstm;
 
 pub use attention::{attention_reference, check_attention};
 pub use gelu::check_gelu;
+pub use layer_norm::check_layer_norm;
 pub use lstm::{check_lstm, lstm_reference};
 
 use crate::conv::{Conv2d, Conv2dConfig, ConvImplementation, resolve_padding};

@@ -8,12 +8,12 @@ use super::{
 };
 use crate::attention::padding_mask;
 use crate::classification::{SentenceClassifier, check_dropout, train_output};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::text::sst2::SentenceBatch;
-use pdl_kernels::{Dropout, DropoutConfig, Linear, LinearConfig};
+use pdl_kernels::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
 /// Configuration of a [`TransformerClassifier`].
 #[derive(Config, Debug)]

@@ -10,13 +10,13 @@ use super::{
 use crate::attention::{KvCache, causal_mask};
 use crate::classification::{check_dropout, next_token_output, train_output};
 use crate::sampling::{Generate, ids};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::linear;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::text::chars::CharBatch;
-use pdl_kernels::{Dropout, DropoutConfig};
+use pdl_kernels::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 
 /// Configuration of a [`CharGpt`].
 #[derive(Config, Debug)]

@@ -20,9 +20,9 @@
 use crate::attention::{KvCache, MultiHeadAttention, MultiHeadAttentionConfig};
 use crate::classification::check_dropout;
 use burn::module::Initializer;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::prelude::*;
-use pdl_kernels::{Dropout, DropoutConfig, Linear, LinearConfig};
+use pdl_kernels::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
 mod classifier;
 mod gpt;

@@ -4,12 +4,11 @@
 use super::{GPT_INIT, TransformerBlock, TransformerBlockConfig, blocks};
 use crate::classification::{ImageClassifier, ImageEncoder, check_dropout, train_output};
 use burn::module::{Initializer, Param};
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use pdl_datasets::batcher::ImageBatch;
-use pdl_kernels::{Conv2d, Conv2dConfig, Linear, LinearConfig};
+use pdl_kernels::{Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use pdl_kernels::{Dropout, DropoutConfig};
 
 /// Configuration of a [`Vit`].
