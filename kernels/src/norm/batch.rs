@@ -31,15 +31,10 @@
 //! one pass, `y = x scale_c + shift_c`. Every other backend runs Burn's op.
 
 use crate::KernelBackend;
-use crate::backend::{Op, register_gradients};
-use crate::host::HostValues;
-use crate::host::vector_values;
+use crate::backend::Op;
+use crate::host::{HostValues, vector_values};
 use burn::backend::Autodiff;
-use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
-};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::module::{Content, DisplaySettings, Initializer, ModuleDisplay, Param, RunningState};
 use burn::nn as burn_nn;
 use burn::prelude::*;
@@ -239,7 +234,7 @@ impl Op for BatchNormInferenceOp {
 
 /// A batch's statistics per channel, and `gamma`, as the backward pass needs them.
 #[derive(Debug, Clone)]
-pub(crate) struct Statistics {
+pub(crate) struct BatchStatistics {
     mean: Vec<f32>,
     /// The biased variance, `(1/M) sum (x - mean)^2`.
     var: Vec<f32>,
@@ -260,7 +255,7 @@ pub(crate) fn forward_on_host<B: KernelBackend>(
     gamma: &FloatTensor<B>,
     beta: &FloatTensor<B>,
     epsilon: f64,
-) -> Option<(FloatTensor<B>, Statistics)> {
+) -> Option<(FloatTensor<B>, BatchStatistics)> {
     let device = B::float_device(x);
     let shape = x.shape();
     let [batch, channels, height, width] = shape.dims();
@@ -273,7 +268,7 @@ pub(crate) fn forward_on_host<B: KernelBackend>(
         let x = x.row_major();
         let planes = Planes::new(&x, [batch, channels, height * width]);
         let count = planes.count();
-        let mut statistics = Statistics {
+        let mut statistics = BatchStatistics {
             mean: Vec::with_capacity(channels),
             var: Vec::with_capacity(channels),
             inv_std: Vec::with_capacity(channels),
@@ -402,12 +397,23 @@ impl<'a> Planes<'a> {
     }
 }
 
+impl super::Statistics<4> for BatchStatistics {
+    fn features(&self) -> usize {
+        self.gamma.len()
+    }
+
+    /// The formulas of the module docs, row-major.
+    fn backward(&self, x: HostValues<'_, 4>, dy: HostValues<'_, 4>) -> [Vec<f32>; 3] {
+        backward_on_host(x, dy, self)
+    }
+}
+
 /// The gradients of `x`, `gamma` and `beta` from the output's, `dy`: the formulas of the module
 /// docs, row-major.
 fn backward_on_host(
     x: HostValues<'_, 4>,
     dy: HostValues<'_, 4>,
-    statistics: &Statistics,
+    statistics: &BatchStatistics,
 ) -> [Vec<f32>; 3] {
     let [batch, channels, height, width] = x.dims;
     let dims = [batch, channels, height * width];
@@ -449,42 +455,6 @@ fn backward_on_host(
     [dx, dgamma, dbeta]
 }
 
-/// The backward step of [`autodiff_batch_norm`]; parents `[x, gamma, beta]`.
-#[derive(Debug)]
-struct PdlBatchNorm;
-
-impl<B: KernelBackend> Backward<B, 3> for PdlBatchNorm {
-    /// The input, and the batch's statistics.
-    type State = (FloatTensor<B>, Statistics);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (x, statistics) = ops.state;
-        let device = B::float_device(&dy);
-        let x_shape = x.shape();
-        let channels = statistics.mean.len();
-        let [dx, dgamma, dbeta] = B::with_values(&x, |x: HostValues<'_, 4>| {
-            B::with_values(&dy, |dy: HostValues<'_, 4>| {
-                backward_on_host(x, dy, &statistics)
-            })
-        })
-        .flatten()
-        .expect("the forward pass lent this backend's values as f32");
-        let gradients = [
-            (dx, x_shape),
-            (dgamma, Shape::new([channels])),
-            (dbeta, Shape::new([channels])),
-        ];
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
-        register_gradients::<B, 3>(grads, parents, gradients, &device);
-    }
-}
-
 /// The training forward pass of the autodiff backends' [`KernelBackend::batch_norm_fast`]:
 /// `[output, batch mean, batch variance]`, the statistics untracked; `None` (Burn's op) unless
 /// the inner backend runs host kernels and lends the values as `f32`.
@@ -505,54 +475,24 @@ pub(crate) fn autodiff_batch_norm<B: KernelBackend, C: CheckpointStrategy>(
         <Autodiff<B, C> as AutodiffBackend>::from_inner(inner)
     };
     let (mean, var) = (channel(&statistics.mean), channel(&statistics.var));
-    let output = match PdlBatchNorm
-        .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive, statistics), output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
+    let output = super::record::<B, C, _, 4>([x, gamma, beta], output, statistics);
     Some([output, mean, var])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
-    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    use crate::norm::round_trip;
 
     #[test]
     fn records_load_both_ways_between_burn_and_pdl() {
-        type Mpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
-        type Inner = NdArray;
         let device = Default::default();
-        let recorder = Mpk::default();
-        let mut burns = burn_nn::BatchNormConfig::new(4).init::<Inner>(&device);
+        let mut burns = burn_nn::BatchNormConfig::new(4).init(&device);
         burns.gamma = Param::from_tensor(Tensor::from_floats([1.0, 2.0, 3.0, 4.0], &device));
-        let bytes = <Mpk as Recorder<Inner>>::record(&recorder, burns.clone().into_record(), ())
-            .expect("Burn's record saves");
-        let record: BatchNormRecord<Inner> =
-            <Mpk as Recorder<Inner>>::load(&recorder, bytes, &device)
-                .expect("Burn's record loads as ours");
-        let ours = BatchNormConfig::new(4)
-            .init::<Inner>(&device)
-            .load_record(record);
-        ours.gamma
-            .val()
-            .into_data()
-            .assert_eq(&burns.gamma.val().into_data(), true);
-        let bytes = <Mpk as Recorder<Inner>>::record(&recorder, ours.into_record(), ())
-            .expect("our record saves");
-        let record: <burn_nn::BatchNorm<Inner> as Module<Inner>>::Record =
-            <Mpk as Recorder<Inner>>::load(&recorder, bytes, &device)
-                .expect("our record loads as Burn's");
-        let back = burn_nn::BatchNormConfig::new(4)
-            .init::<Inner>(&device)
-            .load_record(record);
-        back.gamma
-            .val()
-            .into_data()
-            .assert_eq(&burns.gamma.val().into_data(), true);
+        let ours = round_trip(&burns, BatchNormConfig::new(4).init(&device));
+        let gamma = burns.gamma.val().into_data();
+        ours.gamma.val().into_data().assert_eq(&gamma, true);
+        let back = round_trip(&ours, burn_nn::BatchNormConfig::new(4).init(&device));
+        back.gamma.val().into_data().assert_eq(&gamma, true);
     }
 }

@@ -30,14 +30,10 @@
 
 use crate::KernelBackend;
 use crate::activation::{sum_in_lanes, vectorised};
-use crate::backend::{Op, register_gradients};
+use crate::backend::Op;
 use crate::host::{HostValues, vector_values};
 use burn::backend::Autodiff;
-use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
-};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::module::{Content, DisplaySettings, Initializer, ModuleDisplay, Param};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
@@ -238,6 +234,17 @@ pub(crate) fn forward_on_host<B: KernelBackend>(
     ))
 }
 
+impl super::Statistics<2> for RowStatistics {
+    fn features(&self) -> usize {
+        self.gamma.len()
+    }
+
+    /// The formulas of the module docs, row-major.
+    fn backward(&self, x: HostValues<'_, 2>, dy: HostValues<'_, 2>) -> [Vec<f32>; 3] {
+        backward_on_host(x, dy, self)
+    }
+}
+
 /// The gradients of `x`, `gamma` and `beta` from the output's, `dy`: the formulas of the module
 /// docs, row-major. Each task sums its rows' share of `dgamma` and `dbeta`; the shares are added
 /// at the end.
@@ -305,42 +312,6 @@ fn backward_on_host(
     [dx, sums.0, sums.1]
 }
 
-/// The backward step of [`autodiff_layer_norm`]; parents `[x, gamma, beta]`.
-#[derive(Debug)]
-struct PdlLayerNorm;
-
-impl<B: KernelBackend> Backward<B, 3> for PdlLayerNorm {
-    /// The input `[rows, d]`, and each row's statistics.
-    type State = (FloatTensor<B>, RowStatistics);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (x, statistics) = ops.state;
-        let device = B::float_device(&dy);
-        let x_shape = x.shape();
-        let d = statistics.gamma.len();
-        let [dx, dgamma, dbeta] = B::with_values(&x, |x: HostValues<'_, 2>| {
-            B::with_values(&dy, |dy: HostValues<'_, 2>| {
-                backward_on_host(x, dy, &statistics)
-            })
-        })
-        .flatten()
-        .expect("the forward pass lent this backend's values as f32");
-        let gradients = [
-            (dx, x_shape),
-            (dgamma, Shape::new([d])),
-            (dbeta, Shape::new([d])),
-        ];
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
-        register_gradients::<B, 3>(grads, parents, gradients, &device);
-    }
-}
-
 /// The autodiff backends' [`KernelBackend::layer_norm_fast`]: the host forward pass recorded with
 /// its written-out backward; `None` (Burn's op) unless the inner backend runs host kernels and
 /// lends the values as `f32`.
@@ -355,24 +326,19 @@ pub(crate) fn autodiff_layer_norm<B: KernelBackend, C: CheckpointStrategy>(
     }
     let (output, statistics) =
         forward_on_host::<B>(&x.primitive, &gamma.primitive, &beta.primitive, epsilon)?;
-    Some(
-        match PdlLayerNorm
-            .prepare::<C>([x.node, gamma.node, beta.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, statistics), output),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        },
-    )
+    Some(super::record::<B, C, _, 2>(
+        [x, gamma, beta],
+        output,
+        statistics,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::norm::round_trip;
     use burn::backend::NdArray;
     use burn::nn as burn_nn;
-    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 
     #[test]
     fn the_host_layer_norm_equals_burns_in_values_and_gradients() {
@@ -381,35 +347,13 @@ mod tests {
 
     #[test]
     fn records_load_both_ways_between_burn_and_pdl() {
-        type Mpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
-        type Inner = NdArray;
         let device = Default::default();
-        let recorder = Mpk::default();
-        let mut burns = burn_nn::LayerNormConfig::new(4).init::<Inner>(&device);
+        let mut burns = burn_nn::LayerNormConfig::new(4).init(&device);
         burns.gamma = Param::from_tensor(Tensor::from_floats([1.0, 2.0, 3.0, 4.0], &device));
-        let bytes = <Mpk as Recorder<Inner>>::record(&recorder, burns.clone().into_record(), ())
-            .expect("Burn's record saves");
-        let record: LayerNormRecord<Inner> =
-            <Mpk as Recorder<Inner>>::load(&recorder, bytes, &device)
-                .expect("Burn's record loads as ours");
-        let ours = LayerNormConfig::new(4)
-            .init::<Inner>(&device)
-            .load_record(record);
-        ours.gamma
-            .val()
-            .into_data()
-            .assert_eq(&burns.gamma.val().into_data(), true);
-        let bytes = <Mpk as Recorder<Inner>>::record(&recorder, ours.into_record(), ())
-            .expect("our record saves");
-        let record: <burn_nn::LayerNorm<Inner> as Module<Inner>>::Record =
-            <Mpk as Recorder<Inner>>::load(&recorder, bytes, &device)
-                .expect("our record loads as Burn's");
-        let back = burn_nn::LayerNormConfig::new(4)
-            .init::<Inner>(&device)
-            .load_record(record);
-        back.gamma
-            .val()
-            .into_data()
-            .assert_eq(&burns.gamma.val().into_data(), true);
+        let ours = round_trip(&burns, LayerNormConfig::new(4).init(&device));
+        let gamma = burns.gamma.val().into_data();
+        ours.gamma.val().into_data().assert_eq(&gamma, true);
+        let back = round_trip(&ours, burn_nn::LayerNormConfig::new(4).init(&device));
+        back.gamma.val().into_data().assert_eq(&gamma, true);
     }
 }

@@ -1,6 +1,7 @@
 //! Normalisation layers with host kernels for training on the CPU backends, under burn-nn's
 //! names and fields: [`BatchNorm`] (`batch.rs`, the CNNs) and [`LayerNorm`] (`layer.rs`, the
-//! transformers).
+//! transformers). Both record the same backward step ([`record`]): their statistics and the input
+//! kept from the forward pass, one host pass to the gradients of the input, `gamma` and `beta`.
 
 mod batch;
 mod layer;
@@ -11,3 +12,96 @@ pub(crate) use layer::autodiff_layer_norm;
 #[cfg(any(test, feature = "parity"))]
 pub(crate) use layer::layer_norm_rows;
 pub use layer::{LayerNorm, LayerNormConfig, LayerNormRecord};
+
+use crate::KernelBackend;
+use crate::backend::register_gradients;
+use crate::host::HostValues;
+use burn::backend::Autodiff;
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::prelude::*;
+use burn::tensor::TensorMetadata;
+use burn::tensor::ops::FloatTensor;
+use std::marker::PhantomData;
+
+/// What a normalisation keeps from its forward pass for the backward one: its statistics, and
+/// the host pass from the input `[..; D]` and the output's gradient to `[dx, dgamma, dbeta]`.
+pub(crate) trait Statistics<const D: usize>:
+    Clone + Send + std::fmt::Debug + 'static
+{
+    /// Features normalised: the length of `gamma` and `beta`.
+    fn features(&self) -> usize;
+
+    /// The gradients of the input (row-major, the input's shape), `gamma` and `beta`.
+    fn backward(&self, x: HostValues<'_, D>, dy: HostValues<'_, D>) -> [Vec<f32>; 3];
+}
+
+/// The backward step of a normalisation with statistics `S`; parents `[x, gamma, beta]`.
+#[derive(Debug)]
+struct NormBackward<S, const D: usize>(PhantomData<S>);
+
+impl<B: KernelBackend, S: Statistics<D>, const D: usize> Backward<B, 3> for NormBackward<S, D> {
+    /// The input, and the statistics.
+    type State = (FloatTensor<B>, S);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, statistics) = ops.state;
+        let device = B::float_device(&dy);
+        let x_shape = x.shape();
+        let features = Shape::new([statistics.features()]);
+        let [dx, dgamma, dbeta] = B::with_values(&x, |x: HostValues<'_, D>| {
+            B::with_values(&dy, |dy: HostValues<'_, D>| statistics.backward(x, dy))
+        })
+        .flatten()
+        .expect("the forward pass lent this backend's values as f32");
+        let gradients = [(dx, x_shape), (dgamma, features.clone()), (dbeta, features)];
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        register_gradients::<B, 3>(grads, parents, gradients, &device);
+    }
+}
+
+/// `output`, computed on the host from `[x, gamma, beta]`, as a tensor of the autodiff backend
+/// whose backward step is [`Statistics::backward`] (when any of the three is tracked).
+fn record<B: KernelBackend, C: CheckpointStrategy, S: Statistics<D>, const D: usize>(
+    [x, gamma, beta]: [FloatTensor<Autodiff<B, C>>; 3],
+    output: FloatTensor<B>,
+    statistics: S,
+) -> FloatTensor<Autodiff<B, C>> {
+    match NormBackward::<S, D>(PhantomData)
+        .prepare::<C>([x.node, gamma.node, beta.node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, statistics), output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+/// `into` with the parameters of `from`, through the named MessagePack record that `pdl` saves
+/// runs in: how the tests check that burn-nn's records load as this crate's layers and back.
+#[cfg(test)]
+fn round_trip<From, Into>(from: &From, into: Into) -> Into
+where
+    From: Module<burn::backend::NdArray>,
+    Into: Module<burn::backend::NdArray>,
+{
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    type Mpk = NamedMpkBytesRecorder<FullPrecisionSettings>;
+    let recorder = Mpk::default();
+    let bytes = recorder
+        .record(from.clone().into_record(), ())
+        .expect("the record saves");
+    let record = recorder
+        .load(bytes, &Default::default())
+        .expect("the record loads as the other layer's");
+    into.load_record(record)
+}
