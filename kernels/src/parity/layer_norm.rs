@@ -66,8 +66,15 @@ pub fn check_layer_norm<B: AutodiffBackend>(device: &B::Device) -> Result<(), St
         };
         let (ours, burns) = (run(true)?, run(false)?);
         compare_values(&case, "output", ours.0, burns.0, Agreement::Close)?;
-        let names = ["input", "gamma", "beta"];
-        compare_gradients(&case, names, (ours.1, burns.1), Agreement::Close)?;
+        // The input's gradient on Burn's side goes back through nine ops, each rounding: it
+        // measured 1.6e-4 of the largest value off the one-pass formula on ndarray. A wrong
+        // formula is off by percent (dropping the variance's term: 2%).
+        let [input, gamma, beta] = ours.1;
+        let [burns_input, burns_gamma, burns_beta] = burns.1;
+        compare_gradients(&case, ["input"], ([input], [burns_input]), Agreement::Loose)?;
+        let names = ["gamma", "beta"];
+        let params = ([gamma, beta], [burns_gamma, burns_beta]);
+        compare_gradients(&case, names, params, Agreement::Close)?;
     }
     let mut ours = LayerNormConfig::new(41).init::<B>(device);
     ours.gamma = Param::from_tensor(pseudo_random::<B, 1>(&mut rng, [41], device) + 1.0);

@@ -629,6 +629,9 @@ enum Agreement {
     Close,
     /// Equal, NaN where Burn has NaN: values picked, not computed (pooling).
     Exact,
+    /// Within ten times [`GRADIENT_TOLERANCE`] of the largest magnitude: where Burn's side is a
+    /// chain of ops that rounds at each (layer norm's input gradient passes through nine).
+    Loose,
 }
 
 /// Compares gradients, named by what they are the gradients of: each present on both sides and
@@ -679,6 +682,9 @@ fn compare_values(
     let tolerance = match agreement {
         Agreement::Close => {
             GRADIENT_TOLERANCE * burns.iter().fold(1.0f32, |max, v| max.max(v.abs()))
+        }
+        Agreement::Loose => {
+            10.0 * GRADIENT_TOLERANCE * burns.iter().fold(1.0f32, |max, v| max.max(v.abs()))
         }
         Agreement::Exact => 1e-6,
     };
