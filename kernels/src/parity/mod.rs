@@ -679,13 +679,10 @@ fn compare_values(
             .map_err(|e| format!("{case}: {what}: {e:?}"))
     };
     let (ours, burns) = (values(ours)?, values(burns)?);
+    let largest = burns.iter().fold(1.0f32, |max, v| max.max(v.abs()));
     let tolerance = match agreement {
-        Agreement::Close => {
-            GRADIENT_TOLERANCE * burns.iter().fold(1.0f32, |max, v| max.max(v.abs()))
-        }
-        Agreement::Loose => {
-            10.0 * GRADIENT_TOLERANCE * burns.iter().fold(1.0f32, |max, v| max.max(v.abs()))
-        }
+        Agreement::Close => GRADIENT_TOLERANCE * largest,
+        Agreement::Loose => 10.0 * GRADIENT_TOLERANCE * largest,
         Agreement::Exact => 1e-6,
     };
     let agree = |a: f32, b: f32| {
