@@ -26,6 +26,7 @@ use burn::tensor::ops::ModuleOps;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{Shape, TensorData};
 use std::any::{Any, TypeId};
+use std::mem::MaybeUninit;
 use std::ops::ControlFlow;
 
 /// What Burn's `Autodiff` asks of the backend under it in this build: any backend, or, with the
@@ -86,6 +87,19 @@ pub trait KernelBackend: UnderAutodiff {
         }
     }
 
+    /// `dst = a b` into memory not written yet (a fresh output), returned initialised; `dst`
+    /// row-major `[a.rows, b.cols]`. The default zeroes it and runs [`KernelBackend::host_gemm`];
+    /// a gemm that writes every element without reading any skips the zeroing.
+    fn host_gemm_fresh<'d>(
+        dst: &'d mut [MaybeUninit<f32>],
+        a: Matrix<'_>,
+        b: Matrix<'_>,
+    ) -> &'d mut [f32] {
+        let dst = host::zeroed(dst);
+        Self::host_gemm(dst, a, b, false);
+        dst
+    }
+
     /// Max pooling, Burn's `max_pool2d` with the same arguments (padding symmetric, output size
     /// rounded down) and result; see [`crate::MaxPool2d`].
     ///
@@ -119,6 +133,22 @@ pub trait KernelBackend: UnderAutodiff {
     ) -> Option<FloatTensor<Self>> {
         if Self::HOST_KERNELS {
             crate::norm::batch_norm_inference_on_host::<Self>(&x, channels, epsilon)
+        } else {
+            None
+        }
+    }
+
+    /// A fully connected layer with a bias ([`crate::Linear`]): `x W + b` for `x` `[rows,
+    /// d_input]`, `W` `[d_input, d_output]`, `b` `[d_output]`; `None` runs Burn's `linear`
+    /// instead. The default is the host pass where [`KernelBackend::HOST_KERNELS`], `None`
+    /// elsewhere.
+    fn linear_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        if Self::HOST_KERNELS {
+            crate::linear::forward_on_host::<Self>(&x, &weight, &bias)
         } else {
             None
         }
@@ -219,6 +249,14 @@ impl KernelBackend for burn::backend::Flex {
 
     fn host_gemm(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
         host::gemm_into(dst, a, b, accumulate)
+    }
+
+    fn host_gemm_fresh<'d>(
+        dst: &'d mut [MaybeUninit<f32>],
+        a: Matrix<'_>,
+        b: Matrix<'_>,
+    ) -> &'d mut [f32] {
+        host::gemm_fresh(dst, a, b)
     }
 
     // Flex's own pooling takes 18 ms for the classic net's pool, the host pass ~2 ms. (ndarray's
@@ -334,6 +372,14 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         options: AttentionOptions,
     ) -> Option<FloatTensor<Self>> {
         crate::attention::autodiff_attention::<B, C>(qkv, options)
+    }
+
+    fn linear_fast(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        crate::linear::autodiff_linear::<B, C>(x, weight, bias)
     }
 
     fn gelu_fast(x: FloatTensor<Self>, kind: GeluKind) -> Option<FloatTensor<Self>> {

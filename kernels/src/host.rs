@@ -9,6 +9,7 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// A tensor's `f32` values as the host sees them: element `[i_0, i_1, ...]` is
@@ -141,6 +142,16 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// Rows `first..first + rows` of the matrix.
+    pub(crate) fn rows_from(self, first: usize, rows: usize) -> Self {
+        assert!(first + rows <= self.rows, "host gemm: rows past the matrix");
+        Self {
+            values: &self.values[(first * self.row_stride).min(self.values.len())..],
+            rows,
+            ..self
+        }
+    }
+
     /// Panics unless every element lies inside `values` (what the gemm calls rely on).
     #[cfg_attr(
         not(any(feature = "flex", feature = "ndarray", test)),
@@ -200,17 +211,17 @@ pub(crate) fn vector_values<B: crate::KernelBackend>(
 
 /// Checks the shapes of `dst = a b` (or `dst += a b`) and returns `[m, k, n]`.
 #[cfg(any(feature = "flex", feature = "ndarray", test))]
-fn product_shape(dst: &[f32], a: &Matrix<'_>, b: &Matrix<'_>) -> [usize; 3] {
+fn product_shape(dst_len: usize, a: &Matrix<'_>, b: &Matrix<'_>) -> [usize; 3] {
     a.check();
     b.check();
     assert!(
-        a.cols == b.rows && dst.len() == a.rows * b.cols,
+        a.cols == b.rows && dst_len == a.rows * b.cols,
         "host gemm: {}x{} times {}x{} into {} values",
         a.rows,
         a.cols,
         b.rows,
         b.cols,
-        dst.len()
+        dst_len
     );
     [a.rows, a.cols, b.cols]
 }
@@ -219,7 +230,34 @@ fn product_shape(dst: &[f32], a: &Matrix<'_>, b: &Matrix<'_>) -> [usize; 3] {
 /// the `gemm` crate (flex's gemm).
 #[cfg(feature = "flex")]
 pub(crate) fn gemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
-    let [m, k, n] = product_shape(dst, &a, &b);
+    // SAFETY: `dst` is initialised, so it may be read when accumulating.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst.len(), a, b, accumulate) }
+}
+
+/// `dst = a b` into memory not written yet (a fresh output), by the `gemm` crate, which writes
+/// every element without reading one: no zeroing first. Returns `dst`, now initialised.
+#[cfg(feature = "flex")]
+pub(crate) fn gemm_fresh<'d>(
+    dst: &'d mut [MaybeUninit<f32>],
+    a: Matrix<'_>,
+    b: Matrix<'_>,
+) -> &'d mut [f32] {
+    // SAFETY: with `accumulate` false the gemm writes all of `dst` and reads none of it (its
+    // `read_dst` is false), so afterwards every element is an initialised `f32`.
+    unsafe {
+        gemm_raw(dst.as_mut_ptr().cast(), dst.len(), a, b, false);
+        &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32])
+    }
+}
+
+/// [`gemm_into`] on `len` values at `dst`.
+///
+/// # Safety
+/// `dst` points to `len` writable `f32`s that nothing else accesses meanwhile, initialised when
+/// `accumulate`.
+#[cfg(feature = "flex")]
+unsafe fn gemm_raw(dst: *mut f32, len: usize, a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
+    let [m, k, n] = product_shape(len, &a, &b);
     // Threads only pay off on a large product (flex's own threshold), and not inside a task of
     // a kernel that already runs one per core (the LSTM's blocks of rows, attention's sequences).
     let parallelism = if m * n * k >= 192 * 192 * 192 && rayon::current_thread_index().is_none() {
@@ -228,14 +266,14 @@ pub(crate) fn gemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulat
         gemm::Parallelism::None
     };
     // SAFETY: `product_shape` checked that every element of `a` and `b` their strides reach lies
-    // in their slices, and that `dst` holds `m n` values, written row-major; `dst` is a `&mut`,
-    // so not aliased.
+    // in their slices, and that `dst` holds `m n` values, written row-major; the caller vouches
+    // that `dst` is not aliased, and initialised where it is read.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -255,11 +293,32 @@ pub(crate) fn gemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulat
     }
 }
 
+/// `dst` set to zeros, as the initialised slice it now is.
+pub(crate) fn zeroed(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    dst.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// A vector of `len` values that `write` initialises, every one of them, in the memory the vector
+/// will own: no zeroing first, for outputs that a gemm writes whole ([`gemm_fresh`]).
+///
+/// # Safety
+/// `write` must initialise all `len` elements of the slice it is handed.
+pub(crate) unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    write(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is at least `len`, and the caller vouches that `write` initialised
+    // the first `len` elements.
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// `dst = a b`, or `dst += a b` when `accumulate`, with `dst` row-major `[a.rows, b.cols]`, by
 /// `matrixmultiply` (ndarray's gemm).
 #[cfg(any(feature = "ndarray", test))]
 pub(crate) fn sgemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {
-    let [m, k, n] = product_shape(dst, &a, &b);
+    let [m, k, n] = product_shape(dst.len(), &a, &b);
     if m * n == 0 {
         return;
     }

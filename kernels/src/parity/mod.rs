@@ -8,11 +8,13 @@
 mod attention;
 mod gelu;
 mod layer_norm;
+mod linear;
 mod lstm;
 
 pub use attention::{attention_reference, check_attention};
 pub use gelu::check_gelu;
 pub use layer_norm::check_layer_norm;
+pub use linear::check_linear;
 pub use lstm::{check_lstm, lstm_reference};
 
 use crate::conv::{Conv2d, Conv2dConfig, ConvImplementation, resolve_padding};
