@@ -344,8 +344,9 @@ pub(crate) fn sgemm_into(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumula
     }
 }
 
-/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by `product` (one of the two above).
-#[cfg(any(feature = "flex", feature = "ndarray", test))]
+/// `a b` for row-major `a: [m, k]` and `b: [k, n]`, by `product` (ndarray's gemm above; flex's
+/// writes a fresh output instead, see its `host_matmul`).
+#[cfg(any(feature = "ndarray", test))]
 pub(crate) fn matmul_with(
     product: fn(&mut [f32], Matrix<'_>, Matrix<'_>, bool),
     a: &[f32],
