@@ -242,21 +242,14 @@ impl KernelBackend for burn::backend::Flex {
 
     // The gemm behind flex's matmul, called directly: going through `float_matmul` copies both
     // operands into aligned tensors, zeroes the output and copies it out again, ~10% of a
-    // training step of the classic net.
-    // The convolutions' products: written into fresh memory, where a zeroed vector cost ~6% of
-    // the classic net's training step in `memset` (an AVX-512 host, 2026-12-04).
+    // training step of the classic net. The product goes into fresh memory: a zeroed vector cost
+    // ~6% of that step in `memset` (an AVX-512 host, 2026-12-04).
     fn host_matmul(a: Vec<f32>, b: Vec<f32>, [m, k, n]: [usize; 3]) -> Vec<f32> {
         assert!(
             a.len() == m * k && b.len() == k * n,
             "host_matmul: shapes and lengths differ"
         );
-        let (a, b) = (Matrix::row_major(&a, m, k), Matrix::row_major(&b, k, n));
-        // SAFETY: `gemm_fresh` writes every element of the slice it is handed.
-        unsafe {
-            host::written(m * n, |dst| {
-                host::gemm_fresh(dst, a, b);
-            })
-        }
+        host::product::<Self>(Matrix::row_major(&a, m, k), Matrix::row_major(&b, k, n))
     }
 
     fn host_gemm(dst: &mut [f32], a: Matrix<'_>, b: Matrix<'_>, accumulate: bool) {

@@ -314,6 +314,17 @@ pub(crate) unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f3
     values
 }
 
+/// `a b` in a new row-major vector `[a.rows, b.cols]`, written by the backend's
+/// [`crate::KernelBackend::host_gemm_fresh`] (on flex without zeroing it first).
+pub(crate) fn product<B: crate::KernelBackend>(a: Matrix<'_>, b: Matrix<'_>) -> Vec<f32> {
+    // SAFETY: `host_gemm_fresh` initialises the whole of the slice it is handed.
+    unsafe {
+        written(a.rows * b.cols, |dst| {
+            B::host_gemm_fresh(dst, a, b);
+        })
+    }
+}
+
 /// `dst = a b`, or `dst += a b` when `accumulate`, with `dst` row-major `[a.rows, b.cols]`, by
 /// `matrixmultiply` (ndarray's gemm).
 #[cfg(any(feature = "ndarray", test))]

@@ -20,7 +20,7 @@
 
 use crate::KernelBackend;
 use crate::backend::{Op, register_gradients};
-use crate::host::{HostValues, Matrix, vector_values, written};
+use crate::host::{HostValues, Matrix, product, vector_values, written};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -218,18 +218,12 @@ impl<B: KernelBackend> Backward<B, 3> for LinearBackward {
         let gradients = B::with_values(&dy, |dy: HostValues<'_, 2>| {
             let dy = dy.row_major();
             let dy = Matrix::row_major(&dy, rows, d_output);
-            // SAFETY (both products): the gemm writes the whole of its fresh output.
-            let product = |a: Matrix<'_>, b: Matrix<'_>| unsafe {
-                written(a.rows * b.cols, |dst| {
-                    B::host_gemm_fresh(dst, a, b);
-                })
-            };
             let dx = match tracks_x {
-                true => B::with_values(&weight, |w| product(dy, Matrix::from(w).t()))?,
+                true => B::with_values(&weight, |w| product::<B>(dy, Matrix::from(w).t()))?,
                 false => Vec::new(),
             };
             let dw = match tracks_w {
-                true => B::with_values(&x, |x| product(Matrix::from(x).t(), dy))?,
+                true => B::with_values(&x, |x| product::<B>(Matrix::from(x).t(), dy))?,
                 false => Vec::new(),
             };
             let db = if tracks_b {
