@@ -34,11 +34,13 @@
 //! on resume, but from numbers the run already knows. (A checkpoint cannot hold the stream: a
 //! dropout layer has no record, in Burn or here, and records must load either way.)
 
+use crate::host::{fill_blocks, written};
 use crate::rng::{GOLDEN_GAMMA, SplitMix64, mix};
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use std::cell::{Cell, RefCell};
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -284,18 +286,24 @@ impl Clone for MaskStream {
 
 /// `len` values, each `scale` with probability `keep` and `0` otherwise, from `seed`.
 fn draw_mask(seed: u64, len: usize, keep: f64, scale: f32) -> Vec<f32> {
-    let mut rng = SplitMix64::new(seed);
     // Two 32-bit uniforms per draw; `u < threshold` has probability `keep` to 2^-32.
     let threshold = (keep * 4_294_967_296.0).round().min(u32::MAX as f64 + 1.0) as u64;
     let pick = |bits: u64| if bits < threshold { scale } else { 0.0 };
-    let mut mask = Vec::with_capacity(len + 1);
-    while mask.len() < len {
-        let bits = rng.next_u64();
-        mask.push(pick(bits >> 32));
-        mask.push(pick(bits & 0xFFFF_FFFF));
-    }
-    mask.truncate(len);
-    mask
+    // Blocks of the mask on all cores, each from its own stretch of the one stream (an even
+    // number of values, two a draw), so the mask is the same on any number of threads.
+    const BLOCK: usize = 1 << 14;
+    let fill = |block: usize, part: &mut [MaybeUninit<f32>]| {
+        let mut rng = SplitMix64::skipped(seed, (block * BLOCK / 2) as u64);
+        for pair in part.chunks_mut(2) {
+            let bits = rng.next_u64();
+            pair[0].write(pick(bits >> 32));
+            if let Some(second) = pair.get_mut(1) {
+                second.write(pick(bits & 0xFFFF_FFFF));
+            }
+        }
+    };
+    // SAFETY: `fill` writes every value of every block.
+    unsafe { written(len, |mask| fill_blocks(mask, BLOCK, fill)) }
 }
 
 #[cfg(test)]
@@ -314,6 +322,25 @@ mod tests {
             mask.iter()
                 .all(|&m| m == 0.0 || (m - 1.0 / 0.75).abs() < 1e-6)
         );
+    }
+
+    /// The mask is drawn in blocks on all cores; it must be the one stream's, value for value,
+    /// whatever the thread count (a length over several blocks and odd, so a block ends mid-draw
+    /// nowhere and the last draw is half used).
+    #[test]
+    fn a_mask_drawn_in_blocks_is_the_single_streams() {
+        let len = 3 * (1 << 14) + 7;
+        let mask = draw_mask(9, len, 0.5, 2.0);
+        let mut rng = SplitMix64::new(9);
+        let mut expected = Vec::new();
+        while expected.len() < len {
+            let bits = rng.next_u64();
+            for half in [bits >> 32, bits & 0xFFFF_FFFF] {
+                expected.push(if half < 1 << 31 { 2.0 } else { 0.0 });
+            }
+        }
+        expected.truncate(len);
+        assert_eq!(mask, expected);
     }
 
     #[test]

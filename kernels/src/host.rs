@@ -8,6 +8,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -173,17 +174,16 @@ impl<'a> Matrix<'a> {
 
     /// The values, row-major.
     pub(crate) fn to_row_major(self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for r in 0..self.rows {
-            extend_run(
-                &mut out,
-                self.values,
-                r * self.row_stride,
-                self.col_stride,
-                self.cols,
-            );
+        // SAFETY: every row writes its `cols` values, checked by `Fill::finish`.
+        unsafe {
+            written(self.rows * self.cols, |out| {
+                let mut out = Fill::new(out);
+                for r in 0..self.rows {
+                    out.run(self.values, r * self.row_stride, self.col_stride, self.cols);
+                }
+                out.finish();
+            })
         }
-        out
     }
 }
 
@@ -396,8 +396,34 @@ pub(crate) fn matmul_through<B: Backend>(
         .expect("a CPU backend reads back the f32 matmul it computed")
 }
 
+/// Outputs of at least this many values are filled on all cores: below it, waking the other
+/// threads costs more than the copy (a few microseconds against ~1 ns a value).
+pub(crate) const PARALLEL_VALUES: usize = 1 << 15;
+
+/// `fill` run on each `block`-sized part of `out` with the part's index, on all cores when `out`
+/// is large ([`PARALLEL_VALUES`]), else in order on this thread.
+pub(crate) fn fill_blocks<T: Send>(
+    out: &mut [T],
+    block: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if out.is_empty() || block == 0 {
+        return;
+    }
+    if out.len() >= PARALLEL_VALUES && out.len() > block {
+        out.par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(i, part)| fill(i, part));
+    } else {
+        out.chunks_mut(block)
+            .enumerate()
+            .for_each(|(i, part)| fill(i, part));
+    }
+}
+
 /// The entries of a 4-D tensor whose first index is in `images` (a chunk of a batch, or all of
-/// the first axis), row-major with its axes in the order `order`.
+/// the first axis), row-major with its axes in the order `order`. Each index along the output's
+/// first axis is a block of its own, filled on all cores when the output is large.
 ///
 /// # Shapes
 /// - tensor: `[d0, d1, d2, d3]`
@@ -413,23 +439,22 @@ pub(crate) fn permuted(
     let [n0, n1, n2, n3] = order.map(|axis| dims[axis]);
     let [s0, s1, s2, s3] = order.map(|axis| tensor.strides[axis]);
     let values = tensor.values;
-    if s3 == 1 || n3 == 1 {
-        // Runs along the last axis: appended in order.
-        let mut out = Vec::with_capacity(n0 * n1 * n2 * n3);
-        for a in 0..n0 {
+    // A transpose of the last two axes goes in 8x8 tiles: eight reads along the source's rows,
+    // eight writes along the output's, each tile held in registers. Otherwise runs along the last
+    // axis are copied in order.
+    const TILE: usize = 8;
+    let transpose = s3 != 1 && n3 != 1;
+    let fill = |a: usize, block: &mut [MaybeUninit<f32>]| {
+        if !transpose {
+            let mut out = Fill::new(block);
             for b in 0..n1 {
                 for c in 0..n2 {
-                    extend_run(&mut out, values, origin + a * s0 + b * s1 + c * s2, s3, n3);
+                    out.run(values, origin + a * s0 + b * s1 + c * s2, s3, n3);
                 }
             }
+            out.finish();
+            return;
         }
-        return out;
-    }
-    // A transpose of the last two axes, in 8x8 tiles: eight reads along the source's rows, eight
-    // writes along the output's, each tile held in registers.
-    const TILE: usize = 8;
-    let mut out = vec![0.0f32; n0 * n1 * n2 * n3];
-    for (a, block) in out.chunks_exact_mut(n1 * n2 * n3).enumerate() {
         for (b, plane) in block.chunks_exact_mut(n2 * n3).enumerate() {
             let base = origin + a * s0 + b * s1;
             for c0 in (0..n2).step_by(TILE) {
@@ -444,34 +469,65 @@ pub(crate) fn permuted(
                         for c in 0..TILE {
                             let target = &mut plane[(c0 + c) * n3 + d0..][..TILE];
                             for (d, t) in target.iter_mut().enumerate() {
-                                *t = tile[d][c];
+                                t.write(tile[d][c]);
                             }
                         }
                     } else {
                         for c in c0..c0 + cs {
                             for d in d0..d0 + ds {
-                                plane[c * n3 + d] = values[base + c * s2 + d * s3];
+                                plane[c * n3 + d].write(values[base + c * s2 + d * s3]);
                             }
                         }
                     }
                 }
             }
         }
+    };
+    // SAFETY: each block is written whole: in order, checked by `Fill::finish`, or tile by tile,
+    // the tiles covering every `(c, d)` of every plane.
+    unsafe {
+        written(n0 * n1 * n2 * n3, |out| {
+            fill_blocks(out, n1 * n2 * n3, fill)
+        })
     }
-    out
 }
 
-/// Appends `len` values `source[start]`, `source[start + step]`, ...
-pub(crate) fn extend_run(
-    out: &mut Vec<f32>,
-    source: &[f32],
-    start: usize,
-    step: usize,
-    len: usize,
-) {
-    if step == 1 || len == 1 {
-        out.extend_from_slice(&source[start..start + len]);
-    } else {
-        out.extend(source[start..].iter().step_by(step).take(len));
+/// Values written in order into memory not written yet: `Vec::extend` on a slice, so that several
+/// threads can each fill their own part of one output ([`fill_blocks`]).
+pub(crate) struct Fill<'a> {
+    out: &'a mut [MaybeUninit<f32>],
+    at: usize,
+}
+
+impl<'a> Fill<'a> {
+    pub(crate) fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
+        Self { out, at: 0 }
+    }
+
+    /// Writes `len` zeros.
+    pub(crate) fn zeros(&mut self, len: usize) {
+        self.out[self.at..self.at + len].fill(MaybeUninit::new(0.0));
+        self.at += len;
+    }
+
+    /// Writes the `len` values `source[start]`, `source[start + step]`, ...
+    pub(crate) fn run(&mut self, source: &[f32], start: usize, step: usize, len: usize) {
+        let out = &mut self.out[self.at..self.at + len];
+        if step == 1 || len == 1 {
+            for (o, v) in out.iter_mut().zip(&source[start..start + len]) {
+                o.write(*v);
+            }
+        } else {
+            for (k, o) in out.iter_mut().enumerate() {
+                o.write(source[start + k * step]);
+            }
+        }
+        self.at += len;
+    }
+
+    /// Panics unless the whole slice was written: what the `unsafe` blocks that hand a `Fill`'s
+    /// slice on as initialised rely on.
+    pub(crate) fn finish(self) {
+        assert_eq!(self.at, self.out.len(), "host fill: values left unwritten");
     }
 }

@@ -14,7 +14,7 @@
 
 use crate::KernelBackend;
 use crate::backend::Op;
-use crate::host::HostValues;
+use crate::host::{HostValues, PARALLEL_VALUES, fill_blocks, written, zeroed};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -27,6 +27,8 @@ use burn::nn::pool as burn_pool;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, ModuleOps};
 use burn::tensor::{TensorData, TensorMetadata, TensorPrimitive};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// Configuration of a [`MaxPool2d`]: burn-nn's `MaxPool2dConfig`, field for field.
@@ -239,13 +241,10 @@ pub(crate) fn forward_on_host<B: KernelBackend>(
         let out_plane = height_out * width_out;
         let mut values = vec![0.0; batch * channels * out_plane];
         let mut picks = vec![0; batch * channels * out_plane];
-        let planes = values
-            .chunks_exact_mut(out_plane)
-            .zip(picks.chunks_exact_mut(out_plane));
         // Plane by plane, image by image: one image's maps stay in the cache whichever axis is
         // contiguous (channels-last maps, as ndarray's convolution returns, read every
-        // `channels`-th value of a plane).
-        for (plane, (values, picks)) in planes.enumerate() {
+        // `channels`-th value of a plane). Runs of planes on all cores when the maps are large.
+        let pool = |(plane, (values, picks)): (usize, (&mut [f32], &mut [u32]))| {
             let (n, c) = (plane / channels, plane % channels);
             let start = n * x.strides[0] + c * x.strides[1];
             let dense = (plane * height * width) as u32;
@@ -257,6 +256,17 @@ pub(crate) fn forward_on_host<B: KernelBackend>(
                 values,
                 picks,
             );
+        };
+        if values.len() >= PARALLEL_VALUES {
+            let planes = values
+                .par_chunks_exact_mut(out_plane)
+                .zip(picks.par_chunks_exact_mut(out_plane));
+            planes.enumerate().for_each(pool);
+        } else {
+            let planes = values
+                .chunks_exact_mut(out_plane)
+                .zip(picks.chunks_exact_mut(out_plane));
+            planes.enumerate().for_each(pool);
         }
         Some((values, picks))
     })??;
@@ -411,11 +421,20 @@ impl<B: KernelBackend> Backward<B, 1> for PdlMaxPool2d {
         let (picks, x_shape) = ops.state;
         let device = B::float_device(&grad);
         let spread = B::with_values(&grad, |grad: HostValues<'_, 4>| {
-            let mut dx = vec![0.0f32; x_shape.num_elements()];
-            for (value, &pick) in grad.row_major().iter().zip(picks.iter()) {
-                dx[pick as usize] += value;
-            }
-            dx
+            let [_, _, height, width] = x_shape.dims();
+            let [_, _, height_out, width_out] = grad.dims;
+            let (plane, out_plane) = (height * width, height_out * width_out);
+            let grad = grad.row_major();
+            // Each window picks from its own plane, so the planes go on all cores.
+            let fill = |p: usize, dx: &mut [MaybeUninit<f32>]| {
+                let dx = zeroed(dx);
+                let outputs = p * out_plane..(p + 1) * out_plane;
+                for (value, &pick) in grad[outputs.clone()].iter().zip(&picks[outputs]) {
+                    dx[pick as usize - p * plane] += value;
+                }
+            };
+            // SAFETY: `zeroed` initialises every plane before the gradients are added onto it.
+            unsafe { written(x_shape.num_elements(), |dx| fill_blocks(dx, plane, fill)) }
         })
         .expect("the forward pass lent this backend's values as f32");
         grads.register::<B>(

@@ -20,8 +20,17 @@ pub(crate) struct SplitMix64 {
 
 impl SplitMix64 {
     /// A stream started from `seed`.
+    #[cfg_attr(not(any(test, feature = "parity")), allow(dead_code))]
     pub(crate) fn new(seed: u64) -> Self {
         Self { state: seed }
+    }
+
+    /// The stream started from `seed` after `draws` draws: SplitMix64's state only moves by a
+    /// constant, so any stretch of a stream can be drawn on its own (on another thread).
+    pub(crate) fn skipped(seed: u64, draws: u64) -> Self {
+        Self {
+            state: seed.wrapping_add(draws.wrapping_mul(GOLDEN_GAMMA)),
+        }
     }
 
     /// The next 64 random bits.

@@ -27,10 +27,11 @@
 //! would copy both tensors across the bus.
 
 use crate::KernelBackend;
-use crate::host::{HostValues, extend_run, permuted};
+use crate::host::{Fill, HostValues, Matrix, fill_blocks, permuted, written, zeroed};
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{TensorData, TensorMetadata};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Bytes of patches gathered per matmul. Small enough that a chunk's patches stay in the cache
@@ -112,21 +113,30 @@ pub(super) fn weight_gradient<B: KernelBackend>(
             let mut sum = vec![0.0f32; taps * channels_out];
             for images in image_chunks(batch, taps, per_image) {
                 let positions = images.len() * per_image;
-                let product = match layout {
-                    Layout::TapRows => B::host_matmul(
-                        patches.tap_rows(images.clone()),
+                match layout {
+                    Layout::TapRows => {
+                        let cols = patches.tap_rows(images.clone());
                         // [images, h_out, w_out, c_out]
-                        permuted(&grad, images, [0, 2, 3, 1]),
-                        [taps, positions, channels_out],
-                    ),
-                    Layout::PositionRows => B::host_matmul(
+                        let grad = permuted(&grad, images, [0, 2, 3, 1]);
+                        B::host_gemm(
+                            &mut sum,
+                            Matrix::row_major(&cols, taps, positions),
+                            Matrix::row_major(&grad, positions, channels_out),
+                            true,
+                        );
+                    }
+                    Layout::PositionRows => {
                         // [c_out, images, h_out, w_out]
-                        permuted(&grad, images.clone(), [1, 0, 2, 3]),
-                        patches.position_rows(images),
-                        [channels_out, positions, taps],
-                    ),
-                };
-                sum.iter_mut().zip(product).for_each(|(s, p)| *s += p);
+                        let grad = permuted(&grad, images.clone(), [1, 0, 2, 3]);
+                        let cols = patches.position_rows(images);
+                        B::host_gemm(
+                            &mut sum,
+                            Matrix::row_major(&grad, channels_out, positions),
+                            Matrix::row_major(&cols, positions, taps),
+                            true,
+                        );
+                    }
+                }
             }
             // Into `[c_out, c_in, kernel_height, kernel_width]`.
             let (dims, order) = match layout {
@@ -171,37 +181,38 @@ impl Patches<'_> {
         let [height_out, width_out] = self.size_out;
         let [kernel_height, kernel_width] = self.kernel;
         let strides = self.x.strides;
-        // Written in order, never zeroed first: at 4-byte entries, zeroing the buffer would cost
-        // as much memory traffic as filling it.
-        let mut cols = Vec::with_capacity(
-            channels_in * kernel_height * kernel_width * images.len() * height_out * width_out,
-        );
-        for c in 0..channels_in {
-            for u in 0..kernel_height {
-                let along_rows = Span::new(self.options, 0, u, height, height_out);
-                for v in 0..kernel_width {
-                    let along_cols = Span::new(self.options, 1, v, width, width_out);
-                    let step = along_cols.stride * strides[3];
-                    let inside = along_cols.outputs.len();
-                    for image in images.clone() {
-                        for i in 0..height_out {
-                            if !along_rows.outputs.contains(&i) {
-                                zeros(&mut cols, width_out);
-                                continue;
-                            }
-                            let start = image * strides[0]
-                                + c * strides[1]
-                                + along_rows.input(i) * strides[2]
-                                + along_cols.start * strides[3];
-                            zeros(&mut cols, along_cols.outputs.start);
-                            extend_run(&mut cols, self.x.values, start, step, inside);
-                            zeros(&mut cols, width_out - along_cols.outputs.end);
-                        }
+        let taps = channels_in * kernel_height * kernel_width;
+        let positions = images.len() * height_out * width_out;
+        // One row per tap, the rows on all cores. Written in order, never zeroed first: at 4-byte
+        // entries, zeroing the buffer would cost as much memory traffic as filling it.
+        let fill = |tap: usize, row: &mut [MaybeUninit<f32>]| {
+            let c = tap / (kernel_height * kernel_width);
+            let u = tap / kernel_width % kernel_height;
+            let v = tap % kernel_width;
+            let along_rows = Span::new(self.options, 0, u, height, height_out);
+            let along_cols = Span::new(self.options, 1, v, width, width_out);
+            let step = along_cols.stride * strides[3];
+            let inside = along_cols.outputs.len();
+            let mut row = Fill::new(row);
+            for image in images.clone() {
+                for i in 0..height_out {
+                    if !along_rows.outputs.contains(&i) {
+                        row.zeros(width_out);
+                        continue;
                     }
+                    let start = image * strides[0]
+                        + c * strides[1]
+                        + along_rows.input(i) * strides[2]
+                        + along_cols.start * strides[3];
+                    row.zeros(along_cols.outputs.start);
+                    row.run(self.x.values, start, step, inside);
+                    row.zeros(width_out - along_cols.outputs.end);
                 }
             }
-        }
-        cols
+            row.finish();
+        };
+        // SAFETY: `fill` writes each row whole, checked by `Fill::finish`.
+        unsafe { written(taps * positions, |cols| fill_blocks(cols, positions, fill)) }
     }
 
     /// `cols^T` of [`Layout::PositionRows`] for `images`: row `(image, i, j)`, column `(u, v, c)`
@@ -220,34 +231,36 @@ impl Patches<'_> {
         let along_cols: Vec<Span> = (0..kernel_width)
             .map(|v| Span::new(self.options, 1, v, width, width_out))
             .collect();
-        let mut cols = Vec::with_capacity(
-            images.len() * height_out * width_out * kernel_height * kernel_width * channels_in,
-        );
-        for image in images {
+        let per_image = height_out * width_out * kernel_height * kernel_width * channels_in;
+        // One block per image, the blocks on all cores.
+        let fill = |k: usize, block: &mut [MaybeUninit<f32>]| {
+            let image = images.start + k;
+            let mut block = Fill::new(block);
             for i in 0..height_out {
                 for j in 0..width_out {
                     for rows_span in &along_rows {
                         for cols_span in &along_cols {
                             if !(rows_span.outputs.contains(&i) && cols_span.outputs.contains(&j)) {
-                                zeros(&mut cols, channels_in);
+                                block.zeros(channels_in);
                                 continue;
                             }
                             let start = image * strides[0]
                                 + rows_span.input(i) * strides[2]
                                 + cols_span.input(j) * strides[3];
-                            extend_run(&mut cols, self.x.values, start, strides[1], channels_in);
+                            block.run(self.x.values, start, strides[1], channels_in);
                         }
                     }
                 }
             }
+            block.finish();
+        };
+        // SAFETY: `fill` writes each image's block whole, checked by `Fill::finish`.
+        unsafe {
+            written(images.len() * per_image, |cols| {
+                fill_blocks(cols, per_image, fill)
+            })
         }
-        cols
     }
-}
-
-/// Appends `len` zeros.
-fn zeros(out: &mut Vec<f32>, len: usize) {
-    out.resize(out.len() + len, 0.0);
 }
 
 /// One kernel tap's view of one axis: the outputs whose input index `s o + d tap - p` falls inside
@@ -349,26 +362,30 @@ pub(crate) fn conv2d<B: KernelBackend>(
             kernel: [kernel_height, kernel_width],
             options,
         };
-        let mut output = vec![0.0f32; batch * channels_out * per_image];
-        for images in image_chunks(batch, taps, per_image) {
-            let positions = images.len() * per_image;
-            let first = images.start;
-            let cols = patches.tap_rows(images);
-            // [c_out, images * per_image]
-            let product = B::host_matmul(kernel.clone(), cols, [channels_out, taps, positions]);
-            // `[c_out, images, per_image]` into `[images, c_out, per_image]`, plus the bias.
-            let target = &mut output[first * channels_out * per_image..];
-            for (o, (&b, channel)) in bias.iter().zip(product.chunks_exact(positions)).enumerate() {
-                let images = target.chunks_exact_mut(channels_out * per_image);
-                for (image, source) in images.zip(channel.chunks_exact(per_image)) {
-                    let run = &mut image[o * per_image..(o + 1) * per_image];
-                    for (t, v) in run.iter_mut().zip(source) {
-                        *t = v + b;
+        let image_len = channels_out * per_image;
+        let fill = |output: &mut [MaybeUninit<f32>]| {
+            for images in image_chunks(batch, taps, per_image) {
+                let positions = images.len() * per_image;
+                let target = &mut output[images.start * image_len..images.end * image_len];
+                let cols = patches.tap_rows(images);
+                // [c_out, images * per_image]
+                let product = B::host_matmul(kernel.clone(), cols, [channels_out, taps, positions]);
+                // `[c_out, images, per_image]` into `[images, c_out, per_image]`, plus the bias,
+                // an image per core.
+                fill_blocks(target, image_len, |k, image| {
+                    let runs = image.chunks_exact_mut(per_image);
+                    for (o, (&b, run)) in bias.iter().zip(runs).enumerate() {
+                        let source = &product[o * positions + k * per_image..][..per_image];
+                        for (t, v) in run.iter_mut().zip(source) {
+                            t.write(v + b);
+                        }
                     }
-                }
+                });
             }
-        }
-        output
+        };
+        // SAFETY: the chunks cover the batch, and each image's `c_out` runs of `per_image`
+        // values are written from the product's rows (`[..per_image]` panics on a short one).
+        unsafe { written(batch * image_len, fill) }
     })?;
     Some(B::float_from_data(
         TensorData::new(output, [batch, channels_out, height_out, width_out]),
@@ -403,52 +420,60 @@ pub(super) fn input_gradient<B: KernelBackend>(
     let dx = B::with_values(grad, |grad: HostValues<'_, 4>| {
         let [_, _, height_out, width_out] = grad.dims;
         let per_image = height_out * width_out;
-        let mut dx = vec![0.0f32; batch * channels_in * height * width];
+        let image_len = channels_in * height * width;
         let rows: Vec<Span> = (0..kernel_height)
             .map(|u| Span::new(options, 0, u, height, height_out))
             .collect();
         let cols: Vec<Span> = (0..kernel_width)
             .map(|v| Span::new(options, 1, v, width, width_out))
             .collect();
-        for images in image_chunks(batch, taps, per_image) {
-            let positions = images.len() * per_image;
-            let grad_t = permuted(&grad, images.clone(), [1, 0, 2, 3]); // [c_out, images, h_out, w_out]
-            // [taps, images * h_out * w_out]
-            let patches = B::host_matmul(kernel_t.clone(), grad_t, [taps, channels_out, positions]);
-            let mut patch_rows = patches.chunks_exact(positions);
-            for c in 0..channels_in {
-                for along_rows in &rows {
-                    for along_cols in &cols {
-                        let Some(patch_row) = patch_rows.next() else {
-                            unreachable!("the product has a row per tap");
-                        };
-                        let len = along_cols.outputs.len();
-                        for (k, image) in images.clone().enumerate() {
-                            let plane = (image * channels_in + c) * height * width;
-                            for i in along_rows.outputs.clone() {
-                                let first =
-                                    k * per_image + i * width_out + along_cols.outputs.start;
-                                let values = &patch_row[first..first + len];
-                                let row = plane + along_rows.input(i) * width;
-                                let row = &mut dx[row + along_cols.start..row + width];
-                                if along_cols.stride == 1 {
-                                    // Contiguous both sides: a loop the compiler vectorises.
-                                    for (t, v) in row[..len].iter_mut().zip(values) {
-                                        *t += *v;
-                                    }
-                                } else {
-                                    let targets = row.iter_mut().step_by(along_cols.stride);
-                                    for (t, v) in targets.zip(values) {
-                                        *t += *v;
+        let fill = |dx: &mut [MaybeUninit<f32>]| {
+            for images in image_chunks(batch, taps, per_image) {
+                let positions = images.len() * per_image;
+                // [c_out, images, h_out, w_out]
+                let grad_t = permuted(&grad, images.clone(), [1, 0, 2, 3]);
+                // [taps, images * h_out * w_out]
+                let patches =
+                    B::host_matmul(kernel_t.clone(), grad_t, [taps, channels_out, positions]);
+                let target = &mut dx[images.start * image_len..images.end * image_len];
+                // An image per core, each adding its patches back onto its own input.
+                fill_blocks(target, image_len, |k, image| {
+                    let image = zeroed(image);
+                    let mut patch_rows = patches.chunks_exact(positions);
+                    for plane in image.chunks_exact_mut(height * width) {
+                        for along_rows in &rows {
+                            for along_cols in &cols {
+                                let Some(patch_row) = patch_rows.next() else {
+                                    unreachable!("the product has a row per tap");
+                                };
+                                let len = along_cols.outputs.len();
+                                for i in along_rows.outputs.clone() {
+                                    let first =
+                                        k * per_image + i * width_out + along_cols.outputs.start;
+                                    let values = &patch_row[first..first + len];
+                                    let row = along_rows.input(i) * width;
+                                    let row = &mut plane[row + along_cols.start..row + width];
+                                    if along_cols.stride == 1 {
+                                        // Contiguous both sides: a loop the compiler vectorises.
+                                        for (t, v) in row[..len].iter_mut().zip(values) {
+                                            *t += *v;
+                                        }
+                                    } else {
+                                        let targets = row.iter_mut().step_by(along_cols.stride);
+                                        for (t, v) in targets.zip(values) {
+                                            *t += *v;
+                                        }
                                     }
                                 }
                             }
                         }
                     }
-                }
+                });
             }
-        }
-        dx
+        };
+        // SAFETY: the chunks cover the batch, and `zeroed` initialises each image's block before
+        // its patches are added onto it.
+        unsafe { written(batch * image_len, fill) }
     })?;
     Some(B::float_from_data(
         TensorData::new(dx, x_shape.clone()),

@@ -228,6 +228,15 @@ pub fn conv_cases() -> Vec<ConvCase> {
             padding: same_1,
             ..base.clone()
         },
+        // Large enough that im2col, col2im and the layout copies run on all cores, over two
+        // chunks of images (see `conv::host`).
+        ConvCase {
+            batch: 20,
+            channels: [8, 16],
+            size: [32, 33],
+            padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
+            ..base.clone()
+        },
         // A first layer: LeNet's 5x5 convolution of images that need no gradient.
         ConvCase {
             batch: 7,
@@ -414,7 +423,8 @@ const POOL_CASES: [(usize, usize, usize, usize); 6] = [
 pub fn check_pool<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> {
     let mut rng = SplitMix64::new(11);
     for (kernel, stride, padding, dilation) in POOL_CASES {
-        for size in [[9, 11], [8, 8]] {
+        // The last size's maps are large enough to be pooled on all cores.
+        for size in [[9, 11], [8, 8], [150, 151]] {
             for channels_last in [false, true] {
                 let case = format!(
                     "kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation}, \
