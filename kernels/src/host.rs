@@ -93,6 +93,17 @@ impl<'a> HostValues<'a, 2> {
     }
 }
 
+impl<'a> HostValues<'a, 1> {
+    /// The values in order: lent as they lie when they are adjacent, copied otherwise.
+    pub(crate) fn row_major(&self) -> Cow<'a, [f32]> {
+        let [len] = self.dims;
+        match self.strides {
+            [1] => Cow::Borrowed(&self.values[..len]),
+            [stride] => Cow::Owned((0..len).map(|i| self.values[i * stride]).collect()),
+        }
+    }
+}
+
 /// `data`'s values, lent to `f` as a row-major [`HostValues`]; `None` unless they are `f32`.
 pub(crate) fn lend_data<R, const D: usize>(
     data: &TensorData,

@@ -36,6 +36,7 @@ compile_error!(
 // Built with no backend feature (as `cargo check -p pdl-models` builds it), no fast path is
 // compiled in, so the dispatch has nothing to dispatch to.
 mod activation;
+pub mod adamw;
 pub mod attention;
 #[cfg_attr(
     not(any(
@@ -62,6 +63,7 @@ pub mod parity;
 pub mod pool;
 mod rng;
 
+pub use adamw::{AdamW, AdamWConfig};
 pub use attention::{attention, fused_attention};
 pub use backend::KernelBackend;
 pub use conv::{Conv2d, Conv2dConfig, ConvImplementation, conv2d_fast};

@@ -10,8 +10,9 @@
 use crate::schedule::{Schedule, ScheduleConfig};
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::AdamConfig;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig};
+use pdl_kernels::AdamWConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt::Debug;
@@ -262,7 +263,8 @@ impl TrainingSettings {
         self.grad_clip_norm.map(GradientClippingConfig::Norm)
     }
 
-    /// AdamW ([`Optimiser::AdamW`]) with these settings' decay and clipping.
+    /// AdamW ([`Optimiser::AdamW`]) with these settings' decay and clipping: Burn's, as one host pass
+    /// per parameter on the CPU backends ([`pdl_kernels::adamw`]).
     pub fn adamw(&self) -> AdamWConfig {
         AdamWConfig::new()
             .with_weight_decay(self.weight_decay as f32)

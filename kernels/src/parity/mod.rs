@@ -5,12 +5,14 @@
 //! every backend (flex, and wgpu on software Vulkan in CI); the unit tests here run them on
 //! ndarray.
 
+mod adamw;
 mod attention;
 mod gelu;
 mod layer_norm;
 mod linear;
 mod lstm;
 
+pub use adamw::check_adamw;
 pub use attention::{attention_reference, check_attention};
 pub use gelu::check_gelu;
 pub use layer_norm::check_layer_norm;

@@ -2,7 +2,7 @@
 //! backward and host forward over the grid of shapes the kernels crate also runs on ndarray (and
 //! `wgpu.rs` on wgpu), `pdl_kernels::pool`'s host max pooling over its grid of windows,
 //! `pdl_kernels::norm`'s batch norm in training over ranks and layouts and its layer norm, the
-//! fully connected layer, and the fused LSTM and attention, alone and inside the course's LSTM
+//! fully connected layer, AdamW's step, and the fused LSTM and attention, alone and inside the course's LSTM
 //! cell and multi-head attention.
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
@@ -11,8 +11,8 @@ use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Tolerance};
 use pdl_kernels::parity::{
-    check_attention, check_batch_norm, check_gelu, check_gradients, check_layer_norm, check_linear,
-    check_lstm, check_pool,
+    check_adamw, check_attention, check_batch_norm, check_gelu, check_gradients, check_layer_norm,
+    check_linear, check_lstm, check_pool,
 };
 use pdl_models::attention::{MultiHeadAttentionConfig, causal_mask};
 use pdl_models::rnn::{RnnCellConfig, unroll};
@@ -35,6 +35,11 @@ fn the_host_batch_norm_equals_burns_on_flex() {
 #[test]
 fn the_host_layer_norm_equals_burns_on_flex() {
     check_layer_norm::<Autodiff<Flex>>(&Default::default()).unwrap();
+}
+
+#[test]
+fn the_host_adamw_step_equals_burns_on_flex() {
+    check_adamw::<Autodiff<Flex>>(&Default::default()).unwrap();
 }
 
 #[test]
