@@ -418,7 +418,9 @@ pub(crate) fn fill_blocks<T: Send>(
     block: usize,
     fill: impl Fn(usize, &mut [T]) + Sync + Send,
 ) {
-    if out.is_empty() || block == 0 {
+    // A zero `block` with values to fill panics in `chunks_mut`: the callers hand the parts to
+    // `written` as initialised, so no value may be left unfilled.
+    if out.is_empty() {
         return;
     }
     if out.len() >= PARALLEL_VALUES && out.len() > block {
