@@ -12,10 +12,10 @@
 //! stays in the core's cache while the rows' tiles pass over it.
 //!
 //! The kernel needs AVX2 and FMA (x86-64 CPUs since 2013-2015); [`Packed::new`] returns `None`
-//! on any other CPU, and the caller keeps its general gemm. Where the CPU has AVX-512 the same
-//! panels go through a kernel of [`MR_512`] x 16 accumulators, one 16-wide register per row: twice
-//! the values per multiply-add, and enough independent sums to keep both FMA units busy
-//! (`shakespeare-lstm`'s training step 1.2x on an AVX-512 Xeon).
+//! on any other CPU, and the caller keeps its general gemm. Where the CPU has AVX-512, `W` is cut
+//! into panels of [`NR_512`] columns for a kernel of [`MR_512`] x 32 accumulators, two 16-wide
+//! registers a row: twice the values per multiply-add, enough independent sums to keep both FMA
+//! units busy, and fewer loads than multiply-adds.
 
 use crate::KernelBackend;
 use crate::host::Matrix;
@@ -25,16 +25,19 @@ const NR: usize = 16;
 /// Rows per tile of the left-hand side for the AVX2 kernel: with `NR` that is 12 accumulators
 /// out of 16 registers.
 const MR: usize = 6;
-/// Rows per tile for the AVX-512 kernel: 12 accumulators out of 32 registers, as many as two FMA
-/// units with a latency of four cycles need in flight.
-const MR_512: usize = 12;
+/// Columns per panel for the AVX-512 kernel: two 16-wide registers.
+const NR_512: usize = 32;
+/// Rows per tile for the AVX-512 kernel: 16 accumulators out of 32 registers, more than the 8
+/// that two FMA units with a latency of four cycles need in flight, and per value of the shared
+/// dimension two loads of `W` and 8 broadcasts for 16 multiply-adds.
+const MR_512: usize = 8;
 /// The shared dimension in blocks of this many: a panel's block (`KC NR` values, 16 KiB) and a
 /// tile's (`MR KC`, 6 KiB) fit together in a 32 KiB level-1 cache.
 const KC: usize = 256;
 
-/// The right-hand side `[k, n]` of a product, in panels of [`NR`] columns (the last one padded
-/// with zeros): panel `p` holds `k` rows of `NR` values, column `p NR + j` of row `kk` at
-/// `(p k + kk) NR + j`.
+/// The right-hand side `[k, n]` of a product, in panels of `nr` columns ([`NR`], or [`NR_512`]
+/// for the AVX-512 kernel; the last one padded with zeros): panel `p` holds `k` rows of `nr`
+/// values, column `p nr + j` of row `kk` at `(p k + kk) nr + j`.
 #[derive(Debug)]
 pub(crate) struct Packed {
     panels: Vec<f32>,
@@ -48,7 +51,7 @@ pub(crate) struct Packed {
 enum Kernel {
     /// Two 8-wide registers per row, [`MR`] rows.
     Avx2,
-    /// One 16-wide register per row, [`MR_512`] rows.
+    /// Two 16-wide registers per row, [`MR_512`] rows.
     Avx512,
 }
 
@@ -72,6 +75,14 @@ impl Kernel {
             Self::Avx512 => MR_512,
         }
     }
+
+    /// Columns per panel.
+    fn cols(self) -> usize {
+        match self {
+            Self::Avx2 => NR,
+            Self::Avx512 => NR_512,
+        }
+    }
 }
 
 impl Packed {
@@ -83,22 +94,22 @@ impl Packed {
     /// `b` packed for `kernel`, which this CPU must run.
     fn with_kernel(b: Matrix<'_>, kernel: Kernel) -> Self {
         b.check();
-        let (k, n) = (b.rows, b.cols);
-        let mut panels = vec![0.0f32; n.div_ceil(NR) * k * NR];
-        for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
-            let cols = NR.min(n - p * NR);
+        let (k, n, nr) = (b.rows, b.cols, kernel.cols());
+        let mut panels = vec![0.0f32; n.div_ceil(nr) * k * nr];
+        for (p, panel) in panels.chunks_exact_mut(k * nr).enumerate() {
+            let cols = nr.min(n - p * nr);
             // Read along whichever of the two strides is contiguous.
             if b.row_stride < b.col_stride {
                 for j in 0..cols {
-                    let column = (p * NR + j) * b.col_stride;
+                    let column = (p * nr + j) * b.col_stride;
                     for kk in 0..k {
-                        panel[kk * NR + j] = b.values[column + kk * b.row_stride];
+                        panel[kk * nr + j] = b.values[column + kk * b.row_stride];
                     }
                 }
             } else {
-                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
                     for (j, v) in row[..cols].iter_mut().enumerate() {
-                        *v = b.values[kk * b.row_stride + (p * NR + j) * b.col_stride];
+                        *v = b.values[kk * b.row_stride + (p * nr + j) * b.col_stride];
                     }
                 }
             }
@@ -146,17 +157,18 @@ impl Packed {
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let add = accumulate || k0 > 0;
-            for (p, panel) in self.panels.chunks_exact(k * NR).enumerate() {
-                let block = &panel[k0 * NR..][..kc * NR];
-                let cols = NR.min(n - p * NR);
+            let nr = self.kernel.cols();
+            for (p, panel) in self.panels.chunks_exact(k * nr).enumerate() {
+                let block = &panel[k0 * nr..][..kc * nr];
+                let cols = nr.min(n - p * nr);
                 let mr = self.kernel.rows();
                 for i0 in (0..m).step_by(mr) {
                     let rows = mr.min(m - i0);
                     let a_tile = &a_values[i0 * lda + k0..];
-                    let c_tile = &mut dst[i0 * n + p * NR..];
+                    let c_tile = &mut dst[i0 * n + p * nr..];
                     // SAFETY: the CPU runs `self.kernel` (`Kernel::detect`); the tile's `rows` rows
                     // of `a` (`kc` values each, `lda` apart) lie in `a_values` by the bound
-                    // checked above, the block holds `kc NR` values, and the tile's `rows` rows
+                    // checked above, the block holds `kc nr` values, and the tile's `rows` rows
                     // of `dst` (`cols` values each, `n` apart) lie in `dst`, which is `m n`.
                     unsafe {
                         tile(
@@ -218,12 +230,12 @@ fn supported() -> bool {
     crate::activation::avx2_fma()
 }
 
-/// One tile of `rows` rows (at most `kernel.rows()`) and `cols <= NR` columns of `c`, over `kc`
+/// One tile of `rows` rows (at most `kernel.rows()`) and `cols <= kernel.cols()` columns of `c`, over `kc`
 /// of the shared dimension: the kernel for its number of rows.
 ///
 /// # Safety
-/// The CPU runs `kernel`, `a` holds `rows` rows of `kc` values `lda` apart, `b` holds `kc NR`
-/// values, and `c` holds `rows` rows of `cols` values `ldc` apart.
+/// The CPU runs `kernel`, `a` holds `rows` rows of `kc` values `lda` apart, `b` holds `kc
+/// kernel.cols()` values, and `c` holds `rows` rows of `cols` values `ldc` apart.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     kernel: Kernel,
@@ -257,10 +269,6 @@ unsafe fn tile(
                 (Kernel::Avx2, 3) => avx2::kernel::<3>(kc, args),
                 (Kernel::Avx2, 2) => avx2::kernel::<2>(kc, args),
                 (Kernel::Avx2, _) => avx2::kernel::<1>(kc, args),
-                (Kernel::Avx512, 12) => avx512::kernel::<12>(kc, args),
-                (Kernel::Avx512, 11) => avx512::kernel::<11>(kc, args),
-                (Kernel::Avx512, 10) => avx512::kernel::<10>(kc, args),
-                (Kernel::Avx512, 9) => avx512::kernel::<9>(kc, args),
                 (Kernel::Avx512, 8) => avx512::kernel::<8>(kc, args),
                 (Kernel::Avx512, 7) => avx512::kernel::<7>(kc, args),
                 (Kernel::Avx512, 6) => avx512::kernel::<6>(kc, args),
@@ -336,13 +344,13 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::NR;
+    use super::NR_512;
     use super::avx2::Args;
     use std::arch::x86_64::*;
 
-    /// `c[..R, ..cols] (+)= a[..R, ..kc] b[..kc, ..NR]`: `R` accumulators of 16 values in
-    /// registers; per value of the shared dimension, one load of `b`, `R` broadcasts of `a` and
-    /// `R` fused multiply-adds. A partial panel's columns are written through a mask.
+    /// `c[..R, ..cols] (+)= a[..R, ..kc] b[..kc, ..NR_512]`: `R x 32` accumulators in two 16-wide
+    /// registers a row; per value of the shared dimension, two loads of `b`, `R` broadcasts of `a`
+    /// and `2 R` fused multiply-adds. A partial panel's columns are written through masks.
     ///
     /// # Safety
     /// As [`super::tile`], with `R` rows, on a CPU with AVX-512F.
@@ -354,27 +362,36 @@ mod avx512 {
         // SAFETY: every pointer below stays inside the extents the caller guarantees; the masked
         // loads and stores touch only the tile's `cols` columns.
         unsafe {
-            let mut acc = [_mm512_setzero_ps(); R];
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
             for kk in 0..kc {
-                let b = _mm512_loadu_ps(b.add(kk * NR));
+                let b0 = _mm512_loadu_ps(b.add(kk * NR_512));
+                let b1 = _mm512_loadu_ps(b.add(kk * NR_512 + 16));
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*a.add(i * lda + kk));
-                    *acc = _mm512_fmadd_ps(x, b, *acc);
+                    acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
                 }
             }
-            let mask: __mmask16 = if cols >= NR {
-                !0
-            } else {
-                ((1u32 << cols) - 1) as __mmask16
+            // The first 16 columns and the next 16, each through the mask of those it has.
+            let mask = |first: usize| -> __mmask16 {
+                let have = cols.saturating_sub(first).min(16);
+                ((1u32 << have) - 1) as __mmask16
             };
-            for (i, acc) in acc.into_iter().enumerate() {
-                let row = c.add(i * ldc);
-                let sum = if accumulate {
-                    _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, row))
-                } else {
-                    acc
-                };
-                _mm512_mask_storeu_ps(row, mask, sum);
+            let masks = [mask(0), mask(16)];
+            for (i, halves) in acc.into_iter().enumerate() {
+                for (half, (sum, mask)) in halves.into_iter().zip(masks).enumerate() {
+                    // A half with no columns: its address may lie past the tile's last row.
+                    if mask == 0 {
+                        continue;
+                    }
+                    let out = c.add(i * ldc + 16 * half);
+                    let sum = if accumulate {
+                        _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask, out))
+                    } else {
+                        sum
+                    };
+                    _mm512_mask_storeu_ps(out, mask, sum);
+                }
             }
         }
     }
