@@ -16,7 +16,7 @@
 //! the other way round; on any other backend the step is Burn's.
 
 use crate::backend::{KernelBackend, Op, run};
-use crate::host::{HostValues, PARALLEL_VALUES, written};
+use crate::host::{HostValues, PARALLEL_VALUES};
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
@@ -103,8 +103,9 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let moments = match &state {
-            None => None,
+        let (time, moment_1, moment_2) = match &state {
+            // Zero moments before the first step: `0 b + (1 - b) g` is the first step's moment.
+            None => (0, tensor.zeros_like(), tensor.zeros_like()),
             Some(AdamWState {
                 momentum:
                     AdaptiveMomentumState {
@@ -113,22 +114,17 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
                         moment_2,
                         max_moment_2: None,
                     },
-            }) => Some((
-                *time,
-                moment_1.clone().into_primitive().tensor(),
-                moment_2.clone().into_primitive().tensor(),
-            )),
+            }) => (*time, moment_1.clone(), moment_2.clone()),
             // AMSGrad's state, which Burn's step handles.
             Some(_) => return self.reference.step(lr, tensor, grad, state),
         };
-        let time = moments.as_ref().map_or(0, |(time, _, _)| *time) + 1;
+        let time = time + 1;
+        let primitive = |t: &Tensor<B, D>| t.clone().into_primitive().tensor();
         let args = Step {
             settings: self.settings,
             lr,
             time,
-            tensor: tensor.clone().into_primitive().tensor(),
-            grad: grad.clone().into_primitive().tensor(),
-            moments: moments.map(|(_, m, v)| (m, v)),
+            tensors: [&tensor, &grad, &moment_1, &moment_2].map(primitive),
         };
         match run::<AdamWStep, B>(args) {
             Some([tensor, moment_1, moment_2]) => {
@@ -151,10 +147,8 @@ struct Step<B: Backend> {
     lr: f64,
     /// The step's number, from 1.
     time: usize,
-    tensor: FloatTensor<B>,
-    grad: FloatTensor<B>,
-    /// The two moments, none at the first step.
-    moments: Option<(FloatTensor<B>, FloatTensor<B>)>,
+    /// The parameter, its gradient and the two moments before the step.
+    tensors: [FloatTensor<B>; 4],
 }
 
 /// The host pass of one step: the new parameter and moments, or `None` off the CPU backends.
@@ -168,25 +162,25 @@ impl Op for AdamWStep {
         if !F::HOST_KERNELS {
             return None;
         }
-        let shape = step.tensor.shape();
-        let device = F::float_device(&step.tensor);
+        let shape = step.tensors[0].shape();
+        let device = F::float_device(&step.tensors[0]);
         // Each tensor as one row of values, lent where it lies when it is contiguous.
-        let flat = |t: &FloatTensor<F>| F::float_reshape(t.clone(), [shape.num_elements()].into());
-        let (x, g) = (flat(&step.tensor), flat(&step.grad));
-        let moments = step.moments.as_ref().map(|(m, v)| (flat(m), flat(v)));
-        let update = |x: &[f32], g: &[f32], moments: Option<(&[f32], &[f32])>| {
-            update(&step.settings, step.lr, step.time, x, g, moments)
+        let [x, g, m, v] = step
+            .tensors
+            .map(|t| F::float_reshape(t, [shape.num_elements()].into()));
+        let update = |x: &[f32], g: &[f32], m: &[f32], v: &[f32]| {
+            update(&step.settings, step.lr, step.time, [x, g, m, v])
         };
         let [x, m, v] = F::with_values(&x, |x: HostValues<'_, 1>| {
-            let x = x.row_major();
             F::with_values(&g, |g: HostValues<'_, 1>| {
-                let g = g.row_major();
-                let Some((m, v)) = &moments else {
-                    return Some(update(&x, &g, None));
-                };
-                F::with_values(m, |m: HostValues<'_, 1>| {
-                    F::with_values(v, |v: HostValues<'_, 1>| {
-                        update(&x, &g, Some((&m.row_major(), &v.row_major())))
+                F::with_values(&m, |m: HostValues<'_, 1>| {
+                    F::with_values(&v, |v: HostValues<'_, 1>| {
+                        update(
+                            &x.row_major(),
+                            &g.row_major(),
+                            &m.row_major(),
+                            &v.row_major(),
+                        )
                     })
                 })
                 .flatten()
@@ -208,15 +202,8 @@ impl Op for AdamWStep {
 const BLOCK: usize = 1 << 13;
 
 /// The step on the host: `[x, m, v]` after it, from the parameter `x`, its gradient `g` and the
-/// moments before it (none at the first step).
-fn update(
-    settings: &Settings,
-    lr: f64,
-    time: usize,
-    x: &[f32],
-    g: &[f32],
-    moments: Option<(&[f32], &[f32])>,
-) -> [Vec<f32>; 3] {
+/// moments `m` and `v` before it.
+fn update(settings: &Settings, lr: f64, time: usize, [x, g, m, v]: [&[f32]; 4]) -> [Vec<f32>; 3] {
     let Settings {
         beta_1,
         beta_2,
@@ -229,43 +216,41 @@ fn update(
     let keep = (1.0 - lr * weight_decay as f64) as f32;
     let lr = lr as f32;
     let len = x.len();
-    let block = |b: usize, out: [&mut [MaybeUninit<f32>]; 3]| {
-        let range = b * BLOCK..b * BLOCK + out[0].len();
-        let [x_out, m_out, v_out] = out;
-        let (x, g) = (&x[range.clone()], &g[range.clone()]);
-        for k in 0..x.len() {
-            let (m, v) = match moments {
-                Some((m, v)) => (
-                    m[range.start + k] * beta_1 + g[k] * (1.0 - beta_1),
-                    v[range.start + k] * beta_2 + g[k] * g[k] * (1.0 - beta_2),
-                ),
-                None => (g[k] * (1.0 - beta_1), g[k] * g[k] * (1.0 - beta_2)),
-            };
+    assert!(
+        [g, m, v].iter().all(|values| values.len() == len),
+        "AdamW: the parameter, gradient and moments differ in length"
+    );
+    let block = |b: usize, [x_out, m_out, v_out]: [&mut [MaybeUninit<f32>]; 3]| {
+        let first = b * BLOCK;
+        for (k, ((x_out, m_out), v_out)) in x_out.iter_mut().zip(m_out).zip(v_out).enumerate() {
+            let i = first + k;
+            let m = m[i] * beta_1 + g[i] * (1.0 - beta_1);
+            let v = v[i] * beta_2 + g[i] * g[i] * (1.0 - beta_2);
             let delta = (m / correct_1) / ((v / correct_2).sqrt() + epsilon);
-            x_out[k].write(x[k] * keep - delta * lr);
-            m_out[k].write(m);
-            v_out[k].write(v);
+            x_out.write(x[i] * keep - delta * lr);
+            m_out.write(m);
+            v_out.write(v);
         }
     };
-    let mut outputs = [Vec::new(), Vec::new(), Vec::new()];
-    // SAFETY: each block writes every value of its three outputs' parts, and the parts cover them.
-    unsafe {
-        let [x_new, m_new, v_new] = &mut outputs;
-        *x_new = written(len, |x_out| {
-            *m_new = written(len, |m_out| {
-                *v_new = written(len, |v_out| {
-                    if len < PARALLEL_VALUES {
-                        return block(0, [x_out, m_out, v_out]);
-                    }
-                    let parts = x_out
-                        .par_chunks_mut(BLOCK)
-                        .zip(m_out.par_chunks_mut(BLOCK))
-                        .zip(v_out.par_chunks_mut(BLOCK))
-                        .enumerate();
-                    parts.for_each(|(b, ((x, m), v))| block(b, [x, m, v]));
-                })
-            })
-        });
+    let mut outputs: [Vec<f32>; 3] = std::array::from_fn(|_| Vec::with_capacity(len));
+    let [x_out, m_out, v_out] = outputs
+        .each_mut()
+        .map(|values| &mut values.spare_capacity_mut()[..len]);
+    if len < PARALLEL_VALUES {
+        block(0, [x_out, m_out, v_out]);
+    } else {
+        let parts = x_out
+            .par_chunks_mut(BLOCK)
+            .zip(m_out.par_chunks_mut(BLOCK))
+            .zip(v_out.par_chunks_mut(BLOCK));
+        parts
+            .enumerate()
+            .for_each(|(b, ((x, m), v))| block(b, [x, m, v]));
+    }
+    for values in &mut outputs {
+        // SAFETY: the blocks cover the three outputs' first `len` values, and each writes every
+        // value of its parts (the three parts of a block are equally long).
+        unsafe { values.set_len(len) };
     }
     outputs
 }

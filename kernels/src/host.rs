@@ -215,9 +215,7 @@ impl<'a> From<HostValues<'a, 2>> for Matrix<'a> {
 pub(crate) fn vector_values<B: crate::KernelBackend>(
     t: &burn::tensor::ops::FloatTensor<B>,
 ) -> Option<Vec<f32>> {
-    B::with_values(t, |v: HostValues<'_, 1>| {
-        (0..v.dims[0]).map(|i| v.values[i * v.strides[0]]).collect()
-    })
+    B::with_values(t, |v: HostValues<'_, 1>| v.row_major().into_owned())
 }
 
 /// Checks the shapes of `dst = a b` (or `dst += a b`) and returns `[m, k, n]`.

@@ -27,7 +27,9 @@
 //! would copy both tensors across the bus.
 
 use crate::KernelBackend;
-use crate::host::{Fill, HostValues, Matrix, fill_blocks, permuted, written, zeroed};
+use crate::host::{
+    Fill, HostValues, Matrix, fill_blocks, permuted, vector_values, written, zeroed,
+};
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{TensorData, TensorMetadata};
@@ -348,11 +350,7 @@ pub(crate) fn conv2d<B: KernelBackend>(
         permuted(&weight, 0..channels_out, [0, 1, 2, 3])
     })?;
     let bias = match bias {
-        Some(bias) => B::with_values(bias, |bias: HostValues<'_, 1>| {
-            (0..channels_out)
-                .map(|o| bias.values[o * bias.strides[0]])
-                .collect::<Vec<f32>>()
-        })?,
+        Some(bias) => vector_values::<B>(bias)?,
         None => vec![0.0; channels_out],
     };
     let output = B::with_values(x, |x: HostValues<'_, 4>| {
