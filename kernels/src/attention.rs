@@ -27,14 +27,13 @@
 
 use crate::KernelBackend;
 use crate::activation::{exp, sum_in_lanes, vectorised};
-use crate::backend::{Op, host_kernels, register_gradients_with, run};
+use crate::backend::{Grads, HostBackward, HostGradient, OnHost, Op, host_kernels, run};
 use crate::dropout::Dropout;
 use crate::host::{HostValues, Matrix};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    checkpoint::strategy::CheckpointStrategy,
+    ops::{Backward, OpsKind},
 };
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
@@ -361,33 +360,25 @@ fn backward_on_host<B: KernelBackend>(
 #[derive(Debug)]
 struct PdlAttention;
 
-impl<B: KernelBackend> Backward<B, 3> for PdlAttention {
+impl<B: KernelBackend> HostBackward<B, 3> for PdlAttention {
     type State = Saved<B>;
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let upstream = grads.consume::<B>(&ops.node);
-        let saved = ops.state;
-        let device = B::float_device(&upstream);
+    fn gradients(self, dy: FloatTensor<B>, saved: Saved<B>, _: [bool; 3]) -> Grads<3> {
         let shapes = saved.qkv.each_ref().map(|t| t.shape());
-        let gradients = with_qkv::<B, _>(&saved.qkv, |qkv| {
-            B::with_values(&upstream, |u: HostValues<'_, 4>| {
+        let [dq, dk, dv] = with_qkv::<B, _>(&saved.qkv, |qkv| {
+            B::with_values(&dy, |u: HostValues<'_, 4>| {
                 backward_on_host::<B>(qkv, u, &saved)
             })
         })
-        .flatten()
-        .expect("the forward pass lent this backend's values as f32");
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
-        let [dq, dk, dv] = gradients;
-        let [q, k, v] = shapes.map(|shape| shape.dims::<4>());
-        let gradients = [(dq, q), (dk, k), (dv, v)];
-        register_gradients_with::<B, _, 3>(grads, parents, gradients, |(values, dims)| {
-            heads_view::<B>(values, dims, &device)
-        });
+        .flatten()?;
+        let [q, k, v] = shapes;
+        Some([(dq, q), (dk, k), (dv, v)])
+    }
+
+    /// The gradients lie as `[batch, t, heads, d]`, in the shapes `[batch, heads, t, d]` of
+    /// `q`, `k` and `v`.
+    fn tensor((values, shape): HostGradient, device: &B::Device) -> FloatTensor<B> {
+        heads_view::<B>(values, shape.dims(), device)
     }
 }
 
@@ -404,7 +395,11 @@ pub(crate) fn autodiff_attention<B: KernelBackend, C: CheckpointStrategy>(
     let (output, weights) = forward::<B>(&inner, &options)?;
     let nodes = qkv.map(|t| t.node);
     Some(
-        match PdlAttention.prepare::<C>(nodes).compute_bound().stateful() {
+        match OnHost(PdlAttention)
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(
                 Saved {
                     qkv: inner,

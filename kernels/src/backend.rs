@@ -17,15 +17,17 @@ use crate::gelu::GeluKind;
 use crate::host::{self, HostValues, Matrix};
 use crate::pool::Window;
 use burn::backend::Autodiff;
-use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::backend::Backend;
 #[cfg(feature = "flex")]
 use burn::tensor::ops::ModuleOps;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{Shape, TensorData};
 use std::any::{Any, TypeId};
+use std::fmt::Debug;
 use std::mem::MaybeUninit;
 use std::ops::ControlFlow;
 
@@ -392,31 +394,56 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
     }
 }
 
-/// Registers gradients computed on the host, row-major with their shapes, for each parent that
-/// asks for one (`parents` as a custom op's backward step receives them, by id); the last step
-/// of every host kernel's backward pass.
-pub(crate) fn register_gradients<B: KernelBackend, const N: usize>(
-    grads: &mut Gradients,
-    parents: [Option<NodeId>; N],
-    gradients: [(Vec<f32>, Shape); N],
-    device: &B::Device,
-) {
-    register_gradients_with::<B, _, N>(grads, parents, gradients, |(values, shape)| {
+/// A gradient computed on the host: its values, row-major, and its shape.
+pub(crate) type HostGradient = (Vec<f32>, Shape);
+
+/// The backward step of a host kernel, in the kernel's own terms: from the output's gradient
+/// `dy` and what the forward pass kept, the gradient of each of the `N` parents. [`OnHost`]
+/// makes it the step Burn's autodiff graph runs, which takes `dy` off the graph and registers
+/// the gradients of the parents that ask for one; `tracked` says which those are (the others'
+/// may be left empty).
+pub(crate) trait HostBackward<B: KernelBackend, const N: usize>:
+    Debug + Send + 'static
+{
+    /// What the forward pass keeps for the backward.
+    type State: Clone + Send + Debug + 'static;
+
+    /// The parents' gradients; `None` only when a tensor's values could not be lent as `f32`,
+    /// which the forward pass, reading the same tensors, has already ruled out.
+    fn gradients(self, dy: FloatTensor<B>, state: Self::State, tracked: [bool; N]) -> Grads<N>;
+
+    /// A gradient as a tensor of the backend: row-major unless a kernel says otherwise.
+    fn tensor((values, shape): HostGradient, device: &B::Device) -> FloatTensor<B> {
         B::float_from_data(TensorData::new(values, shape), device)
-    });
+    }
 }
 
-/// [`register_gradients`] for gradients that `to_tensor` turns into tensors of the backend (in
-/// another layout, say); only those of the parents that ask for one are built.
-pub(crate) fn register_gradients_with<B: KernelBackend, T, const N: usize>(
-    grads: &mut Gradients,
-    parents: [Option<NodeId>; N],
-    gradients: [T; N],
-    to_tensor: impl Fn(T) -> FloatTensor<B>,
-) {
-    for (parent, gradient) in parents.into_iter().zip(gradients) {
-        if let Some(id) = parent {
-            grads.register::<B>(id, to_tensor(gradient));
+/// What [`HostBackward::gradients`] returns.
+pub(crate) type Grads<const N: usize> = Option<[HostGradient; N]>;
+
+/// A [`HostBackward`] as Burn's [`Backward`] step: record an op with `OnHost(kernel).prepare`.
+#[derive(Debug)]
+pub(crate) struct OnHost<K>(pub K);
+
+impl<B, K, const N: usize> Backward<B, N> for OnHost<K>
+where
+    B: KernelBackend,
+    K: HostBackward<B, N>,
+{
+    type State = K::State;
+
+    fn backward(self, ops: Ops<K::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let device = B::float_device(&dy);
+        let parents = ops.parents.map(|node| node.map(|node| node.id));
+        let gradients = self
+            .0
+            .gradients(dy, ops.state, parents.map(|id| id.is_some()))
+            .expect("the forward pass lent this backend's values as f32");
+        for (parent, gradient) in parents.into_iter().zip(gradients) {
+            if let Some(id) = parent {
+                grads.register::<B>(id, K::tensor(gradient, &device));
+            }
         }
     }
 }

@@ -19,13 +19,12 @@
 
 use crate::KernelBackend;
 use crate::activation::{exp, sigmoid, vectorised};
-use crate::backend::{Op, host_kernels, register_gradients, run};
+use crate::backend::{Grads, HostBackward, OnHost, Op, host_kernels, run};
 use crate::host::HostValues;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    checkpoint::strategy::CheckpointStrategy,
+    ops::{Backward, OpsKind},
 };
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
@@ -200,21 +199,12 @@ pub(crate) fn forward<B: KernelBackend>(
 #[derive(Debug)]
 struct PdlGelu(GeluKind);
 
-impl<B: KernelBackend> Backward<B, 1> for PdlGelu {
+impl<B: KernelBackend> HostBackward<B, 1> for PdlGelu {
     type State = FloatTensor<B>;
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let upstream = grads.consume::<B>(&ops.node);
-        let [node] = ops.parents;
-        let Some(node) = node else { return };
-        let x = ops.state;
+    fn gradients(self, dy: FloatTensor<B>, x: FloatTensor<B>, _: [bool; 1]) -> Grads<1> {
         let dx = B::with_values(&x, |x: HostValues<'_, 1>| {
-            B::with_values(&upstream, |dy: HostValues<'_, 1>| {
+            B::with_values(&dy, |dy: HostValues<'_, 1>| {
                 let (x, dy) = (contiguous(&x), contiguous(&dy));
                 let mut dx = vec![0.0f32; x.len()];
                 dx.par_chunks_mut(CHUNK)
@@ -232,11 +222,9 @@ impl<B: KernelBackend> Backward<B, 1> for PdlGelu {
                 dx
             })
         })
-        .flatten()
-        .expect("the forward pass lent this backend's values as f32");
+        .flatten()?;
         let shape = Shape::new([dx.len()]);
-        let device = B::float_device(&upstream);
-        register_gradients::<B, 1>(grads, [Some(node.id)], [(dx, shape)], &device);
+        Some([(dx, shape)])
     }
 }
 
@@ -251,7 +239,7 @@ pub(crate) fn autodiff_gelu<B: KernelBackend, C: CheckpointStrategy>(
     }
     let output = forward::<B>(&x.primitive, kind)?;
     Some(
-        match PdlGelu(kind)
+        match OnHost(PdlGelu(kind))
             .prepare::<C>([x.node])
             .compute_bound()
             .stateful()

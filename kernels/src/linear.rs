@@ -19,13 +19,12 @@
 //! backends, and a layer without a bias, run Burn's `linear`.
 
 use crate::KernelBackend;
-use crate::backend::{Op, register_gradients};
+use crate::backend::{Grads, HostBackward, OnHost, Op};
 use crate::host::{HostValues, Matrix, product, vector_values, written};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    checkpoint::strategy::CheckpointStrategy,
+    ops::{Backward, OpsKind},
 };
 use burn::module::{Content, DisplaySettings, Initializer, ModuleDisplay, Param};
 use burn::prelude::*;
@@ -197,25 +196,21 @@ fn product_plus_bias<B: KernelBackend>(x: Matrix<'_>, w: Matrix<'_>, bias: &[f32
 #[derive(Debug)]
 struct LinearBackward;
 
-impl<B: KernelBackend> Backward<B, 3> for LinearBackward {
+impl<B: KernelBackend> HostBackward<B, 3> for LinearBackward {
     /// `x` and `W`.
     type State = (FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(
+    fn gradients(
         self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (x, weight) = ops.state;
-        let device = B::float_device(&dy);
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
-        let [tracks_x, tracks_w, tracks_b] = parents.map(|id| id.is_some());
+        dy: FloatTensor<B>,
+        (x, weight): Self::State,
+        tracked: [bool; 3],
+    ) -> Grads<3> {
+        let [tracks_x, tracks_w, tracks_b] = tracked;
         let (x_shape, w_shape) = (x.shape(), weight.shape());
         let rows = x_shape.dims::<2>()[0];
         let d_output = w_shape.dims::<2>()[1];
-        let gradients = B::with_values(&dy, |dy: HostValues<'_, 2>| {
+        B::with_values(&dy, |dy: HostValues<'_, 2>| {
             let dy = dy.row_major();
             let dy = Matrix::row_major(&dy, rows, d_output);
             let dx = match tracks_x {
@@ -234,8 +229,6 @@ impl<B: KernelBackend> Backward<B, 3> for LinearBackward {
             Some([(dx, x_shape), (dw, w_shape), (db, Shape::new([d_output]))])
         })
         .flatten()
-        .expect("the forward pass lent this backend's values as f32");
-        register_gradients::<B, 3>(grads, parents, gradients, &device);
     }
 }
 
@@ -273,7 +266,7 @@ pub(crate) fn autodiff_linear<B: KernelBackend, C: CheckpointStrategy>(
     }
     let output = forward_on_host::<B>(&x.primitive, &weight.primitive, &bias.primitive)?;
     Some(
-        match LinearBackward
+        match OnHost(LinearBackward)
             .prepare::<C>([x.node, weight.node, bias.node])
             .compute_bound()
             .stateful()

@@ -34,15 +34,14 @@
 
 use crate::KernelBackend;
 use crate::activation::{sigmoid, tanh};
-use crate::backend::{Op, host_kernels, register_gradients, run};
+use crate::backend::{Grads, HostBackward, OnHost, Op, host_kernels, run};
 use crate::host::vector_values;
 use crate::host::{HostValues, Matrix};
 use crate::packed::StepWeight;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    checkpoint::strategy::CheckpointStrategy,
+    ops::{Backward, OpsKind},
 };
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
@@ -480,36 +479,24 @@ fn cell_step_backward(
 #[derive(Debug)]
 struct PdlLstm;
 
-impl<B: KernelBackend> Backward<B, 5> for PdlLstm {
+impl<B: KernelBackend> HostBackward<B, 5> for PdlLstm {
     type State = Saved<B>;
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 5>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let upstream = grads.consume::<B>(&ops.node);
-        let saved = ops.state;
-        let device = B::float_device(&upstream);
+    fn gradients(self, dy: FloatTensor<B>, saved: Saved<B>, _: [bool; 5]) -> Grads<5> {
         let [batch, steps, d] = saved.dims;
-        let gradients = B::with_values(&upstream, |u: HostValues<'_, 3>| {
+        let [dx, dweight, dbias, dh0, dc0] = B::with_values(&dy, |dy: HostValues<'_, 3>| {
             B::with_values(&saved.weight, |w: HostValues<'_, 2>| {
-                backward_on_host::<B>(u, w.into(), &saved)
+                backward_on_host::<B>(dy, w.into(), &saved)
             })
         })
-        .flatten()
-        .expect("the forward pass lent this backend's values as f32");
-        let [dx, dweight, dbias, dh0, dc0] = gradients;
-        let gradients = [
+        .flatten()?;
+        Some([
             (dx, Shape::new([batch, steps, 4 * d])),
             (dweight, Shape::new([d, 4 * d])),
             (dbias, Shape::new([4 * d])),
             (dh0, Shape::new([batch, d])),
             (dc0, Shape::new([batch, d])),
-        ];
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
-        register_gradients::<B, 5>(grads, parents, gradients, &device);
+        ])
     }
 }
 
@@ -526,7 +513,11 @@ pub(crate) fn autodiff_lstm<B: KernelBackend, C: CheckpointStrategy>(
     let saved = saved.expect("forward saves what it was asked to");
     let nodes = args.map(|a| a.node);
     Some(
-        match PdlLstm.prepare::<C>(nodes).compute_bound().stateful() {
+        match OnHost(PdlLstm)
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(saved, output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         },

@@ -13,13 +13,12 @@
 //! output gradient to its pick. Every other backend runs Burn's op.
 
 use crate::KernelBackend;
-use crate::backend::Op;
+use crate::backend::{Grads, HostBackward, OnHost, Op};
 use crate::host::{HostValues, PARALLEL_VALUES, fill_blocks, written, zeroed};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    checkpoint::strategy::CheckpointStrategy,
+    ops::{Backward, OpsKind},
 };
 use burn::module::{Content, DisplaySettings, ModuleDisplay};
 use burn::nn::PaddingConfig2d;
@@ -404,43 +403,33 @@ fn pool_pairs(
 #[derive(Debug)]
 struct PdlMaxPool2d;
 
-impl<B: KernelBackend> Backward<B, 1> for PdlMaxPool2d {
+impl<B: KernelBackend> HostBackward<B, 1> for PdlMaxPool2d {
     /// The picks, and the input's shape.
     type State = (Arc<[u32]>, Shape);
 
-    fn backward(
+    fn gradients(
         self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let grad = grads.consume::<B>(&ops.node);
-        let [Some(node)] = ops.parents else {
-            return;
-        };
-        let (picks, x_shape) = ops.state;
-        let device = B::float_device(&grad);
-        let spread = B::with_values(&grad, |grad: HostValues<'_, 4>| {
+        dy: FloatTensor<B>,
+        (picks, x_shape): Self::State,
+        _: [bool; 1],
+    ) -> Grads<1> {
+        let spread = B::with_values(&dy, |dy: HostValues<'_, 4>| {
             let [_, _, height, width] = x_shape.dims();
-            let [_, _, height_out, width_out] = grad.dims;
+            let [_, _, height_out, width_out] = dy.dims;
             let (plane, out_plane) = (height * width, height_out * width_out);
-            let grad = grad.row_major();
+            let dy = dy.row_major();
             // Each window picks from its own plane, so the planes go on all cores.
             let fill = |p: usize, dx: &mut [MaybeUninit<f32>]| {
                 let dx = zeroed(dx);
                 let outputs = p * out_plane..(p + 1) * out_plane;
-                for (value, &pick) in grad[outputs.clone()].iter().zip(&picks[outputs]) {
+                for (value, &pick) in dy[outputs.clone()].iter().zip(&picks[outputs]) {
                     dx[pick as usize - p * plane] += value;
                 }
             };
             // SAFETY: `zeroed` initialises every plane before the gradients are added onto it.
             unsafe { written(x_shape.num_elements(), |dx| fill_blocks(dx, plane, fill)) }
-        })
-        .expect("the forward pass lent this backend's values as f32");
-        grads.register::<B>(
-            node.id,
-            B::float_from_data(TensorData::new(spread, x_shape), &device),
-        );
+        })?;
+        Some([(spread, x_shape)])
     }
 }
 
@@ -452,7 +441,7 @@ pub(crate) fn autodiff_max_pool2d<B: KernelBackend, C: CheckpointStrategy>(
     if !B::HOST_KERNELS {
         return window.burn_op::<Autodiff<B, C>>(x);
     }
-    match PdlMaxPool2d
+    match OnHost(PdlMaxPool2d)
         .prepare::<C>([x.node.clone()])
         .compute_bound()
         .stateful()

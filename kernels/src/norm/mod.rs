@@ -14,13 +14,12 @@ pub(crate) use layer::layer_norm_rows;
 pub use layer::{LayerNorm, LayerNormConfig, LayerNormRecord};
 
 use crate::KernelBackend;
-use crate::backend::register_gradients;
+use crate::backend::{Grads, HostBackward, OnHost};
 use crate::host::HostValues;
 use burn::backend::Autodiff;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
-    grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    checkpoint::strategy::CheckpointStrategy,
+    ops::{Backward, OpsKind},
 };
 use burn::prelude::*;
 use burn::tensor::TensorMetadata;
@@ -43,29 +42,22 @@ pub(crate) trait Statistics<const D: usize>:
 #[derive(Debug)]
 struct NormBackward<S, const D: usize>(PhantomData<S>);
 
-impl<B: KernelBackend, S: Statistics<D>, const D: usize> Backward<B, 3> for NormBackward<S, D> {
+impl<B, S, const D: usize> HostBackward<B, 3> for NormBackward<S, D>
+where
+    B: KernelBackend,
+    S: Statistics<D>,
+{
     /// The input, and the statistics.
     type State = (FloatTensor<B>, S);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let (x, statistics) = ops.state;
-        let device = B::float_device(&dy);
+    fn gradients(self, dy: FloatTensor<B>, (x, statistics): Self::State, _: [bool; 3]) -> Grads<3> {
         let x_shape = x.shape();
         let features = Shape::new([statistics.features()]);
         let [dx, dgamma, dbeta] = B::with_values(&x, |x: HostValues<'_, D>| {
             B::with_values(&dy, |dy: HostValues<'_, D>| statistics.backward(x, dy))
         })
-        .flatten()
-        .expect("the forward pass lent this backend's values as f32");
-        let gradients = [(dx, x_shape), (dgamma, features.clone()), (dbeta, features)];
-        let parents = ops.parents.map(|node| node.map(|node| node.id));
-        register_gradients::<B, 3>(grads, parents, gradients, &device);
+        .flatten()?;
+        Some([(dx, x_shape), (dgamma, features.clone()), (dbeta, features)])
     }
 }
 
@@ -76,7 +68,7 @@ fn record<B: KernelBackend, C: CheckpointStrategy, S: Statistics<D>, const D: us
     output: FloatTensor<B>,
     statistics: S,
 ) -> FloatTensor<Autodiff<B, C>> {
-    match NormBackward::<S, D>(PhantomData)
+    match OnHost(NormBackward::<S, D>(PhantomData))
         .prepare::<C>([x.node, gamma.node, beta.node])
         .compute_bound()
         .stateful()
