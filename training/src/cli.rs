@@ -6,9 +6,7 @@ use crate::artifacts::{
 };
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::experiments::{
-    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, contrastive, forecasting,
-    image_classification, language_model, masked_images, masked_language, node_classification,
-    text_classification,
+    self, EXPERIMENTS, Experiment, ExperimentConfig, Overrides, language_model,
 };
 use crate::probe::{ProbePlan, ProbeRow, probe_table};
 use anyhow::{Context, Result, bail};
@@ -187,12 +185,8 @@ impl BackendTask for ProbeTask<'_> {
     type Output = Result<Vec<ProbeRow>>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        let (ctx, device, plan) = (self.ctx, &devices[0], self.plan);
-        match self.config {
-            ExperimentConfig::Contrastive(c) => contrastive::probe_run::<B>(c, ctx, device, plan),
-            ExperimentConfig::Masked(c) => masked_images::probe_run::<B>(c, ctx, device, plan),
-            _ => bail!("only a pre-training run has an encoder to probe"),
-        }
+        let config = self.config.pipeline::<B>()?;
+        config.probe(self.ctx, &devices[0], self.plan)
     }
 }
 
@@ -1188,16 +1182,7 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<RunReport>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        match self.config {
-            ExperimentConfig::Image(c) => image_classification::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::Graph(c) => node_classification::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::Forecast(c) => forecasting::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::Language(c) => language_model::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::Sentence(c) => text_classification::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::Contrastive(c) => contrastive::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::Masked(c) => masked_images::train::<B>(c, self.ctx, devices),
-            ExperimentConfig::MaskedText(c) => masked_language::train::<B>(c, self.ctx, devices),
-        }
+        self.config.pipeline::<B>()?.train(self.ctx, devices)
     }
 }
 
@@ -1293,30 +1278,11 @@ impl BackendTask for EvalTask<'_> {
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let (device, ctx) = (devices[0].clone(), self.ctx);
-        let scores = match self.config {
-            ExperimentConfig::Image(c) => image_classification::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::Graph(c) => node_classification::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::Forecast(c) => forecasting::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::Language(c) => language_model::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::Sentence(c) => text_classification::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::Contrastive(c) => contrastive::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::Masked(c) => masked_images::eval::<B>(c, ctx, device.clone()),
-            ExperimentConfig::MaskedText(c) => masked_language::eval::<B>(c, ctx, device.clone()),
-        }?;
-        if !self.figures {
-            return Ok((scores, Vec::new()));
-        }
-        let figures = match self.config {
-            ExperimentConfig::Image(c) => image_classification::figures(c, ctx, &scores)?,
-            ExperimentConfig::Graph(c) => {
-                node_classification::figures::<B>(c, ctx, device, &scores)?
-            }
-            ExperimentConfig::Forecast(c) => forecasting::figures::<B>(c, ctx, device)?,
-            ExperimentConfig::Language(c) => language_model::figures::<B>(c, ctx, device)?,
-            ExperimentConfig::Masked(c) => masked_images::figures::<B>(c, ctx, device, &scores)?,
-            ExperimentConfig::Sentence(_)
-            | ExperimentConfig::Contrastive(_)
-            | ExperimentConfig::MaskedText(_) => Vec::new(),
+        let pipeline = self.config.pipeline::<B>()?;
+        let scores = pipeline.eval(ctx, device.clone())?;
+        let figures = match self.figures {
+            true => pipeline.figures(ctx, device, &scores)?,
+            false => Vec::new(),
         };
         Ok((scores, figures))
     }

@@ -10,7 +10,7 @@
 //! on MNIST.
 
 use crate::experiments::image_classification::{Splits, eval_loader};
-use crate::learner::host_rows;
+use crate::learner::{host_rows, materialize};
 use anyhow::{Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::AutodiffModule;
@@ -435,13 +435,13 @@ pub(crate) fn probe_every_label<B: AutodiffBackend, E: ImageEncoder<B::InnerBack
     Ok(scores)
 }
 
-/// `pdl probe` for any pre-trained image encoder: scores `pretrained` against `fresh` (the same
-/// network at the random weights pre-training started from), and against training `fresh` from
-/// scratch, with each number of labels of `plan`. Subsets are class-balanced and drawn with
-/// `seed`; the test set is the official one.
+/// `pdl probe` for any pre-trained image encoder: scores `pretrained` against a fresh one (the
+/// same network at the random weights pre-training started from: `init` drawn with the run's
+/// `seed`), and against training the fresh one from scratch, with each number of labels of
+/// `plan`. Subsets are class-balanced and drawn with `seed`; the test set is the official one.
 pub(crate) fn compare<B, E>(
     pretrained: E,
-    fresh: E,
+    init: impl FnOnce(&B::Device) -> E,
     splits: &Splits,
     seed: u64,
     plan: &ProbePlan,
@@ -452,6 +452,9 @@ where
     E: AutodiffModule<B> + ImageClassifier<B>,
     E::InnerModule: ImageEncoder<B::InnerBackend>,
 {
+    // Drawn now, not lazily on first use, so that the probes and the training from scratch start
+    // from the same weights.
+    let fresh = pdl_models::seeded::<B, _>(device, seed, |d| materialize(init(d)));
     let normalisation = (splits.mean, splits.std);
     let (train, test) = split_features(&pretrained.valid(), splits, device);
     let (random_train, random_test) = split_features(&fresh.valid(), splits, device);

@@ -46,6 +46,14 @@ where
 {
 }
 
+impl<M, D: Default> RunConfig<M, D> {
+    /// A run of `model` on `dataset` with `training`, and the pipeline's data options as a new run
+    /// has them (`D`'s [`Default`]: 5,000 images held out for the image pipelines, say).
+    pub fn new(experiment: &str, dataset: &str, model: M, training: TrainingSettings) -> Self {
+        Self::with_data(experiment, dataset, model, training, D::default())
+    }
+}
+
 impl<M, D> RunConfig<M, D> {
     /// A run of `model` on `dataset` with `training` and the data options `data`.
     pub fn with_data(
@@ -72,6 +80,27 @@ impl<M, D> RunConfig<M, D> {
         self.training
             .smoke
             .then_some((train_batches * batch, eval_batches * batch))
+    }
+}
+
+/// What a pipeline checks in its config beyond the shared training settings: its model, its data
+/// options, and how the two fit together. [`RunConfig::validate`] runs it.
+pub trait CheckParts {
+    /// The first thing wrong with the model or the data options, said for the user.
+    fn check_parts(&self) -> Result<(), String>;
+}
+
+impl<M, D> RunConfig<M, D>
+where
+    Self: CheckParts,
+{
+    /// Checks everything that can be checked before reading data: the training settings, then
+    /// the pipeline's own parts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.training
+            .validate()
+            .and_then(|()| self.check_parts())
+            .map_err(|m| anyhow::anyhow!("invalid config: {m}"))
     }
 }
 

@@ -13,12 +13,13 @@
 //! Artifacts: those of every run (`config.json`, `checkpoint/`, `model.mpk`, `metrics.json`); a
 //! fine-tuning run reads the encoder out of `model.mpk`.
 
+use super::{Pipeline, train_loader};
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::experiments::image_classification::{Splits, load_image_splits};
+use crate::experiments::image_classification::{Splits, load_image_splits, square_images};
 use crate::job::{Job, Loaders, Scoring, Training};
-use crate::learner::{load_saved, materialize};
+use crate::learner::load_saved;
 use crate::probe::{ProbePlan, ProbeRow, compare, probe_every_label};
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{CheckParts, Optimiser, RunConfig, count};
 use anyhow::Result;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::AutodiffModule;
@@ -48,9 +49,10 @@ pub struct ViewOptions {
     pub max_shift: f32,
 }
 
-impl ViewOptions {
-    /// The views of digits: [`Augment::simclr_digits`].
-    pub fn digits() -> Self {
+/// The options of a new run: 5,000 training images held out to validate, the views of digits
+/// ([`Augment::simclr_digits`]).
+impl Default for ViewOptions {
+    fn default() -> Self {
         let a = Augment::simclr_digits();
         Self {
             valid_size: count::<5000>(),
@@ -59,7 +61,9 @@ impl ViewOptions {
             max_shift: a.max_shift,
         }
     }
+}
 
+impl ViewOptions {
     fn augment(&self) -> Augment {
         Augment {
             max_shift: self.max_shift,
@@ -84,35 +88,9 @@ impl ViewOptions {
 }
 
 impl ContrastiveExperimentConfig {
-    /// SimCLR with `model` on `dataset`, the views of digits.
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: SimClrConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        Self::with_data(experiment, dataset, model, training, ViewOptions::digits())
-    }
-
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        self.training.validate().or_else(bad)?;
-        self.model.validate().or_else(bad)?;
-        self.data.validate().or_else(bad)
-    }
-
     fn splits(&self, ctx: &RunContext) -> Result<Splits> {
-        let side = self.model.encoder.image_size;
-        let check = |height, width| match height == side && width == side {
-            true => Ok(()),
-            false => Err(format!(
-                "the dataset's images are {height}x{width} but the encoder expects {side}x{side} \
-                 images (image_size); set it in the config to match"
-            )),
-        };
-        let smoke = self.smoke_sizes();
-        let valid = self.data.valid_size;
+        let check = square_images(self.model.encoder.image_size, "encoder");
+        let (valid, smoke) = (self.data.valid_size, self.smoke_sizes());
         load_image_splits(&self.dataset, valid, &self.training, smoke, ctx, check)
     }
 
@@ -137,51 +115,78 @@ impl ContrastiveExperimentConfig {
     }
 }
 
+impl CheckParts for ContrastiveExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
+        self.model.validate()?;
+        self.data.validate()
+    }
+}
+
 /// What the contrastive pipeline hands a model: batches of view pairs.
 type ContrastiveJob<'a, B> =
     Job<'a, B, ViewPairBatch<B>, ViewPairBatch<<B as AutodiffBackend>::InnerBackend>>;
 
-/// Pre-trains the encoder, saves `model.mpk`, scores NT-Xent on valid and test, and probes the
-/// encoder's features with every training label.
-pub fn train<B: AutodiffBackend>(
-    config: &ContrastiveExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let splits = config.splits(ctx)?;
-    let (settings, device) = (&config.training, devices[0].clone());
-    let views = ViewPairBatcher::new(
-        splits.mean,
-        splits.std,
-        config.data.augment(),
-        settings.seed,
-    );
-    let loaders = Loaders {
-        train: DataLoaderBuilder::new(views)
-            .batch_size(settings.batch_per_device(ctx.parts()))
-            .shuffle(settings.seed)
-            .set_device(device.clone())
-            .build(splits.train.clone()),
-        valid: config.eval_loader(splits.valid.clone(), &splits, &device),
-        test: config.eval_loader(splits.test.clone(), &splits, &device),
-    };
-    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
-    let about = format!(
-        "images: {} train, two views each, no labels; NT-Xent at temperature {}",
-        training.train_items(),
-        config.model.temperature
-    );
-    let job: ContrastiveJob<'_, B> = training.about(about).into();
-    let mut report = job.run(|device| config.model.init::<B>(device))?.report()?;
-    let encoder = load_pretrained::<B>(config, ctx, &device)?.encoder.valid();
-    report.probe = Some(probe_every_label::<B, _>(
-        &encoder,
-        &splits,
-        settings.seed,
-        &device,
-    )?);
-    Ok(report)
+impl<B: AutodiffBackend> Pipeline<B> for ContrastiveExperimentConfig {
+    /// Pre-trains the encoder, saves `model.mpk`, scores NT-Xent on valid and test, and probes the
+    /// encoder's features with every training label.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let splits = self.splits(ctx)?;
+        let (settings, device) = (&self.training, devices[0].clone());
+        let views =
+            ViewPairBatcher::new(splits.mean, splits.std, self.data.augment(), settings.seed);
+        let loaders = Loaders {
+            train: train_loader(views, splits.train.clone(), settings, ctx, &device),
+            valid: self.eval_loader(splits.valid.clone(), &splits, &device),
+            test: self.eval_loader(splits.test.clone(), &splits, &device),
+        };
+        let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+        let about = format!(
+            "images: {} train, two views each, no labels; NT-Xent at temperature {}",
+            training.train_items(),
+            self.model.temperature
+        );
+        let job: ContrastiveJob<'_, B> = training.about(about).into();
+        let mut report = job.run(|device| self.model.init::<B>(device))?.report()?;
+        let encoder = load_pretrained::<B>(self, ctx, &device)?.encoder.valid();
+        report.probe = Some(probe_every_label::<B, _>(
+            &encoder,
+            &splits,
+            settings.seed,
+            &device,
+        )?);
+        Ok(report)
+    }
+
+    /// Rebuilds the model from the config, loads `model.mpk`, and scores NT-Xent on the test set.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let splits = self.splits(ctx)?;
+        let test = self.eval_loader(splits.test.clone(), &splits, &device);
+        let job: ContrastiveJob<'_, B> = Scoring::new(ctx, device, test).into();
+        job.run(|device| self.model.init::<B>(device))?.scores()
+    }
+
+    /// `pdl probe`: scores the run's encoder against a random one, and against training from
+    /// scratch, with each number of labels of `plan`. Subsets are class-balanced and drawn with the
+    /// run's seed; the test set is the official one.
+    fn probe(
+        &self,
+        ctx: &RunContext,
+        device: &B::Device,
+        plan: &ProbePlan,
+    ) -> Result<Vec<ProbeRow>> {
+        let splits = self.splits(ctx)?;
+        let saved = load_pretrained::<B>(self, ctx, device)?;
+        let encoder = &self.model.encoder;
+        let seed = self.training.seed;
+        compare(
+            saved.encoder,
+            |d| encoder.init(d),
+            &splits,
+            seed,
+            plan,
+            device,
+        )
+    }
 }
 
 /// The model of the run saved in `ctx`'s folder.
@@ -191,38 +196,4 @@ fn load_pretrained<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<SimClr<B>> {
     load_saved(&ctx.artifact_dir, device, |d| config.model.init::<B>(d))
-}
-
-/// Rebuilds the model from `config`, loads `model.mpk`, and scores NT-Xent on the test set.
-pub fn eval<B: AutodiffBackend>(
-    config: &ContrastiveExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let splits = config.splits(ctx)?;
-    let test = config.eval_loader(splits.test.clone(), &splits, &device);
-    let job: ContrastiveJob<'_, B> = Scoring::new(ctx, device, test).into();
-    job.run(|device| config.model.init::<B>(device))?.scores()
-}
-
-/// `pdl probe`: scores the run's encoder against a random one, and against training from
-/// scratch, with each number of labels of `plan`. Subsets are class-balanced and drawn with the
-/// run's seed; the test set is the official one.
-pub fn probe_run<B: AutodiffBackend>(
-    config: &ContrastiveExperimentConfig,
-    ctx: &RunContext,
-    device: &B::Device,
-    plan: &ProbePlan,
-) -> Result<Vec<ProbeRow>> {
-    config.validate()?;
-    let splits = config.splits(ctx)?;
-    let seed = config.training.seed;
-    let saved = load_pretrained::<B>(config, ctx, device)?;
-    // A fresh encoder drawn with the run's seed, as pre-training's was, and drawn now (not lazily
-    // on first use) so that the probes and the training from scratch start from the same weights.
-    let fresh = pdl_models::seeded::<B, _>(device, seed, |d| {
-        materialize(config.model.encoder.init::<B>(d))
-    });
-    compare(saved.encoder, fresh, &splits, seed, plan, device)
 }

@@ -9,12 +9,13 @@
 //! them, beside the naive forecast (the last `H` steps of the look-back repeated) on the same
 //! windows: a model that does not beat it has learnt nothing.
 
+use super::Pipeline;
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Predicting, Scoring, Training};
 use crate::learner::{Tally, TaskOutput};
 use crate::plots::Figure;
 use crate::plots::figures::{ForecastWindow, Forecasts};
-use crate::settings::{Optimiser, RunConfig, SMOKE_BATCHES, TrainingSettings};
+use crate::settings::{CheckParts, Optimiser, RunConfig, SMOKE_BATCHES, TrainingSettings};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
@@ -162,15 +163,14 @@ impl ForecastExperimentConfig {
         };
         Self::with_data(experiment, dataset, model, training, data)
     }
+}
 
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
+impl CheckParts for ForecastExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
         if self.data.lookback == 0 || self.data.horizon == 0 {
-            return bad("lookback and horizon must be at least 1".into());
+            return Err("lookback and horizon must be at least 1".into());
         }
-        self.training.validate().or_else(bad)?;
-        self.model.validate().or_else(bad)
+        self.model.validate()
     }
 }
 
@@ -266,77 +266,88 @@ pub fn naive_scores<B: Backend>(
     RegressionOutput::<B>::scores(&tally)
 }
 
-/// Trains the configured model, saves `model.mpk`, scores valid and test beside the naive
-/// forecast.
-pub fn train<B: AutodiffBackend>(
-    config: &ForecastExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let splits = load_splits(config, ctx)?;
-    let (settings, device) = (&config.training, devices[0].clone());
-    let (train_batches, eval_batches) = match settings.smoke {
-        true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
-        false => (None, None),
-    };
-    let columns = splits.columns;
-    let (test_windows, shown) = (splits.test.clone(), splits.shown.clone());
-    let eval =
-        |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
-    let loaders = Loaders {
-        train: loader::<B>(
-            splits.train,
-            columns,
-            settings.batch_per_device(ctx.parts()),
-            Some(settings.seed),
-            train_batches,
-            &device,
-        ),
-        valid: eval(splits.valid),
-        test: eval(splits.test),
-    };
-    let test = loaders.test.clone();
-    let about = format!(
-        "series: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test windows",
-        config.data.lookback,
-        config.data.horizon,
-        loaders.train.num_items(),
-        loaders.valid.num_items(),
-        test.num_items()
-    );
-    let optimiser = Optimiser::AdamL2 { epsilon: None };
-    let training = Training::new(settings, optimiser, ctx, devices, loaders).about(about);
-    let mut report = config.model.run::<B>(training.into())?.report()?;
-    let naive = naive_scores(&test, config.data.horizon);
-    println!(
-        "naive forecast (repeat the last {} steps): test {naive}",
-        config.data.horizon
-    );
-    report.baseline = Some(naive);
-    match forecasts::<B>(config, ctx, device, &test_windows, columns, shown) {
-        Ok(figure) => report.figures.push(figure),
-        Err(e) => println!("note: no test forecasts: {e:#}"),
+impl<B: AutodiffBackend> Pipeline<B> for ForecastExperimentConfig {
+    /// Trains the configured model, saves `model.mpk`, scores valid and test beside the naive
+    /// forecast.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let splits = load_splits(self, ctx)?;
+        let (settings, device) = (&self.training, devices[0].clone());
+        let (train_batches, eval_batches) = match settings.smoke {
+            true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
+            false => (None, None),
+        };
+        let columns = splits.columns;
+        let (test_windows, shown) = (splits.test.clone(), splits.shown.clone());
+        let eval =
+            |set| loader::<B::InnerBackend>(set, columns, EVAL_BATCH, None, eval_batches, &device);
+        let loaders = Loaders {
+            train: loader::<B>(
+                splits.train,
+                columns,
+                settings.batch_per_device(ctx.parts()),
+                Some(settings.seed),
+                train_batches,
+                &device,
+            ),
+            valid: eval(splits.valid),
+            test: eval(splits.test),
+        };
+        let test = loaders.test.clone();
+        let about = format!(
+            "series: {columns}, look-back {}, horizon {}; {} train / {} valid / {} test windows",
+            self.data.lookback,
+            self.data.horizon,
+            loaders.train.num_items(),
+            loaders.valid.num_items(),
+            test.num_items()
+        );
+        let optimiser = Optimiser::AdamL2 { epsilon: None };
+        let training = Training::new(settings, optimiser, ctx, devices, loaders).about(about);
+        let mut report = self.model.run::<B>(training.into())?.report()?;
+        let naive = naive_scores(&test, self.data.horizon);
+        println!(
+            "naive forecast (repeat the last {} steps): test {naive}",
+            self.data.horizon
+        );
+        report.baseline = Some(naive);
+        match forecasts::<B>(self, ctx, device, &test_windows, columns, shown) {
+            Ok(figure) => report.figures.push(figure),
+            Err(e) => println!("note: no test forecasts: {e:#}"),
+        }
+        Ok(report)
     }
-    Ok(report)
-}
 
-/// The run's own figures (`pdl plot`): the saved model's forecasts of a few test windows.
-pub fn figures<B: AutodiffBackend>(
-    config: &ForecastExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Vec<Figure>> {
-    let splits = load_splits(config, ctx)?;
-    let figure = forecasts::<B>(
-        config,
-        ctx,
-        device,
-        &splits.test,
-        splits.columns,
-        splits.shown,
-    )?;
-    Ok(vec![figure])
+    /// Rebuilds the model from the config, loads `model.mpk` from the artifact directory, and
+    /// scores the test windows.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let splits = load_splits(self, ctx)?;
+        let eval_batches = self.training.smoke.then_some(SMOKE_BATCHES.1);
+        let test = loader(
+            splits.test,
+            splits.columns,
+            EVAL_BATCH,
+            None,
+            eval_batches,
+            &device,
+        );
+        self.model
+            .run::<B>(Scoring::new(ctx, device, test).into())?
+            .scores()
+    }
+
+    /// The run's own figures (`pdl plot`): the saved model's forecasts of a few test windows.
+    fn figures(&self, ctx: &RunContext, device: B::Device, _: &Scores) -> Result<Vec<Figure>> {
+        let splits = load_splits(self, ctx)?;
+        let figure = forecasts::<B>(
+            self,
+            ctx,
+            device,
+            &splits.test,
+            splits.columns,
+            splits.shown,
+        )?;
+        Ok(vec![figure])
+    }
 }
 
 /// How many test windows `forecasts.png` shows.
@@ -395,30 +406,6 @@ fn forecasts<B: AutodiffBackend>(
         series,
         windows: windows.collect(),
     }))
-}
-
-/// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
-/// test windows.
-pub fn eval<B: AutodiffBackend>(
-    config: &ForecastExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let splits = load_splits(config, ctx)?;
-    let eval_batches = config.training.smoke.then_some(SMOKE_BATCHES.1);
-    let test = loader(
-        splits.test,
-        splits.columns,
-        EVAL_BATCH,
-        None,
-        eval_batches,
-        &device,
-    );
-    config
-        .model
-        .run::<B>(Scoring::new(ctx, device, test).into())?
-        .scores()
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 //! `SupervisedTraining`), AdamW, an optional warm-up + cosine schedule. Artifacts:
 //! `config.json`, `checkpoint/`, `model.mpk`, `metrics.json`.
 
+use super::{Pipeline, train_loader};
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
 use crate::plots::Figure;
 use crate::plots::figures::Mistakes;
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{CheckParts, Optimiser, RunConfig, TrainingSettings, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -115,6 +116,17 @@ pub struct ImageOptions {
     pub recipe: Recipe,
 }
 
+/// The options of a new run: 5,000 training images held out to validate, no augmentation.
+impl Default for ImageOptions {
+    fn default() -> Self {
+        Self {
+            valid_size: count::<5000>(),
+            augment: false,
+            recipe: Recipe::Digits,
+        }
+    }
+}
+
 /// An augmentation recipe, by what the images show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(crate = "burn::serde", rename_all = "lowercase")]
@@ -139,22 +151,6 @@ impl Recipe {
 const EVAL_BATCH: usize = 500;
 
 impl ImageExperimentConfig {
-    /// A run of `model` on `dataset` with `training`, 5,000 images held out to validate, no
-    /// augmentation.
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: ImageModelConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        let data = ImageOptions {
-            valid_size: count::<5000>(),
-            augment: false,
-            recipe: Recipe::Digits,
-        };
-        Self::with_data(experiment, dataset, model, training, data)
-    }
-
     /// With random shifts and rotations of the training images.
     pub fn augmented(self) -> Self {
         self.augmented_as(Recipe::Digits)
@@ -166,12 +162,11 @@ impl ImageExperimentConfig {
         self.data.recipe = recipe;
         self
     }
+}
 
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        self.training.validate().or_else(bad)?;
-        self.model.validate().or_else(bad)
+impl CheckParts for ImageExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
+        self.model.validate()
     }
 }
 
@@ -196,6 +191,21 @@ fn load_splits(config: &ImageExperimentConfig, ctx: &RunContext) -> Result<Split
         ctx,
         check,
     )
+}
+
+/// The `check` of [`load_image_splits`] for a network (`what`) that takes square images of
+/// `side` pixels.
+pub(crate) fn square_images(
+    side: usize,
+    what: &str,
+) -> impl Fn(usize, usize) -> Result<(), String> {
+    move |height, width| match height == side && width == side {
+        true => Ok(()),
+        false => Err(format!(
+            "the dataset's images are {height}x{width} but the {what} expects {side}x{side} \
+             images (image_size); set it in the config to match"
+        )),
+    }
 }
 
 /// Reads `dataset`'s training and test files and splits the training images into train and
@@ -259,50 +269,49 @@ pub(crate) fn eval_loader<B: Backend>(
         .build(dataset)
 }
 
-/// Trains the configured model, saves `model.mpk`, and scores it on valid and test.
-pub fn train<B: AutodiffBackend>(
-    config: &ImageExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let splits = load_splits(config, ctx)?;
-    let (settings, device) = (&config.training, devices[0].clone());
-    let mut batcher = ImageBatcher::new(splits.mean, splits.std);
-    if config.data.augment {
-        batcher = batcher.with_augment(config.data.recipe.augment(), settings.seed);
+impl<B: AutodiffBackend> Pipeline<B> for ImageExperimentConfig {
+    /// Trains the configured model, saves `model.mpk`, and scores it on valid and test.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let splits = load_splits(self, ctx)?;
+        let (settings, device) = (&self.training, devices[0].clone());
+        let mut batcher = ImageBatcher::new(splits.mean, splits.std);
+        if self.data.augment {
+            batcher = batcher.with_augment(self.data.recipe.augment(), settings.seed);
+        }
+        let (mean, std) = (splits.mean, splits.std);
+        let test_images = splits.test.clone();
+        let loaders = Loaders {
+            train: train_loader(batcher, splits.train, settings, ctx, &device),
+            valid: eval_loader(splits.valid, mean, std, &device),
+            test: eval_loader(splits.test, mean, std, &device),
+        };
+        let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+        let about = format!("images: {} train", training.train_items());
+        let mut report = self
+            .model
+            .run::<B>(training.about(about).into())?
+            .report()?;
+        let classes = ImageSource::parse(&self.dataset).class_names();
+        report.figures = vec![mistakes(&report.test, &test_images, classes)];
+        Ok(report)
     }
-    let (mean, std) = (splits.mean, splits.std);
-    let test_images = splits.test.clone();
-    let loaders = Loaders {
-        train: DataLoaderBuilder::new(batcher)
-            .batch_size(settings.batch_per_device(ctx.parts()))
-            .shuffle(settings.seed)
-            .set_device(device.clone())
-            .build(splits.train),
-        valid: eval_loader(splits.valid, mean, std, &device),
-        test: eval_loader(splits.test, mean, std, &device),
-    };
-    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
-    let about = format!("images: {} train", training.train_items());
-    let mut report = config
-        .model
-        .run::<B>(training.about(about).into())?
-        .report()?;
-    let classes = ImageSource::parse(&config.dataset).class_names();
-    report.figures = vec![mistakes(&report.test, &test_images, classes)];
-    Ok(report)
-}
 
-/// The run's own figures (`pdl plot`), from its `test` scores: the most confident mistakes.
-pub fn figures(
-    config: &ImageExperimentConfig,
-    ctx: &RunContext,
-    test: &Scores,
-) -> Result<Vec<Figure>> {
-    let splits = load_splits(config, ctx)?;
-    let classes = ImageSource::parse(&config.dataset).class_names();
-    Ok(vec![mistakes(test, &splits.test, classes)])
+    /// Rebuilds the model from the config, loads `model.mpk` from the artifact directory, and
+    /// scores the test set.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let splits = load_splits(self, ctx)?;
+        let test = eval_loader(splits.test, splits.mean, splits.std, &device);
+        self.model
+            .run::<B>(Scoring::new(ctx, device, test).into())?
+            .scores()
+    }
+
+    /// The run's own figures (`pdl plot`), from its `test` scores: the most confident mistakes.
+    fn figures(&self, ctx: &RunContext, _: B::Device, test: &Scores) -> Result<Vec<Figure>> {
+        let splits = load_splits(self, ctx)?;
+        let classes = ImageSource::parse(&self.dataset).class_names();
+        Ok(vec![mistakes(test, &splits.test, classes)])
+    }
 }
 
 /// The test images behind a classifier's most confident mistakes, for `mistakes.png`.
@@ -322,20 +331,4 @@ fn mistakes(test: &Scores, images: &ImageDataset, classes: Vec<String>) -> Figur
         width,
         classes,
     })
-}
-
-/// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
-/// test set.
-pub fn eval<B: AutodiffBackend>(
-    config: &ImageExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let splits = load_splits(config, ctx)?;
-    let test = eval_loader(splits.test, splits.mean, splits.std, &device);
-    config
-        .model
-        .run::<B>(Scoring::new(ctx, device, test).into())?
-        .scores()
 }

@@ -8,10 +8,11 @@
 //! loss in nats per character (bits: divide by ln 2), and next-character accuracy. The "test"
 //! score is the valid text's, as char-rnn and nanoGPT report it: the split has no third part.
 
+use super::Pipeline;
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
 use crate::plots::Figure;
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{CheckParts, Optimiser, RunConfig, count};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::DataLoader;
@@ -97,39 +98,34 @@ pub struct LanguageOptions {
     pub windows_per_epoch: usize,
 }
 
+/// The options of a new run: windows of 128 characters, as many per epoch as cover the training
+/// text once.
+impl Default for LanguageOptions {
+    fn default() -> Self {
+        Self {
+            seq_len: count::<128>(),
+            windows_per_epoch: 0,
+        }
+    }
+}
+
 /// Batches a `--smoke` run keeps: training, then validation.
 const SMOKE_BATCHES: (usize, usize) = (3, 2);
 
 impl LanguageExperimentConfig {
-    /// A run of `model` on `dataset` with `training`, windows of 128 characters, as many per epoch
-    /// as cover the training text once.
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: LanguageModelConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        let data = LanguageOptions {
-            seq_len: count::<128>(),
-            windows_per_epoch: 0,
-        };
-        Self::with_data(experiment, dataset, model, training, data)
-    }
-
     /// With windows of `seq_len` characters.
     pub fn with_seq_len(mut self, seq_len: usize) -> Self {
         self.data.seq_len = seq_len;
         self
     }
+}
 
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
+impl CheckParts for LanguageExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
         if self.data.seq_len == 0 {
-            return bad("seq_len must be at least 1".into());
+            return Err("seq_len must be at least 1".into());
         }
-        self.training.validate().or_else(bad)?;
-        self.model.validate(self.data.seq_len).or_else(bad)
+        self.model.validate(self.data.seq_len)
     }
 }
 
@@ -179,93 +175,101 @@ fn loader<B: Backend>(
     super::loader(CharBatcher, dataset, batch_size, shuffle, batches, device)
 }
 
-/// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores the valid text.
-pub fn train<B: AutodiffBackend>(
-    config: &LanguageExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let (train, valid, vocab) = load(config, ctx)?;
-    let prompt = sample_prompt(&vocab, &valid);
-    let path = ctx.artifact_dir.join(VOCAB_FILE);
-    std::fs::write(&path, vocab.as_string())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    let (settings, device) = (&config.training, devices[0].clone());
-    let (train_chars, valid_chars) = (train.len(), valid.len());
-    let count = match config.data.windows_per_epoch {
-        0 => (train_chars / config.data.seq_len).max(1),
-        n => n,
-    };
-    // Fresh random windows every epoch: the sampler draws a start for every item it is asked
-    // for, from one seeded generator, so a run is repeatable and no two epochs see the same set.
-    let every = windows(
-        CharWindowDataset::every(Arc::new(train), config.data.seq_len),
-        "train",
-        config,
-    )?;
-    let train_set = SamplerDataset::new(
-        every,
-        SamplerDatasetOptions::default()
-            .with_replacement()
-            .with_fixed_size(count)
-            .with_seed(settings.seed),
-    );
-    let valid_set = windows(
-        CharWindowDataset::sequential(Arc::new(valid), config.data.seq_len),
-        "valid",
-        config,
-    )?;
-    let (train_batches, eval_batches) = match settings.smoke {
-        true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
-        false => (None, None),
-    };
-    let batch_size = settings.batch_size;
-    let valid = loader::<B::InnerBackend>(valid_set, batch_size, None, eval_batches, &device);
-    let loaders = Loaders {
-        train: loader::<B>(
-            train_set,
-            settings.batch_per_device(ctx.parts()),
-            Some(settings.seed),
-            train_batches,
-            &device,
-        ),
-        // The valid text is the score: there is no test split.
-        test: valid.clone(),
-        valid,
-    };
-    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
-    let about = format!(
-        "text: {train_chars} train / {valid_chars} valid characters; {} random windows of {} \
-         per epoch",
-        training.train_items(),
-        config.data.seq_len
-    );
-    let model = config.model.with_vocab(vocab.len());
-    let mut report = model.run::<B>(training.about(about).into())?.report()?;
-    println!(
-        "valid loss {:.4} nats/char = {:.4} bits/char",
-        report.valid.loss,
-        report.valid.loss / std::f64::consts::LN_2
-    );
-    match sample::<B::InnerBackend>(config, ctx, prompt, device) {
-        Ok(figure) => report.figures.push(figure),
-        Err(e) => println!("note: no generated sample: {e:#}"),
+impl<B: AutodiffBackend> Pipeline<B> for LanguageExperimentConfig {
+    /// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores the valid text.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let (train, valid, vocab) = load(self, ctx)?;
+        let prompt = sample_prompt(&vocab, &valid);
+        let path = ctx.artifact_dir.join(VOCAB_FILE);
+        std::fs::write(&path, vocab.as_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let (settings, device) = (&self.training, devices[0].clone());
+        let (train_chars, valid_chars) = (train.len(), valid.len());
+        let count = match self.data.windows_per_epoch {
+            0 => (train_chars / self.data.seq_len).max(1),
+            n => n,
+        };
+        // Fresh random windows every epoch: the sampler draws a start for every item it is asked
+        // for, from one seeded generator, so a run is repeatable and no two epochs see the same set.
+        let every = windows(
+            CharWindowDataset::every(Arc::new(train), self.data.seq_len),
+            "train",
+            self,
+        )?;
+        let train_set = SamplerDataset::new(
+            every,
+            SamplerDatasetOptions::default()
+                .with_replacement()
+                .with_fixed_size(count)
+                .with_seed(settings.seed),
+        );
+        let valid_set = windows(
+            CharWindowDataset::sequential(Arc::new(valid), self.data.seq_len),
+            "valid",
+            self,
+        )?;
+        let (train_batches, eval_batches) = match settings.smoke {
+            true => (Some(SMOKE_BATCHES.0), Some(SMOKE_BATCHES.1)),
+            false => (None, None),
+        };
+        let batch_size = settings.batch_size;
+        let valid = loader::<B::InnerBackend>(valid_set, batch_size, None, eval_batches, &device);
+        let loaders = Loaders {
+            train: loader::<B>(
+                train_set,
+                settings.batch_per_device(ctx.parts()),
+                Some(settings.seed),
+                train_batches,
+                &device,
+            ),
+            // The valid text is the score: there is no test split.
+            test: valid.clone(),
+            valid,
+        };
+        let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+        let about = format!(
+            "text: {train_chars} train / {valid_chars} valid characters; {} random windows of {} \
+             per epoch",
+            training.train_items(),
+            self.data.seq_len
+        );
+        let model = self.model.with_vocab(vocab.len());
+        let mut report = model.run::<B>(training.about(about).into())?.report()?;
+        println!(
+            "valid loss {:.4} nats/char = {:.4} bits/char",
+            report.valid.loss,
+            report.valid.loss / std::f64::consts::LN_2
+        );
+        match sample::<B::InnerBackend>(self, ctx, prompt, device) {
+            Ok(figure) => report.figures.push(figure),
+            Err(e) => println!("note: no generated sample: {e:#}"),
+        }
+        Ok(report)
     }
-    Ok(report)
-}
 
-/// The run's own figures (`pdl plot`): a sample of the saved model's writing.
-pub fn figures<B: AutodiffBackend>(
-    config: &LanguageExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Vec<Figure>> {
-    let (_, valid, vocab) = load(config, ctx)?;
-    let prompt = sample_prompt(&vocab, &valid);
-    Ok(vec![sample::<B::InnerBackend>(
-        config, ctx, prompt, device,
-    )?])
+    /// Rebuilds the model from the config and `vocab.txt`, loads `model.mpk`, and scores the valid
+    /// text.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let (_, valid, vocab) = load(self, ctx)?;
+        let valid_set = windows(
+            CharWindowDataset::sequential(Arc::new(valid), self.data.seq_len),
+            "valid",
+            self,
+        )?;
+        let batches = self.training.smoke.then_some(SMOKE_BATCHES.1);
+        let test = loader(valid_set, self.training.batch_size, None, batches, &device);
+        let model = self.model.with_vocab(vocab.len());
+        model
+            .run::<B>(Scoring::new(ctx, device, test).into())?
+            .scores()
+    }
+
+    /// The run's own figures (`pdl plot`): a sample of the saved model's writing.
+    fn figures(&self, ctx: &RunContext, device: B::Device, _: &Scores) -> Result<Vec<Figure>> {
+        let (_, valid, vocab) = load(self, ctx)?;
+        let prompt = sample_prompt(&vocab, &valid);
+        Ok(vec![sample::<B::InnerBackend>(self, ctx, prompt, device)?])
+    }
 }
 
 /// [`SAMPLE_PROMPT`] where the vocabulary has its letters, else the valid text's first character.
@@ -301,33 +305,6 @@ fn sample<B: Backend>(
 /// seed 1); a text whose vocabulary lacks its letters is prompted with its valid part's first
 /// character instead.
 pub const SAMPLE_PROMPT: &str = "ROMEO:";
-
-/// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the valid text.
-pub fn eval<B: AutodiffBackend>(
-    config: &LanguageExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let (_, valid, vocab) = load(config, ctx)?;
-    let valid_set = windows(
-        CharWindowDataset::sequential(Arc::new(valid), config.data.seq_len),
-        "valid",
-        config,
-    )?;
-    let batches = config.training.smoke.then_some(SMOKE_BATCHES.1);
-    let test = loader(
-        valid_set,
-        config.training.batch_size,
-        None,
-        batches,
-        &device,
-    );
-    let model = config.model.with_vocab(vocab.len());
-    model
-        .run::<B>(Scoring::new(ctx, device, test).into())?
-        .scores()
-}
 
 /// What `pdl generate` asks for.
 #[derive(Debug, Clone)]

@@ -15,12 +15,14 @@
 //! from `pdl plot` `reconstructions.png`: test digits, what the encoder was shown, and what the
 //! decoder filled in.
 
+use super::{Pipeline, train_loader};
 use crate::artifacts::{RunContext, RunReport, Scores};
-use crate::experiments::image_classification::{Splits, load_image_splits};
+use crate::experiments::image_classification::{Splits, load_image_splits, square_images};
 use crate::job::{Job, Loaders, Scoring, Training};
-use crate::learner::{load_saved, materialize};
+use crate::learner::load_saved;
+use crate::plots::Figure;
 use crate::probe::{ProbePlan, ProbeRow, compare, probe_every_label};
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{CheckParts, Optimiser, RunConfig, count};
 use anyhow::Result;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::AutodiffModule;
@@ -43,39 +45,19 @@ pub struct MaskedImageOptions {
     pub valid_size: usize,
 }
 
-impl MaskedExperimentConfig {
-    /// MAE pre-training of `model` on `dataset`.
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: MaeConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        let data = MaskedImageOptions {
+/// The options of a new run: 5,000 training images held out to validate.
+impl Default for MaskedImageOptions {
+    fn default() -> Self {
+        Self {
             valid_size: count::<5000>(),
-        };
-        Self::with_data(experiment, dataset, model, training, data)
+        }
     }
+}
 
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        self.training.validate().or_else(bad)?;
-        self.model.validate().or_else(bad)
-    }
-
+impl MaskedExperimentConfig {
     fn splits(&self, ctx: &RunContext) -> Result<Splits> {
-        let vit = &self.model.encoder;
-        let side = vit.image_size;
-        let check = |height, width| match height == side && width == side {
-            true => Ok(()),
-            false => Err(format!(
-                "the dataset's images are {height}x{width} but the ViT expects {side}x{side} \
-                 images (image_size); set it in the config to match"
-            )),
-        };
-        let smoke = self.smoke_sizes();
-        let valid = self.data.valid_size;
+        let check = square_images(self.model.encoder.image_size, "ViT");
+        let (valid, smoke) = (self.data.valid_size, self.smoke_sizes());
         load_image_splits(&self.dataset, valid, &self.training, smoke, ctx, check)
     }
 
@@ -98,54 +80,99 @@ impl MaskedExperimentConfig {
     }
 }
 
+impl CheckParts for MaskedExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
+        self.model.validate()
+    }
+}
+
 /// What the masked-image pipeline hands a model: batches of images and their patch orders.
 type MaskedJob<'a, B> =
     Job<'a, B, MaskedImageBatch<B>, MaskedImageBatch<<B as AutodiffBackend>::InnerBackend>>;
 
-/// Pre-trains the encoder, saves `model.mpk`, scores the masked-pixel loss on valid and test,
-/// and probes the encoder's class token with every training label.
-pub fn train<B: AutodiffBackend>(
-    config: &MaskedExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let splits = config.splits(ctx)?;
-    let (settings, device) = (&config.training, devices[0].clone());
-    let loaders = Loaders {
-        train: DataLoaderBuilder::new(config.batcher(&splits))
-            .batch_size(settings.batch_per_device(ctx.parts()))
-            .shuffle(settings.seed)
-            .set_device(device.clone())
-            .build(splits.train.clone()),
-        valid: config.eval_loader(splits.valid.clone(), &splits, &device),
-        test: config.eval_loader(splits.test.clone(), &splits, &device),
-    };
-    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
-    let model = &config.model;
-    let about = format!(
-        "images: {} train, no labels; {} of {} patches hidden, loss on their pixels only",
-        training.train_items(),
-        model.encoder.num_patches() - model.visible_patches(),
-        model.encoder.num_patches(),
-    );
-    let job: MaskedJob<'_, B> = training.about(about).into();
-    let mut report = job.run(|device| model.init::<B>(device))?.report()?;
-    let saved = load_pretrained::<B>(config, ctx, &device)?.valid();
-    report.figures = vec![reconstructions(
-        &saved,
-        &splits,
-        config,
-        report.test.loss,
-        &device,
-    )];
-    report.probe = Some(probe_every_label::<B, _>(
-        &saved.encoder,
-        &splits,
-        settings.seed,
-        &device,
-    )?);
-    Ok(report)
+impl<B: AutodiffBackend> Pipeline<B> for MaskedExperimentConfig {
+    /// Pre-trains the encoder, saves `model.mpk`, scores the masked-pixel loss on valid and test,
+    /// and probes the encoder's class token with every training label.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let splits = self.splits(ctx)?;
+        let (settings, device) = (&self.training, devices[0].clone());
+        let loaders = Loaders {
+            train: train_loader(
+                self.batcher(&splits),
+                splits.train.clone(),
+                settings,
+                ctx,
+                &device,
+            ),
+            valid: self.eval_loader(splits.valid.clone(), &splits, &device),
+            test: self.eval_loader(splits.test.clone(), &splits, &device),
+        };
+        let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+        let model = &self.model;
+        let about = format!(
+            "images: {} train, no labels; {} of {} patches hidden, loss on their pixels only",
+            training.train_items(),
+            model.encoder.num_patches() - model.visible_patches(),
+            model.encoder.num_patches(),
+        );
+        let job: MaskedJob<'_, B> = training.about(about).into();
+        let mut report = job.run(|device| model.init::<B>(device))?.report()?;
+        let saved = load_pretrained::<B>(self, ctx, &device)?.valid();
+        report.figures = vec![reconstructions(
+            &saved,
+            &splits,
+            self,
+            report.test.loss,
+            &device,
+        )];
+        report.probe = Some(probe_every_label::<B, _>(
+            &saved.encoder,
+            &splits,
+            settings.seed,
+            &device,
+        )?);
+        Ok(report)
+    }
+
+    /// Rebuilds the model from the config, loads `model.mpk`, and scores the masked-pixel loss on
+    /// the test set.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let splits = self.splits(ctx)?;
+        let test = self.eval_loader(splits.test.clone(), &splits, &device);
+        let job: MaskedJob<'_, B> = Scoring::new(ctx, device, test).into();
+        job.run(|device| self.model.init::<B>(device))?.scores()
+    }
+
+    /// The run's own figure (`pdl plot`): reconstructions of the first test images.
+    fn figures(&self, ctx: &RunContext, device: B::Device, test: &Scores) -> Result<Vec<Figure>> {
+        let splits = self.splits(ctx)?;
+        let saved = load_pretrained::<B>(self, ctx, &device)?.valid();
+        Ok(vec![reconstructions(
+            &saved, &splits, self, test.loss, &device,
+        )])
+    }
+
+    /// `pdl probe`: the run's ViT against a random one and against the same ViT trained from
+    /// scratch ([`compare`]).
+    fn probe(
+        &self,
+        ctx: &RunContext,
+        device: &B::Device,
+        plan: &ProbePlan,
+    ) -> Result<Vec<ProbeRow>> {
+        let splits = self.splits(ctx)?;
+        let saved = load_pretrained::<B>(self, ctx, device)?;
+        let encoder = &self.model.encoder;
+        let seed = self.training.seed;
+        compare(
+            saved.encoder,
+            |d| encoder.init(d),
+            &splits,
+            seed,
+            plan,
+            device,
+        )
+    }
 }
 
 /// The model of the run saved in `ctx`'s folder.
@@ -155,34 +182,6 @@ fn load_pretrained<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Mae<B>> {
     load_saved(&ctx.artifact_dir, device, |d| config.model.init::<B>(d))
-}
-
-/// Rebuilds the model from `config`, loads `model.mpk`, and scores the masked-pixel loss on the
-/// test set.
-pub fn eval<B: AutodiffBackend>(
-    config: &MaskedExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let splits = config.splits(ctx)?;
-    let test = config.eval_loader(splits.test.clone(), &splits, &device);
-    let job: MaskedJob<'_, B> = Scoring::new(ctx, device, test).into();
-    job.run(|device| config.model.init::<B>(device))?.scores()
-}
-
-/// The run's own figure (`pdl plot`): reconstructions of the first test images.
-pub fn figures<B: AutodiffBackend>(
-    config: &MaskedExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-    test: &Scores,
-) -> Result<Vec<crate::plots::Figure>> {
-    let splits = config.splits(ctx)?;
-    let saved = load_pretrained::<B>(config, ctx, &device)?.valid();
-    Ok(vec![reconstructions(
-        &saved, &splits, config, test.loss, &device,
-    )])
 }
 
 /// Test images shown in a figure.
@@ -238,24 +237,4 @@ fn reconstructions<B: Backend>(
         width,
         mse,
     })
-}
-
-/// `pdl probe`: the run's ViT against a random one and against the same ViT trained from
-/// scratch ([`compare`]).
-pub fn probe_run<B: AutodiffBackend>(
-    config: &MaskedExperimentConfig,
-    ctx: &RunContext,
-    device: &B::Device,
-    plan: &ProbePlan,
-) -> Result<Vec<ProbeRow>> {
-    config.validate()?;
-    let splits = config.splits(ctx)?;
-    let seed = config.training.seed;
-    let saved = load_pretrained::<B>(config, ctx, device)?;
-    // A fresh encoder drawn with the run's seed, as pre-training's was, and drawn now (not lazily
-    // on first use) so that the probes and the training from scratch start from the same weights.
-    let fresh = pdl_models::seeded::<B, _>(device, seed, |d| {
-        materialize(config.model.encoder.init::<B>(d))
-    });
-    compare(saved.encoder, fresh, &splits, seed, plan, device)
 }

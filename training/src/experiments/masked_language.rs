@@ -17,11 +17,12 @@
 //! encoder.
 
 use super::text_classification::{EVAL_BATCH, SentenceOptions, VOCAB_FILE, load_splits};
+use super::{Pipeline, train_loader};
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::ExperimentConfig;
 use crate::job::{Job, Loaders, Scoring, Training};
 use crate::learner::load_saved;
-use crate::settings::{Optimiser, RunConfig, TrainingSettings};
+use crate::settings::{CheckParts, Optimiser, RunConfig};
 use anyhow::{Result, bail};
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
@@ -41,44 +42,6 @@ type MaskedTextJob<'a, B> =
     Job<'a, B, MaskedSentenceBatch<B>, MaskedSentenceBatch<<B as AutodiffBackend>::InnerBackend>>;
 
 impl MaskedTextExperimentConfig {
-    /// Masked-language pre-training of `model` on `dataset`'s training sentences, with the
-    /// sentence pipeline's split (2,000 held out) and vocabulary (every training word).
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: MaskedLanguageModelConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        Self::with_data(
-            experiment,
-            dataset,
-            model,
-            training,
-            SentenceOptions::default(),
-        )
-    }
-
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.data.labelled.is_some() || self.data.pretrained.is_some() {
-            return bad(
-                "pre-training reads no labels and starts from scratch: --labels and --from \
-                 belong to the fine-tuning run (sst2-finetune)"
-                    .into(),
-            );
-        }
-        if self.data.max_len > self.model.encoder.max_len || self.data.valid_size == 0 {
-            return bad(format!(
-                "max_len {} must be at most the positions the encoder covers ({}), and \
-                 valid_size at least 1",
-                self.data.max_len, self.model.encoder.max_len
-            ));
-        }
-        self.training.validate().or_else(bad)?;
-        self.sized(2).validate().or_else(bad)
-    }
-
     /// The model for a vocabulary of `vocab_size` words.
     fn sized(&self, vocab_size: usize) -> MaskedLanguageModelConfig {
         let encoder = TransformerClassifierConfig {
@@ -111,58 +74,72 @@ impl MaskedTextExperimentConfig {
     }
 }
 
-/// Pre-trains the encoder, saves `model.mpk` and `vocab.txt`, and scores the hidden words of the
-/// held-out part and of dev.
-pub fn train<B: AutodiffBackend>(
-    config: &MaskedTextExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let splits = load_splits(config, ctx, None)?;
-    splits.vocab.save(&ctx.artifact_dir.join(VOCAB_FILE))?;
-    let (settings, device) = (&config.training, devices[0].clone());
-    let about = format!(
-        "sentences: {} train, no labels; {:.0}% of each one's words hidden (at least one), the \
-         loss on them only; vocabulary {} words",
-        splits.train.len(),
-        100.0 * config.model.mask_ratio,
-        splits.vocab.len()
-    );
-    let loaders = Loaders {
-        train: DataLoaderBuilder::new(config.batcher(&splits.vocab))
-            .batch_size(settings.batch_per_device(ctx.parts()))
-            .shuffle(settings.seed)
-            .set_device(device.clone())
-            .build(splits.train),
-        valid: config.eval_loader(splits.valid, &splits.vocab, &device),
-        test: config.eval_loader(splits.test, &splits.vocab, &device),
-    };
-    let model = config.sized(splits.vocab.len());
-    let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
-    let job: MaskedTextJob<'_, B> = training.about(about).into();
-    let mut report = job.run(|device| model.init::<B>(device))?.report()?;
-    // Which word was taken for which says little over thousands of words (and a tiny vocabulary
-    // would get a confusion matrix drawn): no matrix.
-    report.valid.confusion = None;
-    report.test.confusion = None;
-    Ok(report)
+impl CheckParts for MaskedTextExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
+        if self.data.labelled.is_some() || self.data.pretrained.is_some() {
+            return Err(
+                "pre-training reads no labels and starts from scratch: --labels and --from \
+                 belong to the fine-tuning run (sst2-finetune)"
+                    .into(),
+            );
+        }
+        if self.data.max_len > self.model.encoder.max_len || self.data.valid_size == 0 {
+            return Err(format!(
+                "max_len {} must be at most the positions the encoder covers ({}), and \
+                 valid_size at least 1",
+                self.data.max_len, self.model.encoder.max_len
+            ));
+        }
+        self.sized(2).validate()
+    }
 }
 
-/// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the hidden
-/// words of dev.
-pub fn eval<B: AutodiffBackend>(
-    config: &MaskedTextExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let vocab = WordVocab::load(&ctx.artifact_dir.join(VOCAB_FILE))?;
-    let splits = load_splits(config, ctx, Some(vocab))?;
-    let test = config.eval_loader(splits.test, &splits.vocab, &device);
-    let model = config.sized(splits.vocab.len());
-    let job: MaskedTextJob<'_, B> = Scoring::new(ctx, device, test).into();
-    job.run(|device| model.init::<B>(device))?.scores()
+impl<B: AutodiffBackend> Pipeline<B> for MaskedTextExperimentConfig {
+    /// Pre-trains the encoder, saves `model.mpk` and `vocab.txt`, and scores the hidden words of
+    /// the held-out part and of dev.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let splits = load_splits(self, ctx, None)?;
+        splits.vocab.save(&ctx.artifact_dir.join(VOCAB_FILE))?;
+        let (settings, device) = (&self.training, devices[0].clone());
+        let about = format!(
+            "sentences: {} train, no labels; {:.0}% of each one's words hidden (at least one), the \
+             loss on them only; vocabulary {} words",
+            splits.train.len(),
+            100.0 * self.model.mask_ratio,
+            splits.vocab.len()
+        );
+        let loaders = Loaders {
+            train: train_loader(
+                self.batcher(&splits.vocab),
+                splits.train,
+                settings,
+                ctx,
+                &device,
+            ),
+            valid: self.eval_loader(splits.valid, &splits.vocab, &device),
+            test: self.eval_loader(splits.test, &splits.vocab, &device),
+        };
+        let model = self.sized(splits.vocab.len());
+        let training = Training::new(settings, Optimiser::AdamW, ctx, devices, loaders);
+        let job: MaskedTextJob<'_, B> = training.about(about).into();
+        let mut report = job.run(|device| model.init::<B>(device))?.report()?;
+        // Which word was taken for which says little over thousands of words (and a tiny vocabulary
+        // would get a confusion matrix drawn): no matrix.
+        report.valid.confusion = None;
+        report.test.confusion = None;
+        Ok(report)
+    }
+
+    /// Rebuilds the model from the config and `vocab.txt`, loads `model.mpk`, and scores the hidden
+    /// words of dev.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let vocab = WordVocab::load(&ctx.artifact_dir.join(VOCAB_FILE))?;
+        let splits = load_splits(self, ctx, Some(vocab))?;
+        let test = self.eval_loader(splits.test, &splits.vocab, &device);
+        let model = self.sized(splits.vocab.len());
+        let job: MaskedTextJob<'_, B> = Scoring::new(ctx, device, test).into();
+        job.run(|device| model.init::<B>(device))?.scores()
+    }
 }
 
 /// The vocabulary and the model of the masked-language pre-training run in `dir`, checked against

@@ -13,10 +13,14 @@ pub mod masked_language;
 pub mod node_classification;
 pub mod text_classification;
 
+use crate::artifacts::{RunContext, RunReport, Scores};
+use crate::plots::Figure;
+use crate::probe::{ProbePlan, ProbeRow};
 use crate::schedule::ScheduleConfig;
-use crate::settings::{RunConfig, TrainingSettings};
+use crate::settings::{CheckParts, RunConfig, TrainingSettings};
 use anyhow::{Context, Result, bail};
 use burn::config::Config;
+use burn::tensor::backend::AutodiffBackend;
 use contrastive::ContrastiveExperimentConfig;
 use forecasting::{ForecastExperimentConfig, ForecastModelConfig, TimeSplit};
 use image_classification::{ImageExperimentConfig, ImageModelConfig};
@@ -223,6 +227,21 @@ impl ExperimentConfig {
         })
     }
 
+    /// The config, checked, as its pipeline's on backend `B`: the one place a pipeline is picked.
+    pub fn pipeline<B: AutodiffBackend>(&self) -> Result<&dyn Pipeline<B>> {
+        self.validate()?;
+        Ok(match self {
+            ExperimentConfig::Image(c) => c,
+            ExperimentConfig::Graph(c) => c,
+            ExperimentConfig::Forecast(c) => c,
+            ExperimentConfig::Language(c) => c,
+            ExperimentConfig::Sentence(c) => c,
+            ExperimentConfig::Contrastive(c) => c,
+            ExperimentConfig::Masked(c) => c,
+            ExperimentConfig::MaskedText(c) => c,
+        })
+    }
+
     /// The parts every pipeline's config has, whatever its model and data.
     fn common(&self) -> &dyn CommonParts {
         match self {
@@ -295,16 +314,7 @@ impl ExperimentConfig {
 
     /// Checks everything that can be checked before reading data.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            ExperimentConfig::Image(c) => c.validate(),
-            ExperimentConfig::Graph(c) => c.validate(),
-            ExperimentConfig::Forecast(c) => c.validate(),
-            ExperimentConfig::Language(c) => c.validate(),
-            ExperimentConfig::Sentence(c) => c.validate(),
-            ExperimentConfig::Contrastive(c) => c.validate(),
-            ExperimentConfig::Masked(c) => c.validate(),
-            ExperimentConfig::MaskedText(c) => c.validate(),
-        }
+        self.common().validate()
     }
 
     /// Applies command-line overrides, then checks the result. A flag the pipeline has no use for
@@ -351,15 +361,51 @@ impl ExperimentConfig {
     }
 }
 
+/// What a chapter's pipeline does with its config on backend `B`. Each pipeline's file implements
+/// it for its config; [`ExperimentConfig::pipeline`] picks the one a run's config belongs to, and
+/// the commands (`pdl train`, `eval`, `plot`, `probe`) call it. The config has been checked
+/// ([`ExperimentConfig::validate`]) before any of these is called.
+pub trait Pipeline<B: AutodiffBackend> {
+    /// Trains on `devices` (the first one scores), saves the run in `ctx`'s folder, and reports.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport>;
+
+    /// Rebuilds the model, loads the run saved in `ctx`'s folder, and scores it on the test set.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores>;
+
+    /// The run's own figures for `pdl plot`, beside its learning curves; `test` is what
+    /// [`Pipeline::eval`] gave. None unless the pipeline draws some.
+    fn figures(&self, ctx: &RunContext, device: B::Device, test: &Scores) -> Result<Vec<Figure>> {
+        let _ = (ctx, device, test);
+        Ok(Vec::new())
+    }
+
+    /// `pdl probe`: the saved encoder's features against a fresh encoder's and against training
+    /// from scratch, with each number of labels of `plan`. Only pre-training runs have one.
+    fn probe(
+        &self,
+        ctx: &RunContext,
+        device: &B::Device,
+        plan: &ProbePlan,
+    ) -> Result<Vec<ProbeRow>> {
+        let _ = (ctx, device, plan);
+        bail!("only a pre-training run has an encoder to probe")
+    }
+}
+
 /// What [`ExperimentConfig`] reads the same way from every pipeline's [`RunConfig`].
 trait CommonParts {
     /// The experiment's name and training settings.
     fn header(&self) -> (&str, &TrainingSettings);
     /// The config as pretty JSON.
     fn to_json(&self) -> String;
+    /// [`RunConfig::validate`].
+    fn validate(&self) -> Result<()>;
 }
 
-impl<M: Serialize, D: Serialize> CommonParts for RunConfig<M, D> {
+impl<M: Serialize, D: Serialize> CommonParts for RunConfig<M, D>
+where
+    Self: CheckParts,
+{
     fn header(&self) -> (&str, &TrainingSettings) {
         (&self.experiment, &self.training)
     }
@@ -367,6 +413,37 @@ impl<M: Serialize, D: Serialize> CommonParts for RunConfig<M, D> {
     fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a config is plain data")
     }
+
+    fn validate(&self) -> Result<()> {
+        RunConfig::validate(self)
+    }
+}
+
+/// The training loader as every pipeline builds it: each device's share of the global batch,
+/// reshuffled every epoch from the run's seed.
+pub(crate) fn train_loader<B, I, O, D, T>(
+    batcher: T,
+    dataset: D,
+    settings: &TrainingSettings,
+    ctx: &RunContext,
+    device: &B::Device,
+) -> std::sync::Arc<dyn burn::data::dataloader::DataLoader<B, O>>
+where
+    B: burn::tensor::backend::Backend,
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+    D: burn::data::dataset::Dataset<I> + 'static,
+    T: burn::data::dataloader::batcher::Batcher<B, I, O> + 'static,
+{
+    let batch_size = settings.batch_per_device(ctx.parts());
+    loader(
+        batcher,
+        dataset,
+        batch_size,
+        Some(settings.seed),
+        None,
+        device,
+    )
 }
 
 /// A data loader over at most `max_batches` batches of `dataset` (all of it when none: `--smoke`

@@ -12,11 +12,12 @@
 //! on the one public Planetoid split, whose node ids the LINQS files do not carry). Set
 //! `split_seed` in a config to train several initialisations on one split.
 
+use super::Pipeline;
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
 use crate::plots::Figure;
 use crate::plots::figures::Embedding;
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{CheckParts, Optimiser, RunConfig, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -139,41 +140,21 @@ pub struct GraphOptions {
     pub split_seed: Option<u64>,
 }
 
-impl GraphExperimentConfig {
-    /// A run of `model` on `dataset` with `training`, on a Planetoid-sized split drawn by the
-    /// seed (20 nodes per class to train, 500 to validate, 1,000 to test), features row-normalised.
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: GraphModelConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        let data = GraphOptions {
+/// The options of a new run: a Planetoid-sized split drawn by the seed (20 nodes per class to
+/// train, 500 to validate, 1,000 to test), features row-normalised.
+impl Default for GraphOptions {
+    fn default() -> Self {
+        Self {
             row_normalize: true,
             train_per_class: count::<20>(),
             valid_size: count::<500>(),
             test_size: count::<1000>(),
             split_seed: None,
-        };
-        Self::with_data(experiment, dataset, model, training, data)
-    }
-
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        self.training.validate().or_else(bad)?;
-        let GraphOptions {
-            train_per_class,
-            valid_size,
-            test_size,
-            ..
-        } = self.data;
-        if train_per_class == 0 || valid_size == 0 || test_size == 0 {
-            return bad("train_per_class, valid_size and test_size must be at least 1".into());
         }
-        self.model.validate().or_else(bad)
     }
+}
 
+impl GraphExperimentConfig {
     /// Applies `--smoke`: one epoch on a split of 2 nodes per class and at most 20 valid and test
     /// nodes.
     pub fn into_smoke(mut self) -> Self {
@@ -183,6 +164,21 @@ impl GraphExperimentConfig {
         data.valid_size = data.valid_size.min(20);
         data.test_size = data.test_size.min(20);
         self
+    }
+}
+
+impl CheckParts for GraphExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
+        let GraphOptions {
+            train_per_class,
+            valid_size,
+            test_size,
+            ..
+        } = self.data;
+        if train_per_class == 0 || valid_size == 0 || test_size == 0 {
+            return Err("train_per_class, valid_size and test_size must be at least 1".into());
+        }
+        self.model.validate()
     }
 }
 
@@ -227,63 +223,65 @@ fn loader<B: Backend>(
         .build(GraphDataset::new(nodes.to_vec()))
 }
 
-/// Trains the configured model on the whole graph, saves `model.mpk`, scores valid and test.
-pub fn train<B: AutodiffBackend>(
-    config: &GraphExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    if devices.len() > 1 {
-        bail!(
-            "{}: full-graph training takes one step per epoch on one device; --devices {} does \
-             not apply",
-            config.experiment,
-            devices.len()
+impl<B: AutodiffBackend> Pipeline<B> for GraphExperimentConfig {
+    /// Trains the configured model on the whole graph, saves `model.mpk`, scores valid and test.
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        if devices.len() > 1 {
+            bail!(
+                "{}: full-graph training takes one step per epoch on one device; --devices {} does \
+                 not apply",
+                self.experiment,
+                devices.len()
+            );
+        }
+        let (graph, split) = load_graph(self, ctx)?;
+        let device = devices[0].clone();
+        let loaders = Loaders {
+            train: loader::<B>(&graph, &split.train, &device),
+            valid: loader(&graph, &split.valid, &device),
+            test: loader(&graph, &split.test, &device),
+        };
+        let about = format!(
+            "graph: {} nodes, {} edges, {} features, {} classes; {} train / {} valid / {} test nodes",
+            graph.num_nodes,
+            graph.num_edges(),
+            graph.num_features,
+            graph.num_classes(),
+            split.train.len(),
+            split.valid.len(),
+            split.test.len()
         );
+        // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5 is
+        // near the size of sqrt(v) for the first layer's weights on row-normalised bag-of-words
+        // features, and would damp their updates.
+        let optimiser = Optimiser::AdamL2 {
+            epsilon: Some(1e-8),
+        };
+        let training = Training::new(&self.training, optimiser, ctx, devices, loaders)
+            .one_batch_of(split.train.len())
+            .about(about);
+        let mut report = self.model.run::<B>(training.into())?.report()?;
+        report.figures = graph_figures::<B::InnerBackend>(self, ctx, &graph, &report.test, &device);
+        Ok(report)
     }
-    let (graph, split) = load_graph(config, ctx)?;
-    let device = devices[0].clone();
-    let loaders = Loaders {
-        train: loader::<B>(&graph, &split.train, &device),
-        valid: loader(&graph, &split.valid, &device),
-        test: loader(&graph, &split.test, &device),
-    };
-    let about = format!(
-        "graph: {} nodes, {} edges, {} features, {} classes; {} train / {} valid / {} test nodes",
-        graph.num_nodes,
-        graph.num_edges(),
-        graph.num_features,
-        graph.num_classes(),
-        split.train.len(),
-        split.valid.len(),
-        split.test.len()
-    );
-    // PyTorch's and TensorFlow's epsilon, which the papers trained with; Burn's default 1e-5 is
-    // near the size of sqrt(v) for the first layer's weights on row-normalised bag-of-words
-    // features, and would damp their updates.
-    let optimiser = Optimiser::AdamL2 {
-        epsilon: Some(1e-8),
-    };
-    let training = Training::new(&config.training, optimiser, ctx, devices, loaders)
-        .one_batch_of(split.train.len())
-        .about(about);
-    let mut report = config.model.run::<B>(training.into())?.report()?;
-    report.figures = graph_figures::<B::InnerBackend>(config, ctx, &graph, &report.test, &device);
-    Ok(report)
-}
 
-/// The run's own figures (`pdl plot`), from its `test` scores.
-pub fn figures<B: AutodiffBackend>(
-    config: &GraphExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-    test: &Scores,
-) -> Result<Vec<Figure>> {
-    let (graph, _) = load_graph(config, ctx)?;
-    Ok(graph_figures::<B::InnerBackend>(
-        config, ctx, &graph, test, &device,
-    ))
+    /// Rebuilds the model from the config, loads `model.mpk` from the artifact directory, and
+    /// scores the test nodes.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let (graph, split) = load_graph(self, ctx)?;
+        let test = loader(&graph, &split.test, &device);
+        self.model
+            .run::<B>(Scoring::new(ctx, device, test).into())?
+            .scores()
+    }
+
+    /// The run's own figures (`pdl plot`), from its `test` scores.
+    fn figures(&self, ctx: &RunContext, device: B::Device, test: &Scores) -> Result<Vec<Figure>> {
+        let (graph, _) = load_graph(self, ctx)?;
+        Ok(graph_figures::<B::InnerBackend>(
+            self, ctx, &graph, test, &device,
+        ))
+    }
 }
 
 /// Test accuracy per class, and the saved model's hidden layer projected to 2-D (a note if it
@@ -314,20 +312,4 @@ fn graph_figures<B: Backend>(
         Err(e) => println!("note: no hidden-layer projection: {e:#}"),
     }
     figures
-}
-
-/// Rebuilds the model from `config`, loads `model.mpk` from the artifact directory, and scores the
-/// test nodes.
-pub fn eval<B: AutodiffBackend>(
-    config: &GraphExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let (graph, split) = load_graph(config, ctx)?;
-    let test = loader(&graph, &split.test, &device);
-    config
-        .model
-        .run::<B>(Scoring::new(ctx, device, test).into())?
-        .scores()
 }

@@ -12,11 +12,12 @@
 //! from the encoder a masked-language pre-training run left in DIR ([`super::masked_language`]),
 //! with that run's vocabulary; `sst2-finetune` is `sst2-transformer` set up for that.
 
+use super::Pipeline;
 use crate::artifacts::{RunContext, RunReport, Scores};
 use crate::experiments::masked_language::{pretrained_config, pretrained_encoder};
 use crate::job::{Job, Loaders, Outcome, Scoring, Training};
 use crate::learner::materialize;
-use crate::settings::{Optimiser, RunConfig, TrainingSettings, count};
+use crate::settings::{CheckParts, Optimiser, RunConfig, count};
 use anyhow::{Result, bail};
 use burn::config::Config;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -143,51 +144,6 @@ impl Default for SentenceOptions {
 pub(crate) const EVAL_BATCH: usize = 256;
 
 impl SentenceExperimentConfig {
-    /// A run of `model` on `dataset` with `training` and the default [`SentenceOptions`].
-    pub fn new(
-        experiment: &str,
-        dataset: &str,
-        model: SentenceModelConfig,
-        training: TrainingSettings,
-    ) -> Self {
-        Self::with_data(
-            experiment,
-            dataset,
-            model,
-            training,
-            SentenceOptions::default(),
-        )
-    }
-
-    /// Checks everything that can be checked before reading data.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(anyhow::anyhow!("invalid config: {m}"));
-        if self.data.max_len == 0 || self.data.valid_size == 0 {
-            return bad("max_len and valid_size must be at least 1".into());
-        }
-        if let Some(n) = self.data.labelled.filter(|&n| n < self.data.num_classes) {
-            return bad(format!(
-                "labelled must give each of the {} classes a sentence, got {n}",
-                self.data.num_classes
-            ));
-        }
-        if self.data.num_classes < 2 {
-            return bad(format!(
-                "num_classes must be at least 2, got {}",
-                self.data.num_classes
-            ));
-        }
-        if let (Some(_), SentenceModelConfig::Rnn(_)) = (&self.data.pretrained, &self.model) {
-            return bad(format!(
-                "{} cannot start from a pre-trained encoder: pre-training (sst2-pretrain) trains \
-                 the Transformer; fine-tune with sst2-finetune",
-                self.experiment
-            ));
-        }
-        self.training.validate().or_else(bad)?;
-        self.model.validate(self.data.max_len).or_else(bad)
-    }
-
     /// Checks, before a new run writes anything, that the pre-training run it starts from has
     /// finished and that its encoder fits this run's model.
     pub fn check_pretrained(&self) -> Result<()> {
@@ -203,6 +159,34 @@ impl SentenceExperimentConfig {
             );
         }
         pretrained_config(dir, c, self.data.num_classes).map(drop)
+    }
+}
+
+impl CheckParts for SentenceExperimentConfig {
+    fn check_parts(&self) -> Result<(), String> {
+        if self.data.max_len == 0 || self.data.valid_size == 0 {
+            return Err("max_len and valid_size must be at least 1".into());
+        }
+        if let Some(n) = self.data.labelled.filter(|&n| n < self.data.num_classes) {
+            return Err(format!(
+                "labelled must give each of the {} classes a sentence, got {n}",
+                self.data.num_classes
+            ));
+        }
+        if self.data.num_classes < 2 {
+            return Err(format!(
+                "num_classes must be at least 2, got {}",
+                self.data.num_classes
+            ));
+        }
+        if let (Some(_), SentenceModelConfig::Rnn(_)) = (&self.data.pretrained, &self.model) {
+            return Err(format!(
+                "{} cannot start from a pre-trained encoder: pre-training (sst2-pretrain) trains \
+                 the Transformer; fine-tune with sst2-finetune",
+                self.experiment
+            ));
+        }
+        self.model.validate(self.data.max_len)
     }
 }
 
@@ -314,93 +298,81 @@ fn loader<B: Backend>(
     .build(dataset)
 }
 
-/// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores valid and dev. A
-/// model with a pre-trained encoder takes that run's vocabulary and encoder weights (on
-/// `--resume`, its checkpoint and its own `vocab.txt` hold them).
-pub fn train<B: AutodiffBackend>(
-    config: &SentenceExperimentConfig,
-    ctx: &RunContext,
-    devices: Vec<B::Device>,
-) -> Result<RunReport> {
-    config.validate()?;
-    let device = devices[0].clone();
-    let own_vocab = ctx.artifact_dir.join(VOCAB_FILE);
-    let (vocab, encoder) = match (&config.data.pretrained, &config.model, ctx.resume_from) {
-        (None, ..) => (None, None),
-        (Some(_), _, Some(_)) => (Some(WordVocab::load(&own_vocab)?), None),
-        (Some(dir), SentenceModelConfig::Transformer(c), None) => {
-            let (vocab, encoder) =
-                pretrained_encoder::<B>(dir, c, config.data.num_classes, &device)?;
-            (Some(vocab), Some(encoder))
-        }
-        (Some(_), SentenceModelConfig::Rnn(_), None) => {
-            bail!("only the Transformer can start from a pre-trained encoder")
-        }
-    };
-    let splits = load_splits(config, ctx, vocab)?;
-    splits.vocab.save(&own_vocab)?;
-    let labels = match config.data.labelled {
-        Some(n) => format!("{n} of them labelled, balanced"),
-        None => "all labelled".into(),
-    };
-    let start = match &config.data.pretrained {
-        Some(dir) => format!("; encoder and vocabulary from {}", dir.display()),
-        None => String::new(),
-    };
-    let about = format!(
-        "sentences: {} train ({labels}) / {} valid / {} dev; vocabulary {} words{start}",
-        splits.train.len(),
-        splits.valid.len(),
-        splits.test.len(),
-        splits.vocab.len()
-    );
-    let model = config
-        .model
-        .sized(splits.vocab.len(), config.data.num_classes);
-    let loaders = Loaders {
-        train: loader::<B>(splits.train, config, Some(ctx.parts()), &device),
-        valid: loader(splits.valid, config, None, &device),
-        test: loader(splits.test, config, None, &device),
-    };
-    let optimiser = Optimiser::AdamL2 { epsilon: None };
-    let training = Training::new(&config.training, optimiser, ctx, devices, loaders);
-    model
-        .run::<B>(training.about(about).into(), encoder)?
-        .report()
-}
-
-/// Rebuilds the model from `config` and `vocab.txt`, loads `model.mpk`, and scores the dev set.
-/// A run from scratch checks that the data still gives its vocabulary; a fine-tuned run's is the
-/// pre-training run's, and is used as saved.
-pub fn eval<B: AutodiffBackend>(
-    config: &SentenceExperimentConfig,
-    ctx: &RunContext,
-    device: B::Device,
-) -> Result<Scores> {
-    config.validate()?;
-    let path = ctx.artifact_dir.join(VOCAB_FILE);
-    let saved = WordVocab::load(&path)?;
-    let splits = match config.data.pretrained {
-        Some(_) => load_splits(config, ctx, Some(saved))?,
-        None => {
-            let splits = load_splits(config, ctx, None)?;
-            if saved != splits.vocab {
-                bail!(
-                    "{}: the run's vocabulary differs from the one the data gives now; was the \
-                     data changed?",
-                    path.display()
-                );
+impl<B: AutodiffBackend> Pipeline<B> for SentenceExperimentConfig {
+    /// Trains the configured model, saves `model.mpk` and `vocab.txt`, scores valid and dev. A
+    /// model with a pre-trained encoder takes that run's vocabulary and encoder weights (on
+    /// `--resume`, its checkpoint and its own `vocab.txt` hold them).
+    fn train(&self, ctx: &RunContext, devices: Vec<B::Device>) -> Result<RunReport> {
+        let device = devices[0].clone();
+        let own_vocab = ctx.artifact_dir.join(VOCAB_FILE);
+        let (vocab, encoder) = match (&self.data.pretrained, &self.model, ctx.resume_from) {
+            (None, ..) => (None, None),
+            (Some(_), _, Some(_)) => (Some(WordVocab::load(&own_vocab)?), None),
+            (Some(dir), SentenceModelConfig::Transformer(c), None) => {
+                let (vocab, encoder) =
+                    pretrained_encoder::<B>(dir, c, self.data.num_classes, &device)?;
+                (Some(vocab), Some(encoder))
             }
-            splits
-        }
-    };
-    let test = loader(splits.test, config, None, &device);
-    let model = config
-        .model
-        .sized(splits.vocab.len(), config.data.num_classes);
-    model
-        .run::<B>(Scoring::new(ctx, device, test).into(), None)?
-        .scores()
+            (Some(_), SentenceModelConfig::Rnn(_), None) => {
+                bail!("only the Transformer can start from a pre-trained encoder")
+            }
+        };
+        let splits = load_splits(self, ctx, vocab)?;
+        splits.vocab.save(&own_vocab)?;
+        let labels = match self.data.labelled {
+            Some(n) => format!("{n} of them labelled, balanced"),
+            None => "all labelled".into(),
+        };
+        let start = match &self.data.pretrained {
+            Some(dir) => format!("; encoder and vocabulary from {}", dir.display()),
+            None => String::new(),
+        };
+        let about = format!(
+            "sentences: {} train ({labels}) / {} valid / {} dev; vocabulary {} words{start}",
+            splits.train.len(),
+            splits.valid.len(),
+            splits.test.len(),
+            splits.vocab.len()
+        );
+        let model = self.model.sized(splits.vocab.len(), self.data.num_classes);
+        let loaders = Loaders {
+            train: loader::<B>(splits.train, self, Some(ctx.parts()), &device),
+            valid: loader(splits.valid, self, None, &device),
+            test: loader(splits.test, self, None, &device),
+        };
+        let optimiser = Optimiser::AdamL2 { epsilon: None };
+        let training = Training::new(&self.training, optimiser, ctx, devices, loaders);
+        model
+            .run::<B>(training.about(about).into(), encoder)?
+            .report()
+    }
+
+    /// Rebuilds the model from the config and `vocab.txt`, loads `model.mpk`, and scores the dev
+    /// set. A run from scratch checks that the data still gives its vocabulary; a fine-tuned run's
+    /// is the pre-training run's, and is used as saved.
+    fn eval(&self, ctx: &RunContext, device: B::Device) -> Result<Scores> {
+        let path = ctx.artifact_dir.join(VOCAB_FILE);
+        let saved = WordVocab::load(&path)?;
+        let splits = match self.data.pretrained {
+            Some(_) => load_splits(self, ctx, Some(saved))?,
+            None => {
+                let splits = load_splits(self, ctx, None)?;
+                if saved != splits.vocab {
+                    bail!(
+                        "{}: the run's vocabulary differs from the one the data gives now; was the \
+                         data changed?",
+                        path.display()
+                    );
+                }
+                splits
+            }
+        };
+        let test = loader(splits.test, self, None, &device);
+        let model = self.model.sized(splits.vocab.len(), self.data.num_classes);
+        model
+            .run::<B>(Scoring::new(ctx, device, test).into(), None)?
+            .scores()
+    }
 }
 
 #[cfg(test)]
