@@ -783,12 +783,12 @@ mod tests {
                 other => panic!("not bench: {other:?}"),
             }
         };
-        let err = bench("pdl bench --model cnn --backend ndarray --reference torch.json");
+        let err = bench("pdl bench --model cnn --backend flex --reference torch.json");
         assert!(
             err.contains("--reference FILE goes with --model all"),
             "{err}"
         );
-        let err = bench("pdl bench --model all --backend ndarray --reference-train 900");
+        let err = bench("pdl bench --model all --backend flex --reference-train 900");
         assert!(err.contains("pass --reference FILE"), "{err}");
     }
 

@@ -180,50 +180,22 @@ pub struct Overrides {
 impl ExperimentConfig {
     /// Reads a config JSON for the pipeline of `experiment`.
     pub fn load(experiment: &Experiment, path: &Path) -> Result<Self> {
-        let wrong =
-            |kind: &str| format!("{}: not a valid {kind} experiment config", path.display());
-        let msg = |e: burn::config::ConfigError| anyhow::anyhow!("{e}");
+        fn read<C: Config>(path: &Path, kind: &str) -> Result<C> {
+            C::load(path)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| {
+                    format!("{}: not a valid {kind} experiment config", path.display())
+                })
+        }
         Ok(match (experiment.preset)() {
-            ExperimentConfig::Image(_) => ExperimentConfig::Image(
-                ImageExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("image"))?,
-            ),
-            ExperimentConfig::Graph(_) => ExperimentConfig::Graph(
-                GraphExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("graph"))?,
-            ),
-            ExperimentConfig::Forecast(_) => ExperimentConfig::Forecast(
-                ForecastExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("forecasting"))?,
-            ),
-            ExperimentConfig::Language(_) => ExperimentConfig::Language(
-                LanguageExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("language-model"))?,
-            ),
-            ExperimentConfig::Sentence(_) => ExperimentConfig::Sentence(
-                SentenceExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("sentence-classification"))?,
-            ),
-            ExperimentConfig::Contrastive(_) => ExperimentConfig::Contrastive(
-                ContrastiveExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("contrastive pre-training"))?,
-            ),
-            ExperimentConfig::Masked(_) => ExperimentConfig::Masked(
-                MaskedExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("masked-image pre-training"))?,
-            ),
-            ExperimentConfig::MaskedText(_) => ExperimentConfig::MaskedText(
-                MaskedTextExperimentConfig::load(path)
-                    .map_err(msg)
-                    .with_context(|| wrong("masked-language pre-training"))?,
-            ),
+            Self::Image(_) => Self::Image(read(path, "image")?),
+            Self::Graph(_) => Self::Graph(read(path, "graph")?),
+            Self::Forecast(_) => Self::Forecast(read(path, "forecasting")?),
+            Self::Language(_) => Self::Language(read(path, "language-model")?),
+            Self::Sentence(_) => Self::Sentence(read(path, "sentence-classification")?),
+            Self::Contrastive(_) => Self::Contrastive(read(path, "contrastive pre-training")?),
+            Self::Masked(_) => Self::Masked(read(path, "masked-image pre-training")?),
+            Self::MaskedText(_) => Self::MaskedText(read(path, "masked-language pre-training")?),
         })
     }
 
@@ -231,28 +203,28 @@ impl ExperimentConfig {
     pub fn pipeline<B: AutodiffBackend>(&self) -> Result<&dyn Pipeline<B>> {
         self.validate()?;
         Ok(match self {
-            ExperimentConfig::Image(c) => c,
-            ExperimentConfig::Graph(c) => c,
-            ExperimentConfig::Forecast(c) => c,
-            ExperimentConfig::Language(c) => c,
-            ExperimentConfig::Sentence(c) => c,
-            ExperimentConfig::Contrastive(c) => c,
-            ExperimentConfig::Masked(c) => c,
-            ExperimentConfig::MaskedText(c) => c,
+            Self::Image(c) => c,
+            Self::Graph(c) => c,
+            Self::Forecast(c) => c,
+            Self::Language(c) => c,
+            Self::Sentence(c) => c,
+            Self::Contrastive(c) => c,
+            Self::Masked(c) => c,
+            Self::MaskedText(c) => c,
         })
     }
 
     /// The parts every pipeline's config has, whatever its model and data.
     fn common(&self) -> &dyn CommonParts {
         match self {
-            ExperimentConfig::Image(c) => c,
-            ExperimentConfig::Graph(c) => c,
-            ExperimentConfig::Forecast(c) => c,
-            ExperimentConfig::Language(c) => c,
-            ExperimentConfig::Sentence(c) => c,
-            ExperimentConfig::Contrastive(c) => c,
-            ExperimentConfig::Masked(c) => c,
-            ExperimentConfig::MaskedText(c) => c,
+            Self::Image(c) => c,
+            Self::Graph(c) => c,
+            Self::Forecast(c) => c,
+            Self::Language(c) => c,
+            Self::Sentence(c) => c,
+            Self::Contrastive(c) => c,
+            Self::Masked(c) => c,
+            Self::MaskedText(c) => c,
         }
     }
 
@@ -278,14 +250,14 @@ impl ExperimentConfig {
 
     fn training_mut(&mut self) -> &mut TrainingSettings {
         match self {
-            ExperimentConfig::Image(c) => &mut c.training,
-            ExperimentConfig::Graph(c) => &mut c.training,
-            ExperimentConfig::Forecast(c) => &mut c.training,
-            ExperimentConfig::Language(c) => &mut c.training,
-            ExperimentConfig::Sentence(c) => &mut c.training,
-            ExperimentConfig::Contrastive(c) => &mut c.training,
-            ExperimentConfig::Masked(c) => &mut c.training,
-            ExperimentConfig::MaskedText(c) => &mut c.training,
+            Self::Image(c) => &mut c.training,
+            Self::Graph(c) => &mut c.training,
+            Self::Forecast(c) => &mut c.training,
+            Self::Language(c) => &mut c.training,
+            Self::Sentence(c) => &mut c.training,
+            Self::Contrastive(c) => &mut c.training,
+            Self::Masked(c) => &mut c.training,
+            Self::MaskedText(c) => &mut c.training,
         }
     }
 
