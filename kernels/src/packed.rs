@@ -154,14 +154,13 @@ impl Packed {
             contiguous = a.to_row_major();
             (&contiguous[..], k)
         };
+        let (mr, nr) = (self.kernel.rows(), self.kernel.cols());
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let add = accumulate || k0 > 0;
-            let nr = self.kernel.cols();
             for (p, panel) in self.panels.chunks_exact(k * nr).enumerate() {
                 let block = &panel[k0 * nr..][..kc * nr];
                 let cols = nr.min(n - p * nr);
-                let mr = self.kernel.rows();
                 for i0 in (0..m).step_by(mr) {
                     let rows = mr.min(m - i0);
                     let a_tile = &a_values[i0 * lda + k0..];
@@ -230,8 +229,8 @@ fn supported() -> bool {
     crate::activation::avx2_fma()
 }
 
-/// One tile of `rows` rows (at most `kernel.rows()`) and `cols <= kernel.cols()` columns of `c`, over `kc`
-/// of the shared dimension: the kernel for its number of rows.
+/// One tile of `rows <= kernel.rows()` rows and `cols <= kernel.cols()` columns of `c`, over
+/// `kc` of the shared dimension: the kernel for its number of rows.
 ///
 /// # Safety
 /// The CPU runs `kernel`, `a` holds `rows` rows of `kc` values `lda` apart, `b` holds `kc
@@ -427,66 +426,95 @@ mod tests {
             Kernel::Avx512 => vec![Kernel::Avx2, Kernel::Avx512],
             Kernel::Avx2 => vec![Kernel::Avx2],
         };
+        let shapes = [
+            (1, 1, 1),
+            (7, 3, 17),
+            (32, 512, 64),
+            (13, 300, 40),
+            (6, 257, 16),
+        ];
         let mut checked = 0;
         for kernel in kernels {
-            for (m, k, n) in [
-                (1, 1, 1),
-                (7, 3, 17),
-                (32, 512, 64),
-                (13, 300, 40),
-                (6, 257, 16),
-            ] {
-                for transposed_b in [false, true] {
-                    for a_columns_apart in [false, true] {
-                        for accumulate in [false, true] {
-                            let b_values = values(k * n, 1);
-                            let b = if transposed_b {
-                                Matrix::row_major(&b_values, n, k).t()
-                            } else {
-                                Matrix::row_major(&b_values, k, n)
-                            };
-                            // `a` with two spare columns per row, or read down the columns.
-                            let a_values = values(m * (k + 2), 2);
-                            let a = if a_columns_apart {
-                                Matrix::row_major(&a_values, k + 2, m).t()
-                            } else {
-                                Matrix {
-                                    row_stride: k + 2,
-                                    ..Matrix::row_major(&a_values, m, k)
-                                }
-                            };
-                            let a = Matrix { cols: k, ..a };
-                            let start = values(m * n, 3);
-                            let mut dst = start.clone();
-                            Packed::with_kernel(b, kernel).gemm(&mut dst, a, accumulate);
-                            for i in 0..m {
-                                for j in 0..n {
-                                    let want = if accumulate { start[i * n + j] } else { 0.0 };
-                                    let mut want = f64::from(want);
-                                    let mut scale = want.abs();
-                                    for kk in 0..k {
-                                        let term = f64::from(
-                                            a.values[i * a.row_stride + kk * a.col_stride]
-                                                * b.values[kk * b.row_stride + j * b.col_stride],
-                                        );
-                                        want += term;
-                                        scale += term.abs();
-                                    }
-                                    let got = f64::from(dst[i * n + j]);
-                                    assert!(
-                                        (got - want).abs() <= 1e-6 * (1.0 + scale),
-                                        "{kernel:?} {m}x{k}x{n} (b transposed {transposed_b}, a by \
-                                     columns {a_columns_apart}, accumulate {accumulate}): [{i}, \
-                                     {j}] is {got}, not {want}"
-                                    );
-                                    checked += 1;
-                                }
-                            }
-                        }
-                    }
+            for shape in shapes {
+                for layouts in 0..8 {
+                    let [transposed_b, a_columns_apart, accumulate] =
+                        [1, 2, 4].map(|bit| layouts & bit != 0);
+                    let case = Case {
+                        kernel,
+                        shape,
+                        transposed_b,
+                        a_columns_apart,
+                        accumulate,
+                    };
+                    checked += case.check();
                 }
             }
         }
         assert!(checked > 0);
+    }
+
+    /// One product of [`packed_gemm_matches_the_triple_loop`].
+    struct Case {
+        kernel: Kernel,
+        shape: (usize, usize, usize),
+        transposed_b: bool,
+        a_columns_apart: bool,
+        accumulate: bool,
+    }
+
+    impl Case {
+        /// Runs the packed gemm and checks every value of `dst`; how many it checked.
+        fn check(&self) -> usize {
+            let Case {
+                kernel,
+                shape: (m, k, n),
+                transposed_b,
+                a_columns_apart,
+                accumulate,
+            } = *self;
+            let b_values = values(k * n, 1);
+            let b = if transposed_b {
+                Matrix::row_major(&b_values, n, k).t()
+            } else {
+                Matrix::row_major(&b_values, k, n)
+            };
+            // `a` with two spare columns per row, or read down the columns.
+            let a_values = values(m * (k + 2), 2);
+            let a = if a_columns_apart {
+                Matrix::row_major(&a_values, k + 2, m).t()
+            } else {
+                Matrix {
+                    row_stride: k + 2,
+                    ..Matrix::row_major(&a_values, m, k)
+                }
+            };
+            let a = Matrix { cols: k, ..a };
+            let start = values(m * n, 3);
+            let mut dst = start.clone();
+            Packed::with_kernel(b, kernel).gemm(&mut dst, a, accumulate);
+            for i in 0..m {
+                for j in 0..n {
+                    let want = if accumulate { start[i * n + j] } else { 0.0 };
+                    let mut want = f64::from(want);
+                    let mut scale = want.abs();
+                    for kk in 0..k {
+                        let term = f64::from(
+                            a.values[i * a.row_stride + kk * a.col_stride]
+                                * b.values[kk * b.row_stride + j * b.col_stride],
+                        );
+                        want += term;
+                        scale += term.abs();
+                    }
+                    let got = f64::from(dst[i * n + j]);
+                    assert!(
+                        (got - want).abs() <= 1e-6 * (1.0 + scale),
+                        "{kernel:?} {m}x{k}x{n} (b transposed {transposed_b}, a by columns \
+                         {a_columns_apart}, accumulate {accumulate}): [{i}, {j}] is {got}, not \
+                         {want}"
+                    );
+                }
+            }
+            m * n
+        }
     }
 }
