@@ -304,13 +304,11 @@ fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use crate::TestBackend as B;
     use burn::nn::attention::{
         MhaInput, MultiHeadAttentionConfig as BurnMhaConfig, generate_autoregressive_mask,
     };
     use burn::tensor::{Distribution, Tolerance};
-
-    type B = NdArray;
 
     fn random<const D: usize>(shape: [usize; D]) -> Tensor<B, D> {
         Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default())

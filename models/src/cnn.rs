@@ -421,9 +421,7 @@ impl<B: Backend> InferenceStep for BnCnn<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
-
-    type B = NdArray;
+    use crate::TestBackend as B;
 
     fn images(batch: usize) -> Tensor<B, 4> {
         Tensor::zeros([batch, 1, 28, 28], &Default::default())

@@ -70,9 +70,7 @@ pub fn twin_logits<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
-
-    type B = NdArray;
+    use crate::TestBackend as B;
 
     /// ℓ averaged over the views, pair by pair in f64, as the module doc writes it.
     fn by_the_formula(z: &[Vec<f64>], temperature: f64) -> f64 {

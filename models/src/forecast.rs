@@ -165,10 +165,8 @@ pub fn repeat_last_window<B: Backend>(input: Tensor<B, 3>, horizon: usize) -> Te
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use crate::TestBackend as B;
     use burn::tensor::{TensorData, Tolerance};
-
-    type B = NdArray;
 
     fn ramp(len: usize) -> Tensor<B, 3> {
         let v: Vec<f32> = (0..len).map(|i| i as f32).collect();

@@ -35,6 +35,10 @@ pub mod sampling;
 pub mod simclr;
 pub mod transformer;
 
+/// The backend the unit tests run on: the reference CPU backend, named here once.
+#[cfg(test)]
+type TestBackend = burn::backend::NdArray;
+
 pub use attention::{
     KvCache, MultiHeadAttention, MultiHeadAttentionConfig, causal_mask, padding_mask,
     scaled_dot_product_attention,

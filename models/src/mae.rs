@@ -295,12 +295,11 @@ impl<B: Backend> InferenceStep for Mae<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, NdArray};
+    use crate::TestBackend as B;
+    use burn::backend::Autodiff;
     use burn::tensor::{Distribution, TensorData};
     use pdl_datasets::batcher::MaskedImageBatcher;
     use pdl_datasets::mnist::ImageItem;
-
-    type B = NdArray;
 
     fn small() -> MaeConfig {
         let encoder = VitConfig::mnist()
@@ -452,7 +451,7 @@ mod tests {
     #[test]
     fn a_training_step_lowers_the_loss_on_its_batch() {
         use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-        type A = Autodiff<NdArray>;
+        type A = Autodiff<B>;
         let device = Default::default();
         let mut model = small().init::<A>(&device);
         let mut optim = AdamConfig::new().init::<A, Mae<A>>();

@@ -126,9 +126,7 @@ impl<B: Backend> InferenceStep for Mlp<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
-
-    type B = NdArray;
+    use crate::TestBackend as B;
 
     #[test]
     fn output_dims() {

@@ -233,9 +233,7 @@ impl<B: Backend> InferenceStep for ResNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
-
-    type B = NdArray;
+    use crate::TestBackend as B;
 
     #[test]
     fn dims_and_params() {

@@ -138,10 +138,8 @@ impl<B: Backend> InferenceStep for SimClr<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestBackend as B;
     use crate::contrastive::nt_xent;
-    use burn::backend::NdArray;
-
-    type B = NdArray;
 
     fn batch(n: usize) -> ViewPairBatch<B> {
         let device = Default::default();

@@ -188,7 +188,8 @@ impl GatConfig {
 }
 
 /// A two-layer GAT: dropout -> attention (heads concatenated) -> ELU -> dropout -> attention
-/// (heads averaged).
+/// (heads averaged). Its L2 is the optimiser's weight decay on every parameter, so no
+/// [`NodeClassifier::penalty`].
 #[derive(Module, Debug)]
 pub struct Gat<B: Backend> {
     conv1: GatConv<B>,
@@ -204,18 +205,6 @@ impl<B: Backend> Gat<B> {
         let x = self.hidden(features, edge_index.clone());
         self.conv2.forward(self.dropout.forward(x), edge_index)
     }
-
-    /// The hidden layer every node ends the first layer with, `[num_nodes, n_heads * d_hidden]`: what the
-    /// output layer reads (the course report projects it to 2-D).
-    pub fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(features);
-        elu(self.conv1.forward(x, edge_index), 1.0) // [num_nodes, n_heads * d_hidden]
-    }
-
-    /// None: GAT's L2 applies to every parameter (the optimiser's weight decay).
-    pub fn penalty(&self) -> Option<Tensor<B, 1>> {
-        None
-    }
 }
 
 impl<B: Backend> NodeClassifier<B> for Gat<B> {
@@ -223,12 +212,10 @@ impl<B: Backend> NodeClassifier<B> for Gat<B> {
         self.forward(features, edge_index)
     }
 
+    /// `[num_nodes, n_heads * d_hidden]`: ELU of the first layer's concatenated heads.
     fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        Gat::hidden(self, features, edge_index)
-    }
-
-    fn penalty(&self) -> Option<Tensor<B, 1>> {
-        Gat::penalty(self)
+        let x = self.dropout.forward(features);
+        elu(self.conv1.forward(x, edge_index), 1.0) // [num_nodes, n_heads * d_hidden]
     }
 }
 

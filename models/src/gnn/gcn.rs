@@ -137,19 +137,6 @@ impl<B: Backend> Gcn<B> {
         let x = self.hidden(features, edge_index.clone());
         self.conv2.forward(self.dropout.forward(x), edge_index)
     }
-
-    /// The hidden layer every node ends the first layer with, `[num_nodes, d_hidden]`: what the
-    /// output layer reads (the course report projects it to 2-D).
-    pub fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(features);
-        relu(self.conv1.forward(x, edge_index)) // [num_nodes, d_hidden]
-    }
-
-    /// `l2_first_layer * sum(W_1^2) / 2`, when configured.
-    pub fn penalty(&self) -> Option<Tensor<B, 1>> {
-        (self.l2_first_layer > 0.0)
-            .then(|| self.conv1.weight.val().powi_scalar(2).sum() * (self.l2_first_layer / 2.0))
-    }
 }
 
 impl<B: Backend> NodeClassifier<B> for Gcn<B> {
@@ -157,12 +144,16 @@ impl<B: Backend> NodeClassifier<B> for Gcn<B> {
         self.forward(features, edge_index)
     }
 
+    /// `[num_nodes, d_hidden]`: ReLU of the first layer.
     fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        Gcn::hidden(self, features, edge_index)
+        let x = self.dropout.forward(features);
+        relu(self.conv1.forward(x, edge_index)) // [num_nodes, d_hidden]
     }
 
+    /// `l2_first_layer * sum(W_1^2) / 2`, when configured.
     fn penalty(&self) -> Option<Tensor<B, 1>> {
-        Gcn::penalty(self)
+        (self.l2_first_layer > 0.0)
+            .then(|| self.conv1.weight.val().powi_scalar(2).sum() * (self.l2_first_layer / 2.0))
     }
 }
 

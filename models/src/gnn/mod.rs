@@ -102,7 +102,8 @@ pub trait NodeClassifier<B: Backend> {
     /// Logits for every node, `[num_nodes, num_classes]`.
     fn logits(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2>;
 
-    /// Every node's last hidden layer, `[num_nodes, d_hidden]`: what the output layer reads.
+    /// Every node's last hidden layer, `[num_nodes, d_hidden]`: what the output layer reads (the
+    /// course report projects it to 2-D).
     fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2>;
 
     /// Logits of the batch's scored nodes, their mean cross-entropy, and their targets: the whole

@@ -109,7 +109,8 @@ impl SageConfig {
     }
 }
 
-/// A two-layer GraphSAGE: dropout -> conv -> ReLU -> dropout -> conv.
+/// A two-layer GraphSAGE: dropout -> conv -> ReLU -> dropout -> conv. Its L2 is the optimiser's
+/// weight decay on every parameter, so no [`NodeClassifier::penalty`].
 #[derive(Module, Debug)]
 pub struct Sage<B: Backend> {
     conv1: SageConv<B>,
@@ -125,18 +126,6 @@ impl<B: Backend> Sage<B> {
         let x = self.hidden(features, edge_index.clone());
         self.conv2.forward(self.dropout.forward(x), edge_index)
     }
-
-    /// The hidden layer every node ends the first layer with, `[num_nodes, d_hidden]`: what the
-    /// output layer reads (the course report projects it to 2-D).
-    pub fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let x = self.dropout.forward(features);
-        relu(self.conv1.forward(x, edge_index)) // [num_nodes, d_hidden]
-    }
-
-    /// None: GraphSAGE's L2 applies to every parameter (the optimiser's weight decay).
-    pub fn penalty(&self) -> Option<Tensor<B, 1>> {
-        None
-    }
 }
 
 impl<B: Backend> NodeClassifier<B> for Sage<B> {
@@ -144,12 +133,10 @@ impl<B: Backend> NodeClassifier<B> for Sage<B> {
         self.forward(features, edge_index)
     }
 
+    /// `[num_nodes, d_hidden]`: ReLU of the first layer.
     fn hidden(&self, features: Tensor<B, 2>, edge_index: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        Sage::hidden(self, features, edge_index)
-    }
-
-    fn penalty(&self) -> Option<Tensor<B, 1>> {
-        Sage::penalty(self)
+        let x = self.dropout.forward(features);
+        relu(self.conv1.forward(x, edge_index)) // [num_nodes, d_hidden]
     }
 }
 

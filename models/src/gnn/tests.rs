@@ -1,11 +1,9 @@
 //! The graph layers against their dense matrix formulas on a small graph.
 
 use super::*;
-use burn::backend::NdArray;
+use crate::TestBackend as B;
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{TensorData, Tolerance};
-
-type B = NdArray;
 
 fn small_graph() -> (Tensor<B, 2>, Tensor<B, 2, Int>) {
     let device = Default::default();

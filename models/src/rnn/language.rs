@@ -153,11 +153,9 @@ impl<B: Backend> InferenceStep for CharRnn<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestBackend as B;
     use crate::sampling::Sampling;
-    use burn::backend::NdArray;
     use burn::tensor::Tolerance;
-
-    type B = NdArray;
 
     #[test]
     fn logits_cover_every_step_and_carried_state_continues_the_text() {

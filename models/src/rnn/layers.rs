@@ -432,10 +432,8 @@ impl<B: Backend> InferenceStep for RnnForecaster<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use crate::TestBackend as B;
     use burn::tensor::{Distribution, TensorData, Tolerance};
-
-    type B = NdArray;
 
     fn input() -> Tensor<B, 3> {
         Tensor::random(

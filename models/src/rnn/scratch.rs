@@ -302,12 +302,10 @@ impl<B: Backend> Cell<B> for GruCell<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use crate::TestBackend as B;
     use burn::module::Param;
     use burn::nn::{GateController, GruConfig, LstmConfig};
     use burn::tensor::{Distribution, Tolerance};
-
-    type B = NdArray;
     const TOL: f32 = 1e-5;
 
     fn input() -> Tensor<B, 3> {

@@ -161,10 +161,8 @@ impl<B: Backend> InferenceStep for SentenceRnn<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use crate::TestBackend as B;
     use burn::tensor::Tolerance;
-
-    type B = NdArray;
 
     #[test]
     fn padding_changes_no_logit_whatever_the_pooling() {

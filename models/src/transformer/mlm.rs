@@ -121,11 +121,10 @@ impl<B: Backend> InferenceStep for MaskedLanguageModel<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, NdArray};
+    use crate::TestBackend as B;
+    use burn::backend::Autodiff;
     use burn::optim::{AdamConfig, GradientsParams, Optimizer};
     use burn::tensor::{TensorData, Tolerance};
-
-    type B = NdArray;
 
     fn config() -> MaskedLanguageModelConfig {
         let encoder = TransformerClassifierConfig::new(20, 2)
@@ -179,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_training_step_lowers_the_loss_of_the_hidden_words() {
-        type A = Autodiff<NdArray>;
+        type A = Autodiff<B>;
         let device = Default::default();
         let mut model = config().init::<A>(&device);
         let (tokens, mask, hidden) = batch();

@@ -1,8 +1,9 @@
 //! The transformer family's tests: positions, padding, causality, the KV cache, overfitting.
 
 use super::*;
+use crate::TestBackend as B;
 use crate::sampling::{Generate, Sampling};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::AutodiffModule;
 use burn::module::Param;
@@ -13,9 +14,7 @@ use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
 use pdl_datasets::text::chars::{CharBatcher, CharWindowDataset};
 use pdl_datasets::text::sst2::{SentenceBatcher, SentenceItem};
-
-type B = NdArray;
-type AB = Autodiff<NdArray>;
+type AB = Autodiff<B>;
 
 fn close<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) {
     a.into_data()
