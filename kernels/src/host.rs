@@ -13,6 +13,18 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+/// Adds equal-length partial sums element-wise, in the order given. A kernel that sums a gradient
+/// over blocks of rows on the cores collects the blocks' sums and adds them here, rather than with
+/// rayon's `reduce`, whose tree of additions follows the work stealing: float addition is not
+/// associative, so that would change a gradient's last bits from run to run, and with them the
+/// weights and scores of a run that should repeat exactly.
+pub(crate) fn add_in_order(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    parts.into_iter().fold(vec![0.0; len], |mut total, part| {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+        total
+    })
+}
+
 /// A tensor's `f32` values as the host sees them: element `[i_0, i_1, ...]` is
 /// `values[sum_k i_k strides[k]]`. What [`crate::KernelBackend::with_values`] lends.
 #[derive(Debug, Clone, Copy)]

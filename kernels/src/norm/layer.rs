@@ -31,7 +31,7 @@
 use crate::KernelBackend;
 use crate::activation::{sum_in_lanes, vectorised};
 use crate::backend::Op;
-use crate::host::{HostValues, vector_values};
+use crate::host::{HostValues, add_in_order, vector_values};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::module::{Content, DisplaySettings, Initializer, ModuleDisplay, Param};
@@ -247,7 +247,7 @@ impl super::Statistics<2> for RowStatistics {
 
 /// The gradients of `x`, `gamma` and `beta` from the output's, `dy`: the formulas of the module
 /// docs, row-major. Each task sums its rows' share of `dgamma` and `dbeta`; the shares are added
-/// at the end.
+/// at the end, in order ([`add_in_order`]).
 fn backward_on_host(
     x: HostValues<'_, 2>,
     dy: HostValues<'_, 2>,
@@ -257,7 +257,7 @@ fn backward_on_host(
     let (x, dy) = (x.row_major(), dy.row_major());
     let gamma = &statistics.gamma;
     let mut dx = vec![0.0f32; rows * d];
-    let sums = dx
+    let (dgamma, dbeta): (Vec<_>, Vec<_>) = dx
         .par_chunks_mut(ROWS * d)
         .zip(x.par_chunks(ROWS * d).zip(dy.par_chunks(ROWS * d)))
         .zip(
@@ -301,15 +301,8 @@ fn backward_on_host(
             );
             (dgamma, dbeta)
         })
-        .reduce(
-            || (vec![0.0f32; d], vec![0.0f32; d]),
-            |(mut dgamma, mut dbeta), (g, b)| {
-                dgamma.iter_mut().zip(g).for_each(|(a, g)| *a += g);
-                dbeta.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                (dgamma, dbeta)
-            },
-        );
-    [dx, sums.0, sums.1]
+        .unzip();
+    [dx, add_in_order(dgamma, d), add_in_order(dbeta, d)]
 }
 
 /// The autodiff backends' [`KernelBackend::layer_norm_fast`]: the host forward pass recorded with
