@@ -14,6 +14,7 @@ use pdl_datasets::SplitMix64;
 use pdl_datasets::batcher::ImageBatch;
 use pdl_datasets::text::chars::{CharBatcher, CharWindowDataset};
 use pdl_datasets::text::sst2::{SentenceBatcher, SentenceItem};
+
 type AB = Autodiff<B>;
 
 fn close<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) {
